@@ -1,0 +1,25 @@
+"""User-facing errors: every stage command turns these into one line on stderr and exit code 2.
+
+Anything else that escapes a command is a bug and keeps its traceback.
+"""
+
+import functools
+import sys
+
+
+class UserError(Exception):
+    """A bad input the user can fix (wrong path, bad flag value, mismatched files...)."""
+
+
+def cli_main(fn):
+    """Decorate a `main(argv=None)` so a UserError prints `error: ...` and exits 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

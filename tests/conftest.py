@@ -1,0 +1,41 @@
+"""Shared test fixtures. Real data lives in ../shared/data (see its README); tests read it in place."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GPT2_OWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared test data not found at {SHARED_DATA} (set GPT2_OWT_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def reference_tiktoken(shared_data):
+    """tiktoken's GPT-2 (r50k_base) built offline from whisper's gpt2.tiktoken: an independent copy of the vocabulary."""
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+    from tiktoken_ext.openai_public import r50k_pat_str
+
+    ranks = load_tiktoken_bpe(str(shared_data / "gpt2-tokenizer" / "gpt2.tiktoken"))
+    return tiktoken.Encoding(
+        name="reference-gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257,
+    )
+
+
+@pytest.fixture(scope="session")
+def owt_documents(shared_data) -> list[str]:
+    """The 37 genuine OpenWebText documents with exact boundaries."""
+    path = shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl"
+    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

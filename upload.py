@@ -1,0 +1,1 @@
+"""Publish a release folder and intermediate checkpoints to the Hugging Face Hub (issue #6)."""
