@@ -39,3 +39,19 @@ def owt_documents(shared_data) -> list[str]:
     """The 37 genuine OpenWebText documents with exact boundaries."""
     path = shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl"
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def owt_data_dir(shared_data, tmp_path_factory) -> Path:
+    """The 37 genuine OWT documents prepared by `training.prepare_data` (val_fraction 0.1: 33 train / 4 val docs).
+
+    A read-only data_dir (train.bin, val.bin, document index, manifest.json); copy it before modifying it.
+    """
+    from training.prepare_data import main as prepare_main
+
+    root = tmp_path_factory.mktemp("owt_data")
+    return prepare_main([
+        "--dataset", "json", "--data_files", str(shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl"),
+        "--val_fraction", "0.1", "--num_proc", "1", "--output_dir", str(root / "data"),
+        "--cache_dir", str(root / "hf_cache"),
+    ])
