@@ -1,0 +1,125 @@
+"""Convert nanoGPT / llm.c checkpoints to and from `from_pretrained` GPT-2 folders.
+
+    python -m modeling.convert --from nanogpt out/ckpt.pt --output_dir gpt2-from-nanogpt
+    python -m modeling.convert --from llmc gpt2_124M.bin --output_dir gpt2-from-llmc
+    python -m modeling.convert --to nanogpt --model release/ --output ckpt.pt [--pad_vocab 50304]
+    python -m modeling.convert --to llmc --model release/ --output gpt2_124M.bin [--dtype bfloat16]
+
+(console script: `gpt2-owt-convert`). Imported folders get our tokenizer, generation config and a
+`conversion.json` naming the source file by SHA-256. Format details: `modeling/nanogpt.py`, `modeling/llmc.py`.
+"""
+
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+from . import llmc, nanogpt
+from .errors import UserError, cli_main
+from .hf_folder import load_hf_model, save_hf_folder
+from .tokenizer import sha256_file, tokenizer_fingerprint
+
+FORMATS = ("nanogpt", "llmc")
+
+
+@dataclass
+class ConvertArguments:
+    source: list[str] = field(default_factory=list, metadata={
+        "aliases": ["--from"], "help": "import: FORMAT PATH, FORMAT one of nanogpt, llmc"})
+    output_dir: str | None = field(default=None, metadata={"help": "import: the from_pretrained folder to write"})
+    target: str | None = field(default=None, metadata={
+        "aliases": ["--to"], "help": "export: FORMAT, one of nanogpt, llmc"})
+    model: str | None = field(default=None, metadata={"help": "export: the from_pretrained folder to read"})
+    output: str | None = field(default=None, metadata={"help": "export: the checkpoint file to write"})
+    keep_vocab_padding: bool = field(default=False, metadata={
+        "help": "nanoGPT import: keep embedding rows past 50257 (exact nanoGPT softmax) instead of slicing them"})
+    activation_function: str | None = field(default=None, metadata={
+        "help": "import: override the activation (default: the format's own, gelu for nanoGPT, gelu_new for llm.c)"})
+    pad_vocab: int | None = field(default=None, metadata={
+        "help": "export: pad the vocabulary with zero rows to this size (nanogpt: none; llmc: next multiple of 128)"})
+    bias: bool | None = field(default=None, metadata={
+        "help": "nanoGPT export: bias flag (default: false exactly when every bias is zero)"})
+    dtype: str = field(default="float32", metadata={"help": "llm.c export: float32 (version 3) or bfloat16 (version 5)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing output"})
+
+    def __post_init__(self):
+        if bool(self.source) == bool(self.target):
+            raise UserError("give exactly one of --from FORMAT PATH (import) or --to FORMAT (export)")
+        if self.source:
+            if len(self.source) != 2:
+                raise UserError(f"--from takes FORMAT PATH, got {self.source}")
+            check_format(self.source[0])
+            if not self.output_dir:
+                raise UserError("--from needs --output_dir")
+        else:
+            check_format(self.target)
+            if self.dtype not in llmc.DTYPE_VERSIONS:
+                raise UserError(f"--dtype must be one of {', '.join(llmc.DTYPE_VERSIONS)}, got {self.dtype!r}")
+            if not self.model or not self.output:
+                raise UserError("--to needs --model DIR and --output FILE")
+
+
+def check_format(name: str) -> None:
+    if name not in FORMATS:
+        raise UserError(f"unknown checkpoint format {name!r} (known: {', '.join(FORMATS)})")
+
+
+def import_checkpoint(fmt: str, path: str | Path, output_dir: str | Path, *, keep_vocab_padding: bool = False,
+                      activation_function: str | None = None, overwrite: bool = False) -> Path:
+    """nanoGPT `ckpt.pt` or llm.c `.bin` -> a `from_pretrained` folder with our tokenizer."""
+    path = Path(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", nanogpt.ConversionWarning)
+        if fmt == "nanogpt":
+            state_dict, model_args = nanogpt.load_nanogpt_checkpoint(path)
+            model = nanogpt.from_nanogpt(state_dict, model_args, slice_vocab=not keep_vocab_padding,
+                                         activation_function=activation_function or nanogpt.NANOGPT_ACTIVATION)
+        else:
+            model = llmc.load_llmc(path)
+            if activation_function:
+                model.config.activation_function = activation_function
+    notes = [str(w.message) for w in caught if issubclass(w.category, nanogpt.ConversionWarning)]
+    for w in caught:  # replay them to the caller (and the CLI's stderr)
+        warnings.warn(w.message, w.category, stacklevel=2)
+    info = {"source_format": fmt, "source_file": path.name, "source_sha256": sha256_file(path),
+            "activation_function": model.config.activation_function, "vocab_size": model.config.vocab_size,
+            "tokenizer_fingerprint": tokenizer_fingerprint(), "notes": notes}
+    return save_hf_folder(model, output_dir, extra_json={"conversion.json": info}, overwrite=overwrite)
+
+
+def export_checkpoint(fmt: str, model_dir: str | Path, output: str | Path, *, pad_vocab: int | None = None,
+                      bias: bool | None = None, dtype: str = "float32", overwrite: bool = False) -> Path:
+    """A `from_pretrained` folder -> nanoGPT `ckpt.pt` or llm.c `.bin` (written to a temp name, then renamed)."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise UserError(f"output file {output} already exists (pass --overwrite)")
+    if not output.parent.is_dir():
+        raise UserError(f"output folder {output.parent} does not exist")
+    model = load_hf_model(model_dir)
+    if fmt == "nanogpt":
+        nanogpt.warn_activation(model.config, nanogpt.NANOGPT_ACTIVATION, "nanoGPT")
+        state_dict, model_args = nanogpt.to_nanogpt(model, bias=bias, pad_vocab=pad_vocab)
+        nanogpt.save_nanogpt_checkpoint(output, state_dict, model_args)
+    else:
+        header, tensors = llmc.to_llmc(model, dtype=dtype, pad_vocab=pad_vocab)
+        llmc.write_llmc(output, header, tensors)
+    return output
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
+    if args.source:
+        fmt, path = args.source
+        out = import_checkpoint(fmt, path, args.output_dir, keep_vocab_padding=args.keep_vocab_padding,
+                                activation_function=args.activation_function, overwrite=args.overwrite)
+    else:
+        out = export_checkpoint(args.target, args.model, args.output, pad_vocab=args.pad_vocab, bias=args.bias,
+                                dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
