@@ -192,9 +192,13 @@ def load_source(src: Source, streaming: bool, num_proc: int, cache_dir: str | No
             f"files instead: --data_files 'data/*.parquet' (paths inside the repo; a PR branch or commit with a "
             f"parquet conversion via --revision, e.g. refs/convert/parquet), or --dataset parquet --data_files "
             f"'hf://datasets/{src.dataset}@REVISION/PATH/*.parquet'") from None
+    except StopIteration:  # datasets' json/csv builders raise it for empty files
+        raise UserError(f"{src.describe()} has no documents (empty data files?)") from None
     except (FileNotFoundError, DatasetNotFoundError, DatasetGenerationError, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"could not load {src.describe()}: {first_line}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if e.__cause__ is not None:  # DatasetGenerationError wraps the real reason
+            reason += f" ({type(e.__cause__).__name__}: {str(e.__cause__).strip().splitlines()[0]})"
+        raise UserError(f"could not load {src.describe()}: {reason}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
