@@ -1,1 +1,314 @@
-"""Publish a release folder and intermediate checkpoints to the Hugging Face Hub (issue #6)."""
+"""Publish a release folder and intermediate checkpoints to the Hugging Face Hub (issue #6).
+
+    gpt2-owt-upload RELEASE --repo_id user/name [--private] [--revision main] [--create_pr] [--tag v1.0]
+                    [--checkpoints RUN/hf] [--dry_run]
+
+1. `create_repo(exist_ok=True)`; the release folder goes to `--revision` (default `main`) with `upload_folder`.
+2. Every `RUN/hf/step_N` export goes to its own branch `step{N}` (the Pythia convention), created from the repo's
+   initial commit so it holds only that checkpoint. Each branch's weights are checked by sha256 before upload: a
+   step that carries the release's (or another step's) weights is refused, never published.
+3. `--tag` tags the release commit.
+
+Rerunning after a failure resumes: files whose remote sha256 (LFS) / git oid already match are skipped by
+`upload_folder`, LFS objects already stored are not sent again, and a step branch whose weights already match is
+skipped whole. `--dry_run` needs no token and prints every file, size, branch and tag it would write.
+
+The token comes from `HF_TOKEN` or the login store (`hf auth login`) via `huggingface_hub.get_token()`; it is never
+printed, logged or put in an error message. This module needs only huggingface_hub and the folders (no torch).
+"""
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+# What a complete release holds (model_card/build.py writes these names).
+REQUIRED_FILES = {
+    "weights": ("model.safetensors", "config.json"),
+    "tokenizer": ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"),
+    "model card": ("README.md",),
+    "eval results": ("eval_results.json",),
+}
+EXPORT_REQUIRED = ("model.safetensors", "config.json")
+WEIGHTS = "model.safetensors"
+RELEASE_MANIFEST = "release_manifest.json"
+EXPORT_INFO = "export_info.json"
+STEP_DIR = re.compile(r"^step_(\d+)$")  # run_dir/hf/step_N (training/run_dir.py)
+
+
+class UploadError(Exception):
+    """A problem the user can fix; printed as one `error:` line (never containing the token)."""
+
+
+@dataclass
+class UploadArgs:
+    repo_id: str = field(metadata={"help": "Hub repo to publish to, e.g. user/gpt2-owt"})
+    release_dir: str | None = field(default=None, metadata={"help": "release folder (or give it as the first argument)"})
+    private: bool = field(default=False, metadata={"help": "create the repo as private (if it does not exist yet)"})
+    revision: str = field(default="main", metadata={"help": "branch receiving the release"})
+    create_pr: bool = field(default=False, metadata={"help": "open a pull request with the release instead of pushing"})
+    tag: str | None = field(default=None, metadata={"help": "tag to put on the release commit, e.g. v1.0"})
+    checkpoints: str | None = field(default=None, metadata={"help": "RUN/hf: publish each step_N to branch step{N}"})
+    dry_run: bool = field(default=False, metadata={"help": "print what would be written; no token, no network"})
+    allow_duplicate_weights: bool = field(
+        default=False, metadata={"help": "publish steps whose weights equal another step's (e.g. lr was 0)"})
+
+
+@dataclass
+class Target:
+    """One folder going to one branch."""
+
+    branch: str
+    folder: Path
+    files: list[tuple[str, int]]
+    weights_sha256: str
+    step: int | None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_files(folder: Path) -> list[tuple[str, int]]:
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# -- local checks ---------------------------------------------------------------------------------------------------
+def release_target(release: Path, revision: str) -> Target:
+    if not release.is_dir():
+        raise UploadError(f"release folder not found: {release}")
+    missing = [f"{what} ({name})" for what, names in REQUIRED_FILES.items() for name in names
+               if not (release / name).is_file()]
+    if missing:
+        raise UploadError(f"release folder {release} is incomplete: missing {', '.join(missing)} "
+                          "(build it with `python -m model_card.build ... --eval_results results.json`)")
+    sha = sha256_file(release / WEIGHTS)
+    manifest = read_json(release / RELEASE_MANIFEST)
+    if manifest.get("weights_sha256") not in (None, sha):
+        raise UploadError(f"{release}/{WEIGHTS} has sha256 {sha}, but {RELEASE_MANIFEST} records "
+                          f"{manifest['weights_sha256']}: the release was modified after it was built")
+    return Target(revision, release, folder_files(release), sha, manifest.get("step"))
+
+
+def checkpoint_targets(hf_dir: Path) -> list[Target]:
+    """Every hf/step_N export, weights hash checked against its export_info.json."""
+    if not hf_dir.is_dir():
+        raise UploadError(f"--checkpoints folder not found: {hf_dir}")
+    targets = []
+    for path in sorted(hf_dir.iterdir(), key=lambda p: p.name):
+        m = STEP_DIR.match(path.name)
+        if not (m and path.is_dir()):
+            continue
+        step = int(m.group(1))
+        missing = [name for name in EXPORT_REQUIRED if not (path / name).is_file()]
+        if missing:
+            raise UploadError(f"checkpoint export {path} is incomplete: missing {', '.join(missing)}")
+        sha = sha256_file(path / WEIGHTS)
+        info = read_json(path / EXPORT_INFO)
+        if info.get("weights_sha256") not in (None, sha):
+            raise UploadError(f"{path}/{WEIGHTS} has sha256 {sha} but {EXPORT_INFO} records {info['weights_sha256']}")
+        if info.get("step") not in (None, step):
+            raise UploadError(f"{path} holds step {info['step']} according to {EXPORT_INFO}, not {step}")
+        targets.append(Target(f"step{step}", path, folder_files(path), sha, step))
+    if not targets:
+        raise UploadError(f"no step_N exports found in {hf_dir}")
+    return sorted(targets, key=lambda t: t.step)
+
+
+def check_plan(args: UploadArgs, release: Target, steps: list[Target]) -> None:
+    """Refuse branch-name collisions and step branches that would not hold their own weights."""
+    names = [t.branch for t in steps]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UploadError(f"several exports map to the same branch name: {', '.join(dupes)}")
+    if release.branch in names:
+        raise UploadError(f"--revision {release.branch} collides with the checkpoint branch of the same name")
+    if args.tag is not None and args.tag in names + [release.branch]:
+        raise UploadError(f"--tag {args.tag} has the same name as a branch; pick another tag name")
+    seen: dict[str, Target] = {}
+    for t in steps:
+        if t.weights_sha256 == release.weights_sha256 and t.step != release.step:
+            raise UploadError(f"{t.folder} (step {t.step}) has the same weights as the release (sha256 "
+                              f"{t.weights_sha256[:16]}…): a step branch must hold its own weights, refusing")
+        other = seen.get(t.weights_sha256)
+        if other is not None and not args.allow_duplicate_weights:
+            raise UploadError(f"{t.folder} and {other.folder} have identical weights (sha256 {t.weights_sha256[:16]}…);"
+                              " pass --allow_duplicate_weights if that is expected (e.g. lr was 0 at that step)")
+        seen[t.weights_sha256] = t
+
+
+def print_plan(args: UploadArgs, release: Target, steps: list[Target], root_note: str) -> None:
+    print(f"dry run: nothing is uploaded. repo {args.repo_id} (created {'private' if args.private else 'public'} "
+          "if missing)")
+    for t, note in [(release, "pull request" if args.create_pr else "release")] + [(t, root_note) for t in steps]:
+        total = sum(size for _, size in t.files)
+        print(f"branch {t.branch} ({note}) <- {t.folder}: {len(t.files)} files, {total:,} bytes, "
+              f"weights sha256 {t.weights_sha256}")
+        for name, size in t.files:
+            print(f"  {name}  {size:,} bytes")
+    if args.tag:
+        print(f"tag {args.tag} -> the release commit on {release.branch}"
+              + (" (skipped with --create_pr: tag after merging)" if args.create_pr else ""))
+
+
+# -- Hub side -------------------------------------------------------------------------------------------------------
+def get_token() -> str:
+    from huggingface_hub import get_token as hf_get_token
+
+    token = hf_get_token()
+    if not token:
+        raise UploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (use --dry_run to preview)")
+    return token
+
+
+def remote_weights_sha256(api, repo_id: str, branch: str) -> str | None:
+    """sha256 of model.safetensors on `branch` (its LFS oid), or None if the branch has no weights yet."""
+    infos = api.get_paths_info(repo_id, [WEIGHTS], revision=branch)
+    lfs = infos[0].lfs if infos else None
+    return lfs.sha256 if lfs is not None else None
+
+
+def publish_release(api, args: UploadArgs, release: Target, branches: dict) -> str | None:
+    """Upload the release folder; return the commit oid to tag (None for a pull request)."""
+    if release.branch not in branches and not args.create_pr:
+        api.create_branch(args.repo_id, branch=release.branch, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=args.repo_id, folder_path=str(release.folder), revision=release.branch, create_pr=args.create_pr,
+        commit_message=f"Release (step {release.step}, weights sha256 {release.weights_sha256[:12]})",
+    )
+    print(f"release -> {info.pr_url or info.commit_url}")
+    return None if args.create_pr else info.oid
+
+
+def publish_step(api, repo_id: str, t: Target, branches: dict, root: str) -> None:
+    if t.branch in branches:
+        remote = remote_weights_sha256(api, repo_id, t.branch)
+        if remote == t.weights_sha256:
+            print(f"{t.branch}: up to date (weights sha256 {t.weights_sha256[:12]}), skipped")
+            return
+        if remote is not None:
+            raise UploadError(f"branch {t.branch} already exists on {repo_id} with other weights (sha256 "
+                              f"{remote[:16]}…); delete it or publish to a new repo")
+    else:
+        api.create_branch(repo_id, branch=t.branch, revision=root, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(t.folder), revision=t.branch,
+                      commit_message=f"Checkpoint step {t.step} (weights sha256 {t.weights_sha256[:12]})")
+    if remote_weights_sha256(api, repo_id, t.branch) != t.weights_sha256:
+        raise UploadError(f"after upload, branch {t.branch} does not hold {t.folder}/{WEIGHTS}")
+    print(f"{t.branch}: uploaded from {t.folder}")
+
+
+def publish_tag(api, args: UploadArgs, commit: str, tags: dict) -> None:
+    if args.tag in tags:
+        if tags[args.tag] != commit:
+            raise UploadError(f"tag {args.tag} already exists on {args.repo_id} at another commit "
+                              f"({tags[args.tag][:12]}); choose a new tag")
+        print(f"tag {args.tag}: already on the release commit, skipped")
+        return
+    api.create_tag(args.repo_id, tag=args.tag, revision=commit, tag_message=f"Release {args.tag}")
+    print(f"tag {args.tag} -> {commit[:12]}")
+
+
+def publish(api, args: UploadArgs, release: Target, steps: list[Target]) -> None:
+    api.create_repo(args.repo_id, private=args.private, exist_ok=True)
+    refs = api.list_repo_refs(args.repo_id)
+    branches = {b.name: b.target_commit for b in refs.branches}
+    tags = {t.name: t.target_commit for t in refs.tags}
+    clash = sorted(set(tags) & ({t.branch for t in steps} | {release.branch}))
+    if clash:
+        raise UploadError(f"{args.repo_id} has tags named like the branches to write: {', '.join(clash)}")
+    if args.tag in branches:
+        raise UploadError(f"--tag {args.tag} collides with the existing branch {args.tag} on {args.repo_id}")
+    commit = publish_release(api, args, release, branches)
+    if steps:
+        # Step branches start from the initial commit (just .gitattributes), so each holds only its checkpoint.
+        root = api.list_repo_commits(args.repo_id, revision="main")[-1].commit_id
+        for t in steps:
+            publish_step(api, args.repo_id, t, branches, root)
+    if args.tag and commit is not None:
+        publish_tag(api, args, commit, tags)
+    elif args.tag:
+        print(f"tag {args.tag}: skipped for a pull request (tag the merged commit)")
+
+
+def describe_hub_error(e: Exception, repo_id: str) -> str:
+    """One actionable line for a failed Hub call."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(e, RepositoryNotFoundError):
+        return f"repository {repo_id} not found, or not visible with this token (private repo of another user?)"
+    if isinstance(e, RevisionNotFoundError):
+        return f"revision not found on {repo_id}: {str(e).splitlines()[-1]}"
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, HfHubHTTPError) and status == 401:
+        return "the Hub rejected the token (401): it is invalid or expired; set HF_TOKEN or run `hf auth login`"
+    if isinstance(e, HfHubHTTPError) and status == 403:
+        return (f"no write access to {repo_id} (403): the token's user cannot write to namespace "
+                f"'{repo_id.split('/')[0]}', or the token is read-only")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
+    return f"upload failed: {type(e).__name__}: {first}{cause}. Rerun the same command to resume: finished files are skipped"
+
+
+def scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def parse_args(argv) -> UploadArgs:
+    args, rest = HfArgumentParser(UploadArgs).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    positional = [a for a in rest if not a.startswith("-")]
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        raise UploadError(f"unrecognized arguments: {' '.join(unknown)}")
+    if len(positional) > 1 or (positional and args.release_dir):
+        raise UploadError("give exactly one release folder")
+    args.release_dir = positional[0] if positional else args.release_dir
+    if not args.release_dir:
+        raise UploadError("missing the release folder: gpt2-owt-upload RELEASE --repo_id user/name")
+    if args.repo_id.count("/") != 1:
+        raise UploadError(f"--repo_id must look like user/name, got {args.repo_id!r}")
+    return args
+
+
+def run(argv=None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    release = release_target(Path(args.release_dir), args.revision)
+    steps = checkpoint_targets(Path(args.checkpoints)) if args.checkpoints else []
+    check_plan(args, release, steps)
+    if args.dry_run:
+        print_plan(args, release, steps, "from the initial commit")
+        return
+    token = get_token()
+    from huggingface_hub import HfApi
+
+    try:
+        publish(HfApi(token=token), args, release, steps)
+    except UploadError as e:
+        raise UploadError(scrub(str(e), token)) from None
+    except Exception as e:  # HTTP, network and Hub-side failures: one line, token scrubbed, no chained traceback
+        raise UploadError(scrub(describe_hub_error(e, args.repo_id), token)) from None
+
+
+def main(argv=None) -> None:
+    """Console entry point: an UploadError prints `error: ...` and exits 2 (no traceback that could hold state)."""
+    try:
+        run(argv)
+    except UploadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

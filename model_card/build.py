@@ -1,0 +1,290 @@
+"""Assemble a self-contained release folder (weights, tokenizer, model card, configs, eval, manifests, plots).
+
+    python -m model_card.build --run_dir RUN [--checkpoint final|step_N] [--eval_results results.json] \
+        --output_dir RELEASE [--repo_id user/name] [--gpu_hour_usd X --gpu_watts W --grid_kgco2_per_kwh C]
+
+The release is built in a temporary folder next to `output_dir`, checked (loads with AutoModelForCausalLM and
+AutoTokenizer, weights hash, card metadata round-trip), then renamed into place. An existing different release is
+never replaced without `--overwrite`; rebuilding the same inputs is a no-op.
+"""
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+from transformers import HfArgumentParser
+
+import modeling
+from modeling import UserError, cli_main
+from training import run_dir as rd
+
+from . import card as card_mod
+from . import facts as F
+from .plots import write_plots
+
+# What a release folder holds (upload.py checks the same names, without importing this module).
+MODEL_FILES = ("config.json", "model.safetensors")
+OPTIONAL_MODEL_FILES = ("generation_config.json",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+README = "README.md"
+TRAINING_CONFIG = "training_config.json"
+EVAL_RESULTS = "eval_results.json"
+DATA_MANIFEST = "manifest.json"
+RELEASE_MANIFEST = "release_manifest.json"
+TOKENIZER_NOTICE = "LICENSE-NOTICE-tokenizer.md"
+DATA_NOTICE = "LICENSE-NOTICE-data.md"
+DATA_NOTICE_SRC = Path(__file__).parent / "notices" / DATA_NOTICE
+EXPORT_INFO = "export_info.json"
+
+
+@dataclass
+class BuildArgs:
+    run_dir: str = field(metadata={"help": "training run folder (training/run_dir.py layout)"})
+    output_dir: str = field(metadata={"help": "release folder to create"})
+    checkpoint: str = field(default="final", metadata={"help": "which export to release: final or step_N"})
+    eval_results: str | None = field(default=None, metadata={"help": "results.json written by the eval stage"})
+    repo_id: str = field(default="your-username/gpt2-owt", metadata={"help": "Hub repo id used in the card's code"})
+    model_name: str | None = field(default=None, metadata={"help": "card title / model-index name (default: repo name)"})
+    gpu_hour_usd: float | None = field(default=None, metadata={"help": "price of one device-hour, for the cost estimate"})
+    gpu_watts: float | None = field(default=None, metadata={"help": "power per device in W (default on GPU: its TDP)"})
+    grid_kgco2_per_kwh: float | None = field(default=None, metadata={"help": "grid carbon intensity for the CO2 estimate"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing, different release folder"})
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path}")
+    try:
+        return rd.read_json(path)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{what} {path} is not valid JSON: {e}") from None
+
+
+def export_dir(run_dir: Path, checkpoint: str) -> Path:
+    if checkpoint != rd.FINAL and rd.parse_step_dir(checkpoint) is None:
+        raise UserError(f"--checkpoint must be 'final' or 'step_N', got {checkpoint!r}")
+    path = run_dir / rd.HF_EXPORTS / checkpoint
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise UserError(f"export {path} is incomplete or missing (no {', '.join(missing)})")
+    return path
+
+
+def export_weights_sha256(path: Path) -> str:
+    """The export's recorded weights hash, checked against the file (a mismatch means a damaged export)."""
+    actual = modeling.sha256_file(path / "model.safetensors")
+    info_path = path / EXPORT_INFO
+    if info_path.is_file():
+        recorded = rd.read_json(info_path).get("weights_sha256")
+        if recorded and recorded != actual:
+            raise UserError(f"{path}/model.safetensors has sha256 {actual} but {EXPORT_INFO} records {recorded}")
+    return actual
+
+
+def intermediate_checkpoints(run_dir: Path) -> list[dict]:
+    """Every hf/step_N export: the branch it is published to, step, tokens and weights hash."""
+    found = []
+    for step, path in rd.list_step_dirs(run_dir / rd.HF_EXPORTS):
+        if not (path / "model.safetensors").is_file():
+            continue
+        info = rd.read_json(path / EXPORT_INFO) if (path / EXPORT_INFO).is_file() else {}
+        sha = info.get("weights_sha256") or modeling.sha256_file(path / "model.safetensors")
+        found.append({"branch": f"step{step}", "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
+    return found
+
+
+def check_tokenizer(manifest: dict) -> str:
+    """The release ships the shipped tokenizer; the data must have been tokenized with that same one."""
+    modeling.verify_tokenizer_files()
+    fingerprint = modeling.tokenizer_fingerprint()
+    recorded = F.find_key(manifest, F.TOKENIZER_HASH_KEYS)
+    if recorded is not None and recorded != fingerprint:
+        raise UserError(f"data manifest tokenizer hash {recorded} differs from the shipped tokenizer's {fingerprint}")
+    return fingerprint
+
+
+def load_eval_results(path: str | None, weights_sha256: str) -> dict | None:
+    if path is None:
+        return None
+    results = _read_json(Path(path), "eval results")
+    if not isinstance(results.get("tasks"), dict):
+        raise UserError(f"{path} has no 'tasks' object (expected the eval stage's results.json)")
+    evaluated = (results.get("model") or {}).get("weights_sha256")
+    if evaluated and evaluated != weights_sha256:
+        raise UserError(f"{path} evaluated weights {evaluated}, not this checkpoint's {weights_sha256}")
+    return results
+
+
+def copy_files(pairs: list[tuple[Path, Path]]) -> None:
+    for src, dst in tqdm(pairs, desc="copy release files", unit="file", leave=False):
+        shutil.copyfile(src, dst)
+
+
+def check_loads(release: Path) -> int:
+    """Load the folder exactly as users will; return the parameter count. Raises UserError on any mismatch."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(release))
+    ids = tokenizer("Hello world")["input_ids"]
+    if ids != [15496, 995]:
+        raise UserError(f"release tokenizer encodes 'Hello world' as {ids}, expected GPT-2's [15496, 995]")
+    model = AutoModelForCausalLM.from_pretrained(str(release))
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits
+    if logits.shape[-1] != modeling.VOCAB_SIZE or not torch.isfinite(logits).all():
+        raise UserError(f"release model gives logits of shape {tuple(logits.shape)} / non-finite values")
+    return modeling.count_parameters(model)
+
+
+def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, export_info: dict, weights_sha256: str,
+                 results: dict | None, num_parameters: int, plots: list[str], fingerprint: str) -> dict:
+    """Everything the template shows, derived from the run's files."""
+    training_config = _read_json(run_dir / rd.TRAINING_CONFIG, "training config")
+    run_info = _read_json(run_dir / rd.RUN_INFO, "run info")
+    manifest = _read_json(run_dir / rd.DATA_MANIFEST, "data manifest")
+    metrics = rd.read_metrics(run_dir)
+    cost = F.CostInputs(args.gpu_hour_usd, args.gpu_watts, args.grid_kgco2_per_kwh)
+    rows = F.eval_rows(results)
+    commands = [
+        ("Prepare the data", F.command_line(manifest.get("command"))),
+        ("Train", F.command_line(run_info.get("command"))),
+        ("Evaluate", F.command_line((results or {}).get("command"))),
+        ("Build this release", F.command_line(["python", "-m", "model_card.build", *argv])),
+    ]
+    return {
+        "model_name": args.model_name or args.repo_id.split("/")[-1],
+        "repo_id": args.repo_id,
+        "citation_key": args.repo_id.replace("/", "_").replace("-", "_"),
+        "checkpoint_name": args.checkpoint,
+        "checkpoint_step": export_info.get("step"),
+        "checkpoint_tokens": export_info.get("tokens"),
+        "weights_sha256": weights_sha256,
+        "context_length": config.get("n_positions"),
+        "arch_rows": F.architecture_rows(config, num_parameters),
+        "hparam_rows": F.hyperparameter_rows(training_config),
+        "dataset_id": F.hub_dataset_id(manifest),
+        "dataset_revision": F.find_key(manifest, ("revision", "dataset_revision")),
+        "params_label": F.params_label(num_parameters),
+        "data_rows": F.flat_rows(manifest, skip=("files", "versions", "command", "sha256")),
+        "tokenizer_fingerprint": fingerprint,
+        "facts": F.compute_facts(run_info, training_config, config, metrics, cost),
+        "hardware": run_info.get("hardware"),
+        "plots": plots,
+        "eval_rows": rows,
+        "eval_settings": F.flat_rows((results or {}).get("settings") or {}),
+        "versions": F.flat_rows(run_info.get("versions") or {}),
+        "git_commit": run_info.get("git_commit"),
+        "seed": training_config.get("seed"),
+        "data_manifest_sha256": run_info.get("data_manifest_sha256"),
+        "commands": [(title, cmd) for title, cmd in commands if cmd],
+        "checkpoints": intermediate_checkpoints(run_dir),
+    }
+
+
+def release_manifest(release: Path, args: BuildArgs, weights_sha256: str, export_info: dict) -> dict:
+    files = sorted(p.name for p in release.iterdir() if p.is_file() and p.name != RELEASE_MANIFEST)
+    return {
+        "files": {name: {"bytes": (release / name).stat().st_size, "sha256": modeling.sha256_file(release / name)}
+                  for name in tqdm(files, desc="hash release files", unit="file", leave=False)},
+        "weights_sha256": weights_sha256,
+        "checkpoint": args.checkpoint,
+        "step": export_info.get("step"),
+        "tokens": export_info.get("tokens"),
+        "run_dir": str(Path(args.run_dir).resolve()),
+    }
+
+
+def finalize(tmp: Path, output: Path, overwrite: bool) -> str:
+    """Rename the checked temp folder into place; an existing different release needs --overwrite."""
+    if output.exists():
+        old = output / RELEASE_MANIFEST
+        same = old.is_file() and rd.read_json(old)["files"] == rd.read_json(tmp / RELEASE_MANIFEST)["files"]
+        if same:
+            shutil.rmtree(tmp)
+            return "unchanged"
+        if not overwrite:
+            shutil.rmtree(tmp)
+            raise UserError(f"{output} already holds a different release (pass --overwrite to replace it)")
+        trash = output.with_name(f".{output.name}.old-{os.getpid()}")
+        output.rename(trash)
+        tmp.rename(output)
+        shutil.rmtree(trash)
+        return "replaced"
+    tmp.rename(output)
+    return "created"
+
+
+def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
+    """Build, check and move the release into place; `argv` (this command's arguments) goes on the card."""
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run_dir not found: {run_dir}")
+    for name, what in ((rd.TRAINING_CONFIG, "training config"), (rd.RUN_INFO, "run info"),
+                       (rd.DATA_MANIFEST, "data manifest")):
+        _read_json(run_dir / name, what)
+    export = export_dir(run_dir, args.checkpoint)
+    weights_sha256 = export_weights_sha256(export)
+    export_info = rd.read_json(export / EXPORT_INFO) if (export / EXPORT_INFO).is_file() else {}
+    results = load_eval_results(args.eval_results, weights_sha256)
+    fingerprint = check_tokenizer(_read_json(run_dir / rd.DATA_MANIFEST, "data manifest"))
+
+    output = Path(args.output_dir).resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        pairs = [(export / n, tmp / n) for n in MODEL_FILES + OPTIONAL_MODEL_FILES if (export / n).is_file()]
+        pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in TOKENIZER_FILES]
+        pairs += [(modeling.TOKENIZER_DIR / "LICENSE-NOTICE.md", tmp / TOKENIZER_NOTICE),
+                  (DATA_NOTICE_SRC, tmp / DATA_NOTICE),
+                  (run_dir / rd.TRAINING_CONFIG, tmp / TRAINING_CONFIG),
+                  (run_dir / rd.DATA_MANIFEST, tmp / DATA_MANIFEST)]
+        if args.eval_results:
+            pairs.append((Path(args.eval_results), tmp / EVAL_RESULTS))
+        copy_files(pairs)
+        if modeling.sha256_file(tmp / "model.safetensors") != weights_sha256:
+            raise UserError(f"copy of {export}/model.safetensors does not match its hash (disk error?)")
+        num_parameters = check_loads(tmp)
+        plots = write_plots(rd.read_metrics(run_dir), tmp)
+        config = rd.read_json(tmp / "config.json")
+        context = card_context(args, argv, run_dir, config, export_info, weights_sha256, results, num_parameters,
+                               plots, fingerprint)
+        card_mod.render(context).save(tmp / README)
+        card_mod.validate_offline(tmp / README, context["eval_rows"], context["dataset_id"])
+        manifest = release_manifest(tmp, args, weights_sha256, export_info)
+        (tmp / RELEASE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return output, finalize(tmp, output, args.overwrite)
+
+
+def parse_args(argv=None) -> BuildArgs:
+    (args,) = HfArgumentParser(BuildArgs).parse_args_into_dataclasses(args=argv)
+    return args
+
+
+@cli_main
+def main(argv=None) -> Path:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    output, outcome = build_release(args, argv)
+    print(f"release {outcome}: {output}")
+    print(f"card validation on the Hub: {card_mod.validate_online(output / README)}")
+    if not args.eval_results:
+        print("warning: no --eval_results given: the card has no evaluation and upload.py will refuse this release",
+              file=sys.stderr)
+    print(f"built at {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    return output
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Every number and table on the card, derived from the run's own files.
+
+Nothing here is typed by hand or guessed: a value the inputs do not hold is left out (None / no row), and the
+template omits what is None. The only constants are the labelled OpenAI GPT-2 reference numbers.
+"""
+
+import json
+import shlex
+from dataclasses import dataclass
+
+# OpenAI GPT-2 small (117M in the paper; 124M as counted today), labelled by source.
+GPT2_PAPER = "GPT-2 paper (Radford et al. 2019), Table 3, 117M"
+LM_EVAL = "lm-evaluation-harness, `gpt2`"
+REFERENCES = {
+    ("wikitext", "word_perplexity"): [(29.41, f"{GPT2_PAPER}: WikiText-2"), (37.50, f"{GPT2_PAPER}: WikiText-103")],
+    ("lambada_openai", "acc"): [(0.4599, GPT2_PAPER), (0.3256, f"{LM_EVAL} `lambada_openai`")],
+    ("lambada_openai", "perplexity"): [(35.13, GPT2_PAPER), (40.06, f"{LM_EVAL} `lambada_openai`")],
+}
+
+# (task, metric, dataset label, model-index dataset type, config, split, metric type) in card order.
+EVAL_METRICS = [
+    ("wikitext", "word_perplexity", "WikiText-2 (raw, test)", "wikitext", "wikitext-2-raw-v1", "test", "perplexity"),
+    ("wikitext", "bits_per_byte", "WikiText-2 (raw, test)", "wikitext", "wikitext-2-raw-v1", "test", "bits_per_byte"),
+    ("wikitext_sliding", "perplexity", "WikiText-2 (raw, test), sliding window", "wikitext", "wikitext-2-raw-v1",
+     "test", "perplexity"),
+    ("lambada_openai", "acc", "LAMBADA (OpenAI)", "EleutherAI/lambada_openai", "default", "test", "accuracy"),
+    ("lambada_openai", "perplexity", "LAMBADA (OpenAI)", "EleutherAI/lambada_openai", "default", "test", "perplexity"),
+    ("owt_val", "loss", "OpenWebText held-out split", "Skylion007/openwebtext", "plain_text", "validation", "loss"),
+    ("owt_val", "perplexity", "OpenWebText held-out split", "Skylion007/openwebtext", "plain_text", "validation",
+     "perplexity"),
+]
+
+ARCHITECTURE_FIELDS = [
+    ("n_layer", "Transformer layers"), ("n_head", "Attention heads"), ("n_embd", "Hidden size"),
+    ("n_inner", "MLP inner size"), ("n_positions", "Context length (tokens)"), ("vocab_size", "Vocabulary size"),
+    ("activation_function", "Activation"), ("layer_norm_epsilon", "LayerNorm epsilon"),
+    ("tie_word_embeddings", "Tied input/output embeddings"), ("embd_pdrop", "Embedding dropout"),
+    ("attn_pdrop", "Attention dropout"), ("resid_pdrop", "Residual dropout"),
+    ("initializer_range", "Init std"), ("torch_dtype", "Stored dtype"), ("dtype", "Stored dtype"),
+]
+
+# Published board power (TDP) of common training GPUs, used only for an energy upper bound (watts).
+GPU_TDP_WATTS = {"A100": 400, "H100": 700, "H200": 700, "V100": 300, "A10G": 150, "L4": 72, "T4": 70}
+
+
+def fmt(value) -> str:
+    """One table cell: plain text for str/number, JSON for the rest; pipes escaped for markdown."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, float):
+        text = repr(value)  # exact: 6e-05, 0.95, 1.0
+    else:
+        text = json.dumps(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def find_key(tree, names: tuple[str, ...]):
+    """First scalar value stored under any of `names`, searching nested dicts depth-first (None if absent)."""
+    if isinstance(tree, dict):
+        for name in names:
+            if name in tree and not isinstance(tree[name], (dict, list)) and tree[name] is not None:
+                return tree[name]
+        for value in tree.values():
+            found = find_key(value, names)
+            if found is not None:
+                return found
+    return None
+
+
+TOKENIZER_HASH_KEYS = ("fingerprint", "tokenizer_fingerprint", "tokenizer_sha256")
+
+
+def hub_dataset_id(manifest: dict) -> str | None:
+    """The source's Hub dataset id (`owner/name`), or None for a local builder such as `json` + data_files."""
+    dataset = find_key(manifest.get("source", manifest), ("dataset", "dataset_id", "hub_id"))
+    return dataset if isinstance(dataset, str) and dataset.count("/") == 1 else None
+
+
+def params_label(num_parameters: int) -> str:
+    """124M-style size label from the counted parameters."""
+    return f"{num_parameters / 1e6:.0f}M" if num_parameters >= 1e7 else f"{num_parameters / 1e6:.1f}M"
+
+
+def architecture_rows(config: dict, num_parameters: int | None) -> list[tuple[str, str]]:
+    rows = [("Architecture", ", ".join(config.get("architectures") or [config.get("model_type", "?")]))]
+    if num_parameters is not None:
+        rows.append(("Parameters (unique, tied embeddings counted once)", f"{num_parameters:,}"))
+    for key, label in ARCHITECTURE_FIELDS:
+        if key not in config:
+            continue
+        value = config[key]
+        if key == "n_inner" and value is None and "n_embd" in config:
+            value = f"{4 * config['n_embd']} (4 × hidden size)"
+        rows.append((label, fmt(value)))
+    return rows
+
+
+def hyperparameter_rows(training_config: dict) -> list[tuple[str, str]]:
+    """Every field of the resolved training config, in file order."""
+    return [(key, fmt(value)) for key, value in training_config.items()]
+
+
+def flat_rows(tree: dict, skip: tuple[str, ...] = (), prefix: str = "") -> list[tuple[str, str]]:
+    """Scalar leaves of a nested dict as (dotted.key, value) rows, skipping top-level `skip` keys."""
+    rows = []
+    for key, value in tree.items():
+        if not prefix and key in skip:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows.extend(flat_rows(value, prefix=f"{name}."))
+        elif value is not None:
+            rows.append((name, fmt(value)))
+    return rows
+
+
+@dataclass
+class CostInputs:
+    """User-stated inputs for the cost and CO2 estimates (None = not estimated)."""
+
+    gpu_hour_usd: float | None = None
+    gpu_watts: float | None = None
+    grid_kgco2_per_kwh: float | None = None
+
+
+def attention_flops_per_token(config: dict, seq_len: int | None) -> float | None:
+    """Training FLOPs of attention scores/values per token: 6 · n_layer · seq_len · n_embd (PaLM/nanoGPT)."""
+    if seq_len is None or "n_layer" not in config or "n_embd" not in config:
+        return None
+    return 6.0 * config["n_layer"] * seq_len * config["n_embd"]
+
+
+def compute_facts(run_info: dict, training_config: dict, config: dict, metrics: list[dict],
+                  cost: CostInputs) -> dict:
+    """Tokens, steps, time, hardware, device-hours, FLOPs, energy/cost/CO2: only what the inputs support."""
+    facts: dict = {}
+    train_rows = [m for m in metrics if "train_loss" in m]
+    val_rows = [m for m in metrics if "val_loss" in m]
+    facts["steps"] = run_info.get("steps_done", metrics[-1]["step"] if metrics else None)
+    facts["tokens"] = run_info.get("tokens_seen", metrics[-1].get("tokens") if metrics else None)
+    facts["final_train_loss"] = train_rows[-1]["train_loss"] if train_rows else None
+    facts["final_val_loss"] = val_rows[-1]["val_loss"] if val_rows else None
+    speeds = [m["tokens_per_sec"] for m in train_rows if m.get("tokens_per_sec")]
+    facts["tokens_per_sec"] = sorted(speeds)[len(speeds) // 2] if speeds else None
+    facts["started_at"], facts["finished_at"] = run_info.get("started_at"), run_info.get("finished_at")
+    facts["status"] = run_info.get("status")
+    wall = run_info.get("wall_time_seconds")
+    facts["wall_time_hours"] = wall / 3600 if wall is not None else None
+
+    hw = run_info.get("hardware") or {}
+    facts["hardware"] = hw or None
+    on_gpu = hw.get("device_type") == "cuda"
+    world = hw.get("num_processes")
+    device_hours = wall / 3600 * world if wall is not None and world else None
+    facts["device_hours"] = device_hours
+    facts["device_hours_label"] = "GPU-hours" if on_gpu else "CPU process-hours"
+
+    seq_len = training_config.get("seq_len")
+    n_params = run_info.get("num_parameters")
+    if run_info.get("flops_per_token") is not None:
+        facts["flops_per_token"] = float(run_info["flops_per_token"])
+        facts["flops_source"] = "run_info.json `flops_per_token` (the trainer's 6·N + attention estimate)"
+    elif n_params is not None and attention_flops_per_token(config, seq_len) is not None:
+        facts["flops_per_token"] = 6.0 * n_params + attention_flops_per_token(config, seq_len)
+        facts["flops_source"] = f"6·N + 6·n_layer·seq_len·n_embd with N = {n_params:,}, seq_len = {seq_len}"
+    else:
+        facts["flops_per_token"] = None
+    facts["training_flops"] = (facts["flops_per_token"] * facts["tokens"]
+                               if facts["flops_per_token"] is not None and facts["tokens"] is not None else None)
+
+    # Energy/cost/CO2: on GPU runs the board power defaults to the GPU's published TDP; never guessed on CPU.
+    watts = cost.gpu_watts
+    if watts is None and on_gpu:
+        watts = next((w for name, w in GPU_TDP_WATTS.items() if name in hw.get("device_name", "")), None)
+    facts["watts"] = watts
+    facts["watts_source"] = "--gpu_watts" if cost.gpu_watts is not None else "published TDP of the GPU"
+    facts["energy_kwh"] = device_hours * watts / 1000 if device_hours is not None and watts is not None else None
+    facts["cost_usd"] = (device_hours * cost.gpu_hour_usd
+                         if device_hours is not None and cost.gpu_hour_usd is not None else None)
+    facts["gpu_hour_usd"] = cost.gpu_hour_usd
+    facts["co2_kg"] = (facts["energy_kwh"] * cost.grid_kgco2_per_kwh
+                       if facts["energy_kwh"] is not None and cost.grid_kgco2_per_kwh is not None else None)
+    facts["grid_kgco2_per_kwh"] = cost.grid_kgco2_per_kwh
+    return facts
+
+
+def eval_rows(results: dict | None) -> list[dict]:
+    """One row per metric the eval run produced, with the labelled GPT-2 reference values for that metric."""
+    if not results:
+        return []
+    tasks = results.get("tasks", {})
+    rows = []
+    for task, metric, label, dtype, dconfig, split, mtype in EVAL_METRICS:
+        value = tasks.get(task, {}).get("metrics", {}).get(metric)
+        if value is None:
+            continue
+        rows.append({"task": task, "metric": metric, "label": label, "value": float(value),
+                     "dataset_type": dtype, "dataset_config": dconfig, "split": split, "metric_type": mtype,
+                     "references": REFERENCES.get((task, metric), [])})
+    return rows
+
+
+def command_line(argv) -> str | None:
+    return shlex.join(argv) if argv else None
