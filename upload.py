@@ -257,9 +257,9 @@ def describe_hub_error(e: Exception, repo_id: str) -> str:
     if isinstance(e, HfHubHTTPError) and status == 403:
         return (f"no write access to {repo_id} (403): the token's user cannot write to namespace "
                 f"'{repo_id.split('/')[0]}', or the token is read-only")
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ else ""
-    return f"upload failed: {type(e).__name__}: {first}{cause}. Rerun the same command to resume: finished files are skipped"
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:600]
+    cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ and not isinstance(e, HfHubHTTPError) else ""
+    return f"upload failed: {type(e).__name__}: {text}{cause}. Rerun the same command to resume: finished files are skipped"
 
 
 def scrub(text: str, token: str | None) -> str:

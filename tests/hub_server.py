@@ -216,18 +216,20 @@ class Handler(BaseHTTPRequestHandler):
         for rule in self.state.fail_rules:
             if rule.times > 0 and rule.method == self.command and rule.pattern.search(parts.path):
                 rule.times -= 1
-                return self.send(rule.status, {"error": "injected failure"})
+                return self.send(rule.status, {"error": "injected failure" + self.echo()})
         try:
             with self.state.lock:
                 self.route(segments, query, body)
         except HubError as e:
-            message = e.message
-            if self.state.echo_token_in_errors:  # a careless server: the client must still never leak the token
-                message += f" (Authorization: {self.headers.get('Authorization')})"
+            message = e.message + self.echo()
             headers = {"X-Error-Message": e.message}
             if e.code:
                 headers["X-Error-Code"] = e.code
             self.send(e.status, {"error": message, **e.extra}, headers)
+
+    def echo(self) -> str:
+        """A careless server quoting the credentials back (the client must still never show the token)."""
+        return f" (Authorization: {self.headers.get('Authorization')})" if self.state.echo_token_in_errors else ""
 
     do_GET = do_POST = do_PUT = do_HEAD = lambda self: self.dispatch()  # noqa: E731
 

@@ -1,0 +1,213 @@
+"""upload.py against a local Hub-compatible server (tests/hub_server.py): publish, resume, load back, errors.
+
+huggingface_hub reads HF_ENDPOINT at import and this test session already imported it (offline), so every upload
+and every Hub download runs in a subprocess with HF_ENDPOINT=<local server>, HF_HUB_DISABLE_XET=1 and its own
+HF_HOME cache.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import upload
+from hub_server import HubServer
+from model_card.build import main as build_main
+from release_fixtures import make_results, make_run_dir
+from training import run_dir as rd
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "hf_aliceSecretToken0123456789"
+BOB_TOKEN = "hf_bobSecretToken0123456789"
+
+
+@pytest.fixture(scope="module")
+def published_inputs(owt_data_dir, tmp_path_factory):
+    """(release folder, run_dir/hf) of a real tiny run: final + step_0 + step_1 with three different weights."""
+    root = tmp_path_factory.mktemp("upload")
+    run = make_run_dir(root / "run", owt_data_dir)
+    sha = rd.read_json(run / "hf/final/export_info.json")["weights_sha256"]
+    results = make_results(root / "results.json", sha)
+    release = root / "release"
+    build_main(["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(release),
+                "--repo_id", "alice/gpt2-owt-tiny"])
+    return release, run / rd.HF_EXPORTS
+
+
+@pytest.fixture
+def hub(tmp_path):
+    with HubServer({TOKEN: "alice", BOB_TOKEN: "bob"}) as server:
+        server.env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+        server.env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
+                          HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=TOKEN)
+        yield server
+
+
+def run_upload(hub, *argv, token=TOKEN):
+    env = dict(hub.env)
+    env.pop("HF_TOKEN")
+    if token is not None:
+        env["HF_TOKEN"] = token
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "upload.py"), *map(str, argv)], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    for secret in (TOKEN, BOB_TOKEN):
+        assert secret not in proc.stdout + proc.stderr
+    return proc
+
+
+def local_hashes(folder: Path) -> dict[str, str]:
+    return {p.name: upload.sha256_file(p) for p in folder.iterdir() if p.is_file()}
+
+
+def test_dry_run_needs_no_token_and_lists_every_file_branch_and_tag(published_inputs, monkeypatch, capsys):
+    release, hf = published_inputs
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    upload.main([str(release), "--repo_id", "alice/gpt2-owt-tiny", "--checkpoints", str(hf), "--tag", "v1.0",
+                 "--dry_run"])
+    out = capsys.readouterr().out
+    assert "dry run: nothing is uploaded" in out
+    for branch, folder in (("main", release), ("step0", hf / "step_0"), ("step1", hf / "step_1")):
+        assert f"branch {branch} (" in out
+        for p in folder.iterdir():
+            assert f"  {p.name}  {p.stat().st_size:,} bytes" in out
+    assert "tag v1.0 -> the release commit on main" in out
+    assert "final" not in out.split("branch step0", 1)[1]  # hf/final is the release, never a step branch
+
+
+def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs, tmp_path):
+    release, hf = published_inputs
+    repo = "alice/gpt2-owt-tiny"
+    argv = [release, "--repo_id", repo, "--checkpoints", hf, "--tag", "v1.0"]
+    weights = upload.sha256_file(release / "model.safetensors")
+
+    hub.state.fail("POST", r"/commit/main$", status=500)  # the release commit dies after its LFS uploads
+    first = run_upload(hub, *argv)
+    assert first.returncode == 2 and "Rerun the same command to resume" in first.stderr
+    assert set(hub.state.snapshot(repo, "main")) == {".gitattributes"}
+
+    second = run_upload(hub, *argv)
+    assert second.returncode == 0, second.stderr
+    assert {k: v for k, v in hub.state.snapshot(repo, "main").items() if k != ".gitattributes"} == local_hashes(release)
+    for step in (0, 1):  # each branch holds exactly its own export, not the final weights
+        assert hub.state.snapshot(repo, f"step{step}") == {".gitattributes": hub.state.snapshot(repo)[".gitattributes"],
+                                                           **local_hashes(hf / f"step_{step}")}
+        assert hub.state.snapshot(repo, f"step{step}")["model.safetensors"] != weights
+    refs = hub.state.repos[repo]
+    assert refs.tags["v1.0"] == refs.branches["main"]
+    puts = [path for method, path, _ in hub.state.log if method == "PUT" and path.endswith(weights)]
+    assert len(puts) == 1  # the rerun found the release weights already stored and did not send them again
+
+    commits = hub.state.num_commits(repo)
+    third = run_upload(hub, *argv)
+    assert third.returncode == 0 and hub.state.num_commits(repo) == commits  # nothing left to do
+    assert "step0: up to date" in third.stdout and "tag v1.0: already on the release commit" in third.stdout
+
+    loader = textwrap.dedent(f"""
+        import json, torch
+        from huggingface_hub import list_repo_refs
+        from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+        ids = torch.tensor([[15496, 995, 11, 428, 318, 257, 1332, 13]])
+        out = {{"branches": sorted(b.name for b in list_repo_refs("{repo}").branches)}}
+        for rev, local in (("step0", "{hf}/step_0"), ("step1", "{hf}/step_1"), ("v1.0", "{release}"), (None, "{release}")):
+            remote = AutoModelForCausalLM.from_pretrained("{repo}", revision=rev)
+            mine = AutoModelForCausalLM.from_pretrained(local)
+            with torch.no_grad():
+                out[str(rev)] = bool(torch.equal(remote(ids).logits, mine(ids).logits))
+        tok = AutoTokenizer.from_pretrained("{repo}")
+        out["tokens"] = tok("Hello world")["input_ids"]
+        gen = pipeline("text-generation", model="{repo}", revision="step1")
+        out["pipeline"] = gen("Hello world", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+        ref = pipeline("text-generation", model="{hf}/step_1")
+        out["pipeline_local"] = ref("Hello world", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+        print(json.dumps(out))
+    """)
+    proc = subprocess.run([sys.executable, "-c", loader], env=hub.env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["branches"] == ["main", "step0", "step1"]
+    assert out["step0"] and out["step1"] and out["v1.0"] and out["None"]
+    assert out["tokens"] == [15496, 995]
+    assert out["pipeline"] == out["pipeline_local"] and out["pipeline"].startswith("Hello world")
+
+
+def _copy_hf(hf: Path, dest: Path, names: dict[str, Path]) -> Path:
+    """A checkpoints folder whose `name` entries are copies of the given export folders."""
+    dest.mkdir()
+    for name, src in names.items():
+        shutil.copytree(src, dest / name)
+        info = rd.read_json(src / "export_info.json")
+        step = rd.parse_step_dir(name)
+        (dest / name / "export_info.json").write_text(json.dumps({**info, "step": step}))
+    return dest
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing_weights", "incomplete: missing weights (model.safetensors)"),
+    ("missing_tokenizer", "missing tokenizer (merges.txt)"),
+    ("missing_card", "missing model card (README.md)"),
+    ("missing_eval", "missing eval results (eval_results.json)"),
+    ("final_as_step", "has the same weights as the release"),
+    ("same_branch_name", "several exports map to the same branch name: step1"),
+    ("tag_is_branch", "--tag step1 has the same name as a branch"),
+    ("duplicate_steps", "have identical weights"),
+    ("bad_repo_id", "--repo_id must look like user/name"),
+])
+def test_bad_local_inputs_fail_before_any_network(published_inputs, tmp_path, capsys, case, message):
+    release, hf = published_inputs
+    rel, ckpt, tag = release, hf, "v1.0"
+    repo = "alice/x"
+    if case.startswith("missing_"):
+        rel = tmp_path / "rel"
+        shutil.copytree(release, rel)
+        name = {"weights": "model.safetensors", "tokenizer": "merges.txt", "card": "README.md",
+                "eval": "eval_results.json"}[case.split("_", 1)[1]]
+        (rel / name).unlink()
+    elif case == "final_as_step":  # the bug this guards against: the final weights exported as a step
+        ckpt = _copy_hf(hf, tmp_path / "hf", {"step_0": hf / "step_0", "step_7": hf / "final"})
+    elif case == "same_branch_name":
+        ckpt = _copy_hf(hf, tmp_path / "hf", {"step_1": hf / "step_1", "step_01": hf / "step_0"})
+    elif case == "tag_is_branch":
+        tag = "step1"
+    elif case == "duplicate_steps":
+        ckpt = _copy_hf(hf, tmp_path / "hf", {"step_0": hf / "step_0", "step_5": hf / "step_0"})
+    elif case == "bad_repo_id":
+        repo = "just-a-name"
+    with pytest.raises(SystemExit) as e:
+        upload.main([str(rel), "--repo_id", repo, "--checkpoints", str(ckpt), "--tag", tag, "--dry_run"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_inputs, tmp_path):
+    release, hf = published_inputs
+    no_token = run_upload(hub, release, "--repo_id", "alice/r", token=None)
+    assert no_token.returncode == 2 and "no Hugging Face token: set HF_TOKEN" in no_token.stderr
+
+    bad_token = run_upload(hub, release, "--repo_id", "alice/r", token="hf_not_a_valid_token")
+    assert bad_token.returncode == 2 and "rejected the token (401)" in bad_token.stderr
+    assert "hf_not_a_valid_token" not in bad_token.stderr
+
+    hub.state.echo_token_in_errors = True  # even a server that echoes the Authorization header cannot leak it
+    no_write = run_upload(hub, release, "--repo_id", "alice/r", token=BOB_TOKEN)
+    assert no_write.returncode == 2 and "no write access to alice/r (403)" in no_write.stderr
+    hub.state.fail("POST", r"/preupload/", status=400)
+    leaky = run_upload(hub, release, "--repo_id", "bob/r", token=BOB_TOKEN)
+    assert leaky.returncode == 2 and "***" in leaky.stderr  # the echoed token was scrubbed
+    hub.state.echo_token_in_errors = False
+
+    # Remote collisions: a step branch that already holds other weights; a tag already on another commit.
+    assert run_upload(hub, release, "--repo_id", "alice/c", "--checkpoints", hf, "--tag", "v1").returncode == 0
+    other = _copy_hf(hf, tmp_path / "hf", {"step_1": hf / "step_0"})
+    clash = run_upload(hub, release, "--repo_id", "alice/c", "--checkpoints", other)
+    assert clash.returncode == 2 and "branch step1 already exists on alice/c with other weights" in clash.stderr
+    changed = tmp_path / "release2"
+    shutil.copytree(release, changed)
+    with open(changed / "README.md", "a") as f:
+        f.write("\nErratum.\n")
+    moved = run_upload(hub, changed, "--repo_id", "alice/c", "--tag", "v1")
+    assert moved.returncode == 2 and "tag v1 already exists on alice/c at another commit" in moved.stderr
