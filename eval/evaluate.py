@@ -1,0 +1,240 @@
+"""Evaluate a causal LM (a `from_pretrained` folder or a Hub id) and write results.json.
+
+    python -m eval.evaluate --model runs/r1/hf/final --output results.json
+    python -m eval.evaluate --model runs/r1/hf/step_2000 --tasks wikitext,lambada_openai --batch_size 16
+    python -m eval.evaluate --model openai-community/gpt2 --revision main --device cuda --tasks lambada_openai
+    python -m eval.evaluate --model DIR --tasks owt_val --data_dir data/owt
+
+Tasks (eval/tasks.py): `wikitext` and `lambada_openai` exactly as lm-evaluation-harness 0.4.x computes them,
+`wikitext_sliding` as the transformers perplexity guide, `owt_val` on a prepared data_dir's val.bin. Default: the
+first three, plus owt_val when --data_dir is given. Data comes from copies shipped in eval/data/ (offline) unless
+--data_source hub. The layout of results.json is in notes/SCHEMAS.md; the command also prints the numbers next to
+published GPT-2 references.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from modeling import UserError, cli_main, count_parameters, sha256_file
+
+from .data import SOURCES
+from .tasks import TASKS, TaskSetup
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DEFAULT_TASKS = "wikitext,lambada_openai,wikitext_sliding"
+DEFAULT_STRIDE = 512
+VERSIONED = ("torch", "transformers", "tokenizers", "datasets", "evaluate", "numpy", "huggingface_hub", "gpt2-owt")
+
+# (task, metric) -> [(value, label)], printed next to our numbers. Scale: as results.json (acc as a fraction).
+REFERENCES = {
+    ("wikitext", "word_perplexity"): [
+        (29.41, "GPT-2 117M paper Table 3, WikiText-2 (paper protocol)"),
+        (37.50, "GPT-2 117M paper Table 3, WikiText-103 (paper protocol)"),
+        (37.37, "gpt2 with lm-evaluation-harness, user report in huggingface/transformers#13761"),
+    ],
+    ("lambada_openai", "perplexity"): [
+        (35.13, "GPT-2 117M paper Table 3 (paper protocol)"),
+        (40.0554, "gpt2 with lm-evaluation-harness, EleutherAI/lm-evaluation-harness#2159"),
+    ],
+    ("lambada_openai", "acc"): [
+        (0.4599, "GPT-2 117M paper Table 3 (paper protocol, not the harness's acc)"),
+        (0.3256, "gpt2 with lm-evaluation-harness, EleutherAI/lm-evaluation-harness#2159"),
+    ],
+    ("lambada_openai", "acc_last_token"): [
+        (0.4667, "gpt2 last-token accuracy, user report in huggingface/transformers#13761"),
+    ],
+}
+
+
+@dataclass
+class EvalArgs:
+    model: str = field(metadata={"help": "a from_pretrained folder (release, run_dir/hf/step_N) or a Hub model id"})
+    output: str = field(default="results.json", metadata={"help": "where to write results.json"})
+    tasks: str = field(default=DEFAULT_TASKS, metadata={
+        "help": f"comma-separated, from {', '.join(TASKS)} (default: {DEFAULT_TASKS}, + owt_val with --data_dir)"})
+    revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)"})
+    tokenizer: str | None = field(default=None, metadata={"help": "tokenizer folder/id (default: the model's)"})
+    batch_size: int = field(default=8, metadata={"help": "windows/examples per forward pass"})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda if available)"})
+    dtype: str = field(default="float32", metadata={"help": f"model weights dtype: {', '.join(DTYPES)}"})
+    max_length: int | None = field(default=None, metadata={
+        "help": "window length L (default: the model's n_positions, 1024 for GPT-2)"})
+    stride: int | None = field(default=None, metadata={
+        "help": "wikitext_sliding stride (default 512, or max_length if smaller; max_length = no overlap)"})
+    data_dir: str | None = field(default=None, metadata={"help": "prepared data_dir whose val.bin owt_val reads"})
+    data_source: str = field(default="shipped", metadata={"help": "shipped (offline copies) or hub"})
+    limit: int | None = field(default=None, metadata={
+        "help": "evaluate only the first N documents/examples/windows of each task (quick checks; not comparable)"})
+
+
+def parse_tasks(args: EvalArgs) -> list[str]:
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if args.data_dir and args.tasks == DEFAULT_TASKS:
+        tasks.append("owt_val")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise UserError(f"unknown task(s) {unknown or args.tasks!r}; choose from {', '.join(TASKS)}")
+    if "owt_val" in tasks and not args.data_dir:
+        raise UserError("task owt_val needs --data_dir (a folder made by `python -m training.prepare_data`)")
+    return list(dict.fromkeys(tasks))
+
+
+def check_args(args: EvalArgs) -> None:
+    if args.dtype not in DTYPES:
+        raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    if args.data_source not in SOURCES:
+        raise UserError(f"--data_source must be one of {', '.join(SOURCES)}, got {args.data_source!r}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 0:
+        raise UserError(f"--limit must be >= 0, got {args.limit}")
+    if args.device not in (None, "cpu", "cuda") and not str(args.device).startswith("cuda:"):
+        raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def load_model(args: EvalArgs, device: str):
+    """The causal LM in eval mode on `device` (UserError for a missing folder or an unreachable Hub id)."""
+    from transformers import AutoModelForCausalLM
+
+    if _is_local(args.model):
+        path = Path(args.model).expanduser()
+        if not path.is_dir():
+            raise UserError(f"model folder {path} does not exist")
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} is not a from_pretrained folder (no config.json)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, dtype=DTYPES[args.dtype])
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load model {args.model!r}: {_first_line(e)}") from None
+    return model.to(device).eval()
+
+
+def load_tokenizer_for(args: EvalArgs, model):
+    from transformers import AutoTokenizer
+
+    source = args.tokenizer or args.model
+    revision = None if args.tokenizer else args.revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a tokenizer from {source!r} (pass --tokenizer): {_first_line(e)}") from None
+    tokenizer.model_max_length = sys.maxsize  # we cut windows ourselves; silences the "sequence too long" warning
+    if len(tokenizer) > model.config.vocab_size:
+        raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "
+                        f"{model.config.vocab_size}: tokenizer and model do not match")
+    return tokenizer
+
+
+def resolve_max_length(args: EvalArgs, model) -> int:
+    n_positions = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings")
+    max_length = args.max_length or n_positions
+    if not 2 <= max_length <= n_positions:
+        raise UserError(f"--max_length must be in [2, {n_positions}] (the model's n_positions), got {max_length}")
+    return max_length
+
+
+def weights_sha256(args: EvalArgs) -> str | None:
+    """sha256 of model.safetensors: the local file, or the Hub file from the download cache."""
+    if _is_local(args.model):
+        path = Path(args.model).expanduser() / "model.safetensors"
+        return sha256_file(path) if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(args.model, "model.safetensors", revision=args.revision)
+    return sha256_file(cached) if isinstance(cached, str) else None
+
+
+def package_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def reference_table(results: dict) -> str:
+    """Our numbers next to the published references, each labelled with its source."""
+    lines = [f"{'task':<17} {'metric':<16} {'this model':>12}   reference (source)"]
+    for task, block in results["tasks"].items():
+        for metric, value in block["metrics"].items():
+            refs = REFERENCES.get((task, metric), [])
+            first = f"{refs[0][0]:g}  ({refs[0][1]})" if refs else ""
+            lines.append(f"{task:<17} {metric:<16} {value:>12.4f}   {first}")
+            lines += [f"{'':<17} {'':<16} {'':>12}   {v:g}  ({label})" for v, label in refs[1:]]
+    lines.append("Paper numbers use the GPT-2 paper's own protocols (detokenizers, tokenised WikiText); compare "
+                 "this model with the harness rows. WikiText-103's test text is WikiText-2's: one wikitext number.")
+    return "\n".join(lines)
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate_model(args: EvalArgs) -> dict:
+    """Run the asked tasks and return the results.json content."""
+    check_args(args)
+    tasks = parse_tasks(args)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(args, device)
+    tokenizer = load_tokenizer_for(args, model)
+    max_length = resolve_max_length(args, model)
+    if args.stride is not None and not 1 <= args.stride <= max_length:
+        raise UserError(f"--stride must be in [1, max_length={max_length}], got {args.stride}")
+    setup = TaskSetup(model=model, tokenizer=tokenizer, max_length=max_length, batch_size=args.batch_size,
+                      stride=args.stride or min(DEFAULT_STRIDE, max_length), data_source=args.data_source,
+                      data_dir=args.data_dir, limit=args.limit)
+    results = {
+        "model": {"name_or_path": args.model, "revision": args.revision, "weights_sha256": weights_sha256(args),
+                  "num_parameters": count_parameters(model),
+                  "commit_sha": getattr(model.config, "_commit_hash", None) if not _is_local(args.model) else None},
+        "settings": {"max_length": setup.max_length, "batch_size": args.batch_size, "dtype": args.dtype,
+                     "device": device, "data_source": args.data_source, "limit": args.limit},
+        "versions": package_versions(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tasks": {},
+    }
+    for task in tasks:
+        started = time.perf_counter()
+        results["tasks"][task] = TASKS[task](setup)
+        results["tasks"][task]["elapsed_seconds"] = round(time.perf_counter() - started, 3)
+    return results
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
+    results = evaluate_model(args)
+    results["arguments"] = asdict(args)
+    write_json_atomic(results, Path(args.output))
+    print(reference_table(results))
+    print(f"wrote {args.output}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
