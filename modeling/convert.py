@@ -108,9 +108,19 @@ def export_checkpoint(fmt: str, model_dir: str | Path, output: str | Path, *, pa
     return output
 
 
+def print_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
+
+
 @cli_main
 def main(argv: list[str] | None = None) -> None:
     (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = print_warning  # one plain line each, not a source location
+        run(args)
+
+
+def run(args: ConvertArguments) -> None:
     if args.source:
         fmt, path = args.source
         out = import_checkpoint(fmt, path, args.output_dir, keep_vocab_padding=args.keep_vocab_padding,
