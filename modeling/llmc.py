@@ -179,6 +179,9 @@ def to_llmc(model: GPT2LMHeadModel, dtype: str = "float32", pad_vocab: int | Non
         raise UserError(f"llm.c dtype must be one of {sorted(DTYPE_VERSIONS)}, got {dtype!r}")
     warn_activation(model.config, LLMC_ACTIVATION, "llm.c")
     V = model.config.vocab_size
+    if V != VOCAB_SIZE:  # e.g. a nanoGPT import that kept its padded rows: llm.c would take them for real tokens
+        raise UserError(f"llm.c export needs GPT-2's {VOCAB_SIZE}-token vocabulary, the model has {V} "
+                        "(re-import it without --keep_vocab_padding)")
     Vp = padded_vocab(V) if pad_vocab is None else pad_vocab
     sd, args = to_nanogpt(model, bias=True, pad_vocab=Vp)
     header = LlmcHeader(DTYPE_VERSIONS[dtype], args["block_size"], V, args["n_layer"], args["n_head"],

@@ -141,11 +141,10 @@ def gpt2_config(n_layer: int, n_head: int, n_embd: int, block_size: int, vocab_s
 
 
 def from_nanogpt(state_dict: dict, model_args: dict, *, slice_vocab: bool = True,
-                 activation_function: str = NANOGPT_ACTIVATION, warn_padding: bool = True) -> GPT2LMHeadModel:
+                 activation_function: str = NANOGPT_ACTIVATION) -> GPT2LMHeadModel:
     """A `GPT2LMHeadModel` (fp32) holding nanoGPT's weights.
 
-    `slice_vocab`: drop embedding rows past 50257 (warns: nanoGPT's softmax ran over them too). `warn_padding`
-    is False for llm.c, whose softmax never sees its padded rows.
+    `slice_vocab`: drop embedding rows past 50257 (with a warning: nanoGPT's softmax ran over them too).
     """
     args = validate_model_args(model_args)
     sd = clean_state_dict(state_dict)
@@ -161,13 +160,12 @@ def from_nanogpt(state_dict: dict, model_args: dict, *, slice_vocab: bool = True
         zero_bias = parameter_shapes(L, args["n_embd"], V, args["block_size"], bias=True)
         hf.update({name: torch.zeros(zero_bias[name]) for name in bias_names(L)})
     if slice_vocab and V > VOCAB_SIZE:
-        if warn_padding:
-            warnings.warn(
-                f"vocab_size {V} sliced to {VOCAB_SIZE}: the {V - VOCAB_SIZE} padded logits are removed, so the "
-                "softmax is normalised over the real tokens only and log-probs differ slightly from nanoGPT's "
-                "(by the probability mass nanoGPT put on padding). Keep them with --keep_vocab_padding.",
-                ConversionWarning,
-            )
+        warnings.warn(
+            f"vocab_size {V} sliced to {VOCAB_SIZE}: the {V - VOCAB_SIZE} padded logits are removed, so the "
+            "softmax is normalised over the real tokens only and log-probs differ slightly from nanoGPT's "
+            "(by the probability mass nanoGPT put on padding). Keep them with --keep_vocab_padding.",
+            ConversionWarning,
+        )
         hf["transformer.wte.weight"] = hf["transformer.wte.weight"][:VOCAB_SIZE]
         V = VOCAB_SIZE
     hf["lm_head.weight"] = hf["transformer.wte.weight"]

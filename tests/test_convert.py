@@ -16,7 +16,7 @@ from transformers import GPT2LMHeadModel
 
 from modeling import TOKENIZER_DIR, TOKENIZER_SHA256, UserError, build_model, sha256_file
 from modeling.convert import main as convert_main
-from modeling.llmc import read_llmc
+from modeling.llmc import read_llmc, to_llmc
 from modeling.nanogpt import ConversionWarning, from_nanogpt, to_nanogpt
 
 L, NH, C, T = 2, 4, 64, 32  # small random models: 2 layers, n_embd 64, context 32
@@ -152,6 +152,8 @@ def test_nanogpt_padded_vocab_slice_and_keep():
     kept = from_nanogpt(sd, model_args(vocab_size=50304), slice_vocab=False)
     assert kept.config.vocab_size == 50304
     assert (hf_logits(kept).log_softmax(-1) - ref.log_softmax(-1)).abs().max().item() < 1e-5
+    with pytest.raises(UserError, match="without --keep_vocab_padding"):
+        to_llmc(kept)  # llm.c would take the padded rows for real tokens
 
 
 @pytest.mark.parametrize("vocab_size,bias", [(V, True), (50304, True), (V, False)])
