@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import HfArgumentParser
+from transformers.activations import ACT2FN
 
 from . import llmc, nanogpt
 from .errors import UserError, cli_main
@@ -53,6 +54,8 @@ class ConvertArguments:
             check_format(self.source[0])
             if not self.output_dir:
                 raise UserError("--from needs --output_dir")
+            if self.activation_function and self.activation_function not in ACT2FN:
+                raise UserError(f"unknown --activation_function {self.activation_function!r} (e.g. gelu, gelu_new)")
         else:
             check_format(self.target)
             if self.dtype not in llmc.DTYPE_VERSIONS:

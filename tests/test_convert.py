@@ -269,6 +269,8 @@ def test_cli_errors(tmp_path, capsys):
 
     assert "unknown checkpoint format 'keras'" in run_cli_error(["--from", "keras", "x.pt", "--output_dir", out], capsys)
     assert "exactly one of" in run_cli_error(["--output_dir", out], capsys)
+    assert "activation_function" in run_cli_error(["--from", "llmc", good_bin, "--output_dir", out,
+                                                   "--activation_function", "swish2"], capsys)
     assert "not found" in run_cli_error(["--from", "nanogpt", tmp_path / "missing.pt", "--output_dir", out], capsys)
 
     truncated_pt = tmp_path / "truncated.pt"
