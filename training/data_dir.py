@@ -89,3 +89,94 @@ def open_split(data_dir: str | Path, split: str) -> TokenSplit:
     if offsets.shape[0] != rows.shape[0] + 1 or int(offsets[-1]) != tokens.shape[0]:
         raise UserError(f"{data_dir}: document index of split {split!r} does not match {tokens_path.name}")
     return TokenSplit(tokens=tokens, doc_offsets=offsets, doc_rows=rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The sampler: which token windows make up each training step. One definition, used by the trainer and by
+# `training/data_order.py`, so what the lookup prints is by construction what the trainer fed.
+#
+# A split of N tokens is cut into W = (N - 1) // seq_len fixed windows; window w holds tokens
+# [w * seq_len, w * seq_len + seq_len + 1): seq_len inputs plus the next token as the last target, so consecutive
+# windows share one token and every token after the first is a target exactly once per epoch.
+# Training reads global sequence g = step * global_batch_size + j (j < global_batch_size) from window
+# perm_e[g mod W], where e = g // W is the epoch and perm_e a seeded permutation of the windows. The data position
+# is therefore a pure function of the step: resuming needs no iterator state, and global batch k holds the same
+# sequences whatever the world size or micro-batch size. Rank r of a world of size R trains on rows
+# [r * B/R, (r + 1) * B/R) of the global batch, split into micro batches in order.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def epoch_permutation(num_windows: int, seed: int, epoch: int) -> np.ndarray:
+    """The window order of one epoch.
+
+    Uses numpy's legacy `RandomState`, whose stream numpy keeps fixed across versions (NEP 19), so the data order
+    of a run is reproducible with any numpy release.
+    """
+    return np.random.RandomState((seed + 1_000_003 * epoch) % 2**32).permutation(num_windows).astype(np.int64)
+
+
+@dataclass
+class WindowSampler:
+    """Step -> window ids of the global batch (see the comment above)."""
+
+    num_tokens: int
+    seq_len: int
+    global_batch_size: int
+    seed: int
+    shuffle: bool = True
+
+    def __post_init__(self):
+        if self.seq_len < 1 or self.global_batch_size < 1:
+            raise UserError("seq_len and global_batch_size must be positive")
+        if self.num_windows < 1:
+            raise UserError(f"split has {self.num_tokens} tokens: too few for one window of seq_len+1 = {self.seq_len + 1}")
+        self._perms: dict[int, np.ndarray] = {}
+
+    @property
+    def num_windows(self) -> int:
+        return max(0, (self.num_tokens - 1) // self.seq_len)
+
+    def _window_of(self, sequence_ids: np.ndarray) -> np.ndarray:
+        epochs, positions = np.divmod(sequence_ids, self.num_windows)
+        if not self.shuffle:
+            return positions
+        out = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            if epoch not in self._perms:
+                self._perms = {int(epoch): epoch_permutation(self.num_windows, self.seed, int(epoch))}  # keep one
+            sel = epochs == epoch
+            out[sel] = self._perms[int(epoch)][positions[sel]]
+        return out
+
+    def global_batch_windows(self, step: int) -> np.ndarray:
+        """Window ids of the global batch of `step`, in global order (int64 [global_batch_size])."""
+        first = step * self.global_batch_size
+        return self._window_of(np.arange(first, first + self.global_batch_size, dtype=np.int64))
+
+    def rank_windows(self, step: int, rank: int, world_size: int) -> np.ndarray:
+        """The rows of the global batch that `rank` trains on at `step`."""
+        if self.global_batch_size % world_size:
+            raise UserError(f"global_batch_size {self.global_batch_size} is not divisible by world size {world_size}")
+        per_rank = self.global_batch_size // world_size
+        return self.global_batch_windows(step)[rank * per_rank : (rank + 1) * per_rank]
+
+    def token_range(self, window: int) -> tuple[int, int]:
+        """[start, end) token positions of `window` (seq_len + 1 tokens)."""
+        start = int(window) * self.seq_len
+        return start, start + self.seq_len + 1
+
+
+def read_windows(split: TokenSplit, windows: np.ndarray, seq_len: int) -> np.ndarray:
+    """int64 [len(windows), seq_len + 1] tokens of the given windows, read from the memmap."""
+    starts = np.asarray(windows, dtype=np.int64) * seq_len
+    out = np.empty((len(starts), seq_len + 1), dtype=np.int64)
+    for i, start in enumerate(starts):
+        out[i] = split.tokens[start : start + seq_len + 1]
+    return out
+
+
+def batch_sha256(tokens) -> str:
+    """sha256 of a batch of token windows as little-endian uint16 (how train.bin stores them), row after row."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(tokens, dtype="<u2").tobytes()).hexdigest()

@@ -1,0 +1,190 @@
+"""The trainer, single process on CPU (fp32): learning, run folder contents, exports, exact resume, schedule,
+weight decay groups, SIGTERM. Multi-process DeepSpeed runs are in test_train_distributed.py (slow)."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modeling import UserError, build_model, count_parameters, sha256_file
+from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args, write_data_dir
+from training import run_dir as rd
+from training.config import parse_config
+from training.train import build_optimizer, build_scheduler, flops_per_token
+
+# The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
+RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
+           eval_iters=1, checkpoint_interval=10, keep_last_checkpoints=2, export_steps=[0, 1, 2], trace_batches="true")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, owt_documents):
+    return write_data_dir(tmp_path_factory.mktemp("data"), owt_documents)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert run_inprocess(data_dir, out, **RUN) == 0
+    return out
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    ta, tb = tensors(a), tensors(b)
+    assert ta.keys() == tb.keys()
+    for name in ta:
+        assert torch.equal(ta[name], tb[name]), name
+
+
+def test_loss_falls_and_run_dir_follows_schema(tiny_run):
+    train = read_rows(tiny_run, "train_loss")
+    assert [r["step"] for r in train] == list(range(1, 31))
+    assert abs(train[0]["train_loss"] - math.log(50257)) < 0.2  # untrained: ~uniform over the vocabulary
+    assert sum(r["train_loss"] for r in train[-10:]) / 10 < 9.3
+    val = read_rows(tiny_run, "val_loss")
+    assert [r["step"] for r in val] == [10, 20, 30] and val[-1]["val_loss"] < 9.3
+    for r in train:
+        assert {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "elapsed_seconds"} <= r.keys()
+        assert r["tokens"] == r["step"] * 128 and r["mfu"] is None and r["grad_norm"] > 0
+
+    cfg = rd.read_json(tiny_run / rd.TRAINING_CONFIG)
+    assert cfg["gradient_accumulation_steps"] == 2 and cfg["world_size"] == 1 and cfg["weight_decay"] == 0.1
+    info = rd.read_json(tiny_run / rd.RUN_INFO)
+    assert info["status"] == "completed" and info["steps_done"] == 30 and info["tokens_seen"] == 30 * 128
+    assert info["hardware"]["device_type"] == "cpu" and info["hardware"]["num_processes"] == 1
+    assert info["hardware"]["deepspeed_zero_stage"] is None and info["finished_at"]
+    assert info["num_parameters"] == count_parameters(build_model("tiny")) == 6_862_464  # tied embeddings once
+    assert info["data_manifest_sha256"] == sha256_file(tiny_run / rd.DATA_MANIFEST)
+    assert info["flops_per_token"] == flops_per_token(build_model("tiny").config, 32)
+    assert set(info["versions"]) >= {"torch", "transformers", "accelerate", "deepspeed", "python"}
+
+    # checkpoints: every 10 steps, last 2 kept, nothing half-written left behind
+    assert [s for s, _ in rd.list_step_dirs(tiny_run / rd.CHECKPOINTS)] == [20, 30]
+    assert sorted(p.name for p in (tiny_run / rd.CHECKPOINTS).iterdir()) == ["step_20", "step_30"]
+    assert sorted(p.name for p in (tiny_run / rd.HF_EXPORTS).iterdir()) == ["final", "step_0", "step_1", "step_2"]
+
+
+def test_export_loads_and_gives_the_trained_logits(tiny_run, data_dir):
+    final = tiny_run / rd.HF_EXPORTS / rd.FINAL
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                 "tokenizer_config.json", "vocab.json", "merges.txt", "export_info.json"):
+        assert (final / name).is_file(), name
+    info = rd.read_json(final / "export_info.json")
+    assert info == {"step": 30, "tokens": 30 * 128, "weights_sha256": sha256_file(final / "model.safetensors")}
+    exported = load_export(final)
+    # the trained model = the weights Accelerate saved in the final checkpoint
+    trained = build_model("tiny")
+    missing, unexpected = trained.load_state_dict(tensors(tiny_run / rd.CHECKPOINTS / "step_30" / "model.safetensors"),
+                                                  strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}
+    trained.eval()
+    ids = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
+    with torch.no_grad():
+        assert torch.equal(exported(ids).logits, trained(ids).logits)
+    # step_0 is the untrained init; it differs from the final weights
+    assert not torch.equal(load_export(tiny_run / rd.HF_EXPORTS / "step_0")(ids).logits, exported(ids).logits)
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(final)("Hello world")["input_ids"] == [15496, 995]
+
+
+def test_resume_is_bitwise_identical(tiny_run, data_dir, tmp_path):
+    out = tmp_path / "resumed"
+    assert run_inprocess(data_dir, out, **RUN, resume_from_checkpoint=tiny_run / rd.CHECKPOINTS / "step_20") == 0
+    assert_same_weights(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors",
+                        tiny_run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")
+    a, b = read_rows(out, "train_loss"), read_rows(tiny_run, "train_loss")[20:]
+    assert [(r["step"], r["train_loss"], r["lr"], r["grad_norm"]) for r in a] == \
+        [(r["step"], r["train_loss"], r["lr"], r["grad_norm"]) for r in b]
+
+
+def test_lr_schedule_of_the_recipe():
+    cfg = parse_config(["--config", str(REPO_ROOT / "training/configs/gpt2-124m-owt.yaml"), "--data_dir", "d",
+                        "--output_dir", "o"])
+    assert cfg.total_steps() == 52_453 and cfg.tokens_per_step() == 524_288
+    assert cfg.gradient_accumulation_steps(8) == 4 and cfg.gradient_accumulation_steps(32) == 1
+    with pytest.raises(UserError, match="not divisible by micro_batch_size 16 x world size 3 = 48"):
+        cfg.gradient_accumulation_steps(3)
+    opt = build_optimizer(torch.nn.Linear(2, 2), cfg)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(cfg.total_steps()):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(6e-4 / 2000, rel=1e-12)  # first update: warmup 1/2000
+    assert lrs[999] == pytest.approx(6e-4 * 1000 / 2000, rel=1e-12)
+    assert lrs[1999] == pytest.approx(6e-4, rel=1e-12)  # peak at the end of warmup
+    mid = 2000 + (52_453 - 2000) // 2 - 1  # cosine half way: (peak + min) / 2
+    assert lrs[mid] == pytest.approx((6e-4 + 6e-5) / 2, rel=1e-4)
+    assert lrs[-1] == pytest.approx(6e-5, rel=1e-12)  # last update at min_lr
+    assert all(a >= b for a, b in zip(lrs[1999:], lrs[2000:]))
+
+
+def test_logged_lr_follows_the_schedule(tiny_run):
+    rows = read_rows(tiny_run, "train_loss")
+    peak, low, warm, total = 3e-3, 3e-4, 3, 30
+    for r in rows:
+        s = r["step"] - 1  # update index
+        if s < warm:
+            expected = peak * (s + 1) / warm
+        else:
+            expected = low + (peak - low) * 0.5 * (1 + math.cos(math.pi * (s - warm + 1) / (total - warm)))
+        assert r["lr"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_no_weight_decay_on_biases_and_layernorm():
+    cfg = parse_config(["--data_dir", "d", "--output_dir", "o", "--max_steps", "10", "--warmup_steps", "1"])
+    model = build_model("tiny", seed=0)
+    opt = build_optimizer(model, cfg)
+    decay, no_decay = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert sorted(names[id(p)] for p in no_decay["params"]) == sorted(
+        n for n, p in model.named_parameters() if n.endswith("bias") or ".ln_" in n)
+    assert all(p.dim() >= 2 for p in decay["params"])
+    # behaviour: with zero gradients AdamW only decays, so >=2-D weights shrink by (1 - lr * wd), the rest stay
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for n, p in model.named_parameters():
+        expected = before[n] * (1 - 6e-4 * 0.1) if p.dim() >= 2 else before[n]
+        assert torch.equal(p.detach(), expected), n
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, data_dir, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.train", *train_args(data_dir, out, **RUN)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(read_rows(out, "train_loss") if (out / rd.METRICS).exists() else []) < 4:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted by SIGTERM" in err
+    info = rd.read_json(out / rd.RUN_INFO)
+    killed_at = info["steps_done"]
+    assert info["status"] == "interrupted" and 4 <= killed_at < 30
+    assert rd.list_step_dirs(out / rd.CHECKPOINTS)[-1][0] == killed_at
+    assert not (out / rd.HF_EXPORTS / rd.FINAL).exists()
+    # continue the same run folder to the end: the weights equal the uninterrupted run's, bit for bit
+    assert run_inprocess(data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
+    assert_same_weights(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors",
+                        tiny_run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")
+    assert [r["step"] for r in read_rows(out, "train_loss")] == list(range(1, 31))
+    assert rd.read_json(out / rd.RUN_INFO)["status"] == "completed"

@@ -1,0 +1,184 @@
+"""The trainer's configuration: one dataclass holding every hyperparameter, read from YAML plus command-line overrides.
+
+    accelerate launch -m training.train --config training/configs/gpt2-124m-owt.yaml --micro_batch_size 8
+
+The YAML is turned into `--key value` arguments placed before the command line, and both go through one
+`HfArgumentParser`: every value is type-checked the same way, later flags win, and an unknown or mistyped key (in
+the YAML or on the command line) is one clear error naming the closest valid field.
+"""
+
+import argparse
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from transformers import HfArgumentParser
+
+from modeling import UserError
+
+# Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
+PYTHIA_EARLY_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+REPORT_TO = ("tensorboard", "wandb", "trackio", "none")
+MIXED_PRECISION = ("auto", "no", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train on, where to write ---
+    model_config: str = field(default="gpt2-124m", metadata={"help": "modeling preset name or path to a config.json"})
+    data_dir: str | None = field(default=None, metadata={"help": "prepared data folder (training/prepare_data.py)"})
+    output_dir: str | None = field(default=None, metadata={"help": "run folder (layout: training/run_dir.py)"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a different run already in output_dir"})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "'auto' (latest checkpoint in output_dir, if any) or a checkpoints/step_N path"}
+    )
+    # --- batch and length ---
+    seq_len: int = field(default=1024, metadata={"help": "tokens per training sequence (<= model n_positions)"})
+    micro_batch_size: int = field(default=16, metadata={"help": "sequences per process per forward/backward"})
+    global_batch_size: int = field(
+        default=512, metadata={"help": "sequences per optimizer step, fixed whatever the world size"}
+    )
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps (set this or max_tokens)"})
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "token budget; max_steps = ceil(max_tokens / (global_batch_size * seq_len))"}
+    )
+    # --- optimizer and schedule (AdamW; linear warmup then cosine to min_lr) ---
+    learning_rate: float = field(default=6e-4, metadata={"help": "peak learning rate"})
+    min_lr: float = field(default=6e-5, metadata={"help": "learning rate at the last step"})
+    warmup_steps: int = field(default=2000, metadata={"help": "linear warmup steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay, on >=2-D weights only"})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm (0 = no clipping)"})
+    seed: int = field(default=1337, metadata={"help": "seeds the model init and the data order"})
+    mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 elsewhere), no, bf16"})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
+    # --- evaluation, logging, checkpoints, exports ---
+    eval_interval: int = field(default=1000, metadata={"help": "steps between validation losses (0 = only at end)"})
+    eval_iters: int = field(default=8, metadata={"help": "validation batches of global_batch_size sequences"})
+    log_interval: int = field(default=10, metadata={"help": "steps between metrics rows"})
+    checkpoint_interval: int = field(default=1000, metadata={"help": "steps between checkpoints (0 = only at end)"})
+    keep_last_checkpoints: int = field(default=3, metadata={"help": "checkpoints kept besides milestones"})
+    checkpoint_milestone_interval: int = field(
+        default=10000, metadata={"help": "checkpoints at multiples of this are never deleted (0 = none)"}
+    )
+    export_steps: list[int] = field(
+        default_factory=lambda: list(PYTHIA_EARLY_STEPS),
+        metadata={"help": "steps exported to hf/step_N (besides every export_interval and the end)"},
+    )
+    export_interval: int = field(default=1000, metadata={"help": "also export every N steps (0 = off)"})
+    report_to: str = field(default="tensorboard", metadata={"help": f"tracker: one of {REPORT_TO}"})
+    run_name: str = field(default="gpt2-owt", metadata={"help": "tracker project / run name"})
+    trace_batches: bool = field(
+        default=False, metadata={"help": "write sha256 of every fed batch to fed_batches.jsonl (data-order audits)"}
+    )
+
+    # ---- derived values ----
+    def tokens_per_step(self) -> int:
+        return self.global_batch_size * self.seq_len
+
+    def total_steps(self) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return math.ceil(self.max_tokens / self.tokens_per_step())
+
+    def gradient_accumulation_steps(self, world_size: int) -> int:
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise UserError(
+                f"global_batch_size {self.global_batch_size} is not divisible by micro_batch_size "
+                f"{self.micro_batch_size} x world size {world_size} = {per_step}"
+            )
+        return self.global_batch_size // per_step
+
+    def is_export_step(self, step: int) -> bool:
+        return step in self.export_steps or (self.export_interval > 0 and step > 0 and step % self.export_interval == 0)
+
+    def validate(self) -> None:
+        """Checks that need no files or processes (those live in the trainer)."""
+        if not self.data_dir:
+            raise UserError("data_dir is required (--data_dir or `data_dir:` in the YAML)")
+        if not self.output_dir:
+            raise UserError("output_dir is required (--output_dir or `output_dir:` in the YAML)")
+        if (self.max_steps is None) == (self.max_tokens is None):
+            raise UserError("set exactly one of max_steps and max_tokens")
+        positive = ["seq_len", "micro_batch_size", "global_batch_size", "learning_rate", "eval_iters", "log_interval"]
+        positive.append("max_steps" if self.max_steps is not None else "max_tokens")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
+        non_negative = ["min_lr", "warmup_steps", "weight_decay", "adam_eps", "grad_clip", "eval_interval",
+                        "checkpoint_interval", "keep_last_checkpoints", "checkpoint_milestone_interval",
+                        "export_interval"]
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_lr > self.learning_rate:
+            raise UserError(f"min_lr {self.min_lr} is above learning_rate {self.learning_rate}")
+        if self.warmup_steps >= self.total_steps():
+            raise UserError(f"warmup_steps {self.warmup_steps} must be below the {self.total_steps()} training steps")
+        if self.global_batch_size % self.micro_batch_size:
+            raise UserError(
+                f"global_batch_size {self.global_batch_size} is not divisible by micro_batch_size {self.micro_batch_size}"
+            )
+        for name, allowed in (("report_to", REPORT_TO), ("mixed_precision", MIXED_PRECISION)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if any(s < 0 for s in self.export_steps):
+            raise UserError(f"export_steps must be >= 0, got {self.export_steps}")
+
+
+FIELD_NAMES = [f.name for f in fields(TrainConfig)]
+
+
+class _Parser(HfArgumentParser):
+    """HfArgumentParser whose errors are UserErrors (one line, exit 2) instead of usage dumps."""
+
+    def error(self, message):
+        raise UserError(message)
+
+
+def _unknown(key: str, where: str) -> UserError:
+    close = difflib.get_close_matches(key, FIELD_NAMES, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UserError(f"unknown config field {key!r} in {where}{hint}")
+
+
+def yaml_to_args(path: str | Path) -> list[str]:
+    """A YAML mapping of TrainConfig fields as `--key value` arguments (null values keep the default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"cannot parse {path}: {e}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of config fields")
+    args = []
+    for key, value in data.items():
+        if key not in FIELD_NAMES:
+            raise _unknown(key, str(path))
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        args += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    return args
+
+
+def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainConfig:
+    """`--config FILE.yaml` (optional) plus `--field value` overrides -> a (validated) TrainConfig."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, rest = pre.parse_known_args(argv)
+    args = (yaml_to_args(known.config) if known.config else []) + rest
+    config, remaining = _Parser(TrainConfig, allow_abbrev=False).parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    if remaining:
+        flag = next((a for a in remaining if a.startswith("-")), remaining[0])
+        raise _unknown(flag.lstrip("-").replace("-", "_"), "the command line")
+    if validate:
+        config.validate()
+    return config

@@ -1,0 +1,614 @@
+"""Train GPT-2 with Accelerate (single GPU, DDP, DeepSpeed ZeRO-1/2/3, multi-node) from one YAML config.
+
+    accelerate launch [--config_file accelerate_configs/X.yaml] -m training.train \
+        --config training/configs/gpt2-124m-owt.yaml [--field value ...]
+
+Reads a prepared `data_dir/` (training/data_dir.py), writes a `run_dir/` (training/run_dir.py). Read top to bottom:
+checks (nothing is written until every input is valid) -> run folder -> model/optimizer/schedule -> loop.
+
+Step N means "after N optimizer updates": checkpoints/step_N and hf/step_N hold the weights after N updates,
+hf/step_0 the initial weights. Update N (0-based) trains on global batch N of the sampler (training/data_dir.py)
+with learning rate lr(N) of the schedule.
+"""
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from modeling import TOKENIZER_DIR, UserError, build_model, cli_main, load_config, sha256_file, tokenizer_fingerprint
+from training import run_dir as rd
+from training.config import TrainConfig, parse_config
+from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
+
+CHECKPOINT_INFO = "checkpoint_info.json"
+EXPORT_INFO = "export_info.json"
+FED_BATCHES = "fed_batches.jsonl"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
+# Dense bf16 peak FLOP/s per GPU, matched by substring of the device name in this order (first match wins).
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+# Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
+MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
+                       "layer_norm_epsilon", "tie_word_embeddings", "scale_attn_by_inverse_layer_idx",
+                       "reorder_and_upcast_attn")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Small helpers
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                             timeout=10)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "accelerate", "deepspeed", "datasets", "tokenizers", "huggingface_hub"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def flops_per_token(model_config, seq_len: int) -> float:
+    """Training FLOPs per token: 6N for the matmuls of forward+backward (N without position embeddings, which are
+    a lookup) plus 12 * n_layer * n_embd * seq_len for attention scores (PaLM appendix B, as in nanoGPT)."""
+    c = model_config
+    n_inner = c.n_inner or 4 * c.n_embd
+    per_layer = 4 * c.n_embd * c.n_embd + 2 * c.n_embd * n_inner  # qkv + attn proj + mlp weights
+    n = c.n_layer * per_layer + c.vocab_size * c.n_embd  # + tied embedding / lm_head
+    return 6.0 * n + 12.0 * c.n_layer * c.n_embd * seq_len
+
+
+def peak_flops(device: torch.device, mixed_precision: str) -> float | None:
+    """Peak dense bf16 FLOP/s of one device, or None where unknown (CPU, other GPUs, fp32)."""
+    if device.type != "cuda" or mixed_precision != "bf16":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+
+
+def memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    import psutil
+
+    return psutil.Process().memory_info().rss / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks (run on every process before anything is written)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def verify_manifest(data_dir: Path) -> dict:
+    """The data_dir's manifest after checking every file against it (training/manifest.py owns the format)."""
+    from training.manifest import verify_data_dir
+
+    return verify_data_dir(data_dir)
+
+
+def manifest_tokenizer_fingerprint(manifest: dict) -> str | None:
+    tok = manifest.get("tokenizer")
+    return manifest.get("tokenizer_fingerprint") or (tok.get("fingerprint") if isinstance(tok, dict) else None)
+
+
+def check_token_ids(split: TokenSplit, name: str, vocab_size: int, chunk: int = 1 << 26) -> None:
+    """Every token id must be < vocab_size (uint16 holds up to 65535): a bad id would silently index garbage."""
+    for start in range(0, split.num_tokens, chunk):
+        top = int(split.tokens[start : start + chunk].max())
+        if top >= vocab_size:
+            raise UserError(f"{name}.bin holds token id {top} >= the model's vocab_size {vocab_size}")
+
+
+def open_data(cfg: TrainConfig, vocab_size: int) -> tuple[TokenSplit, TokenSplit, dict]:
+    data_dir = Path(cfg.data_dir)
+    if not data_dir.is_dir():
+        raise UserError(f"data_dir {data_dir} does not exist")
+    manifest = verify_manifest(data_dir)
+    fingerprint = manifest_tokenizer_fingerprint(manifest)
+    if fingerprint != tokenizer_fingerprint():
+        raise UserError(
+            f"{data_dir} was tokenized with tokenizer {fingerprint}, but the model's tokenizer is "
+            f"{tokenizer_fingerprint()}: re-run training/prepare_data.py with this package"
+        )
+    train, val = open_split(data_dir, "train"), open_split(data_dir, "val")
+    for name, split in (("train", train), ("val", val)):
+        if split.num_tokens < cfg.seq_len + 1:
+            raise UserError(f"{data_dir}: {name} split has {split.num_tokens} tokens, fewer than seq_len + 1")
+        check_token_ids(split, name, vocab_size)
+    return train, val, manifest
+
+
+def model_identity(model_config) -> dict:
+    d = model_config.to_dict()
+    return {k: d.get(k) for k in MODEL_IDENTITY_KEYS}
+
+
+def find_checkpoint(cfg: TrainConfig) -> Path | None:
+    """The checkpoint to resume from: None (fresh start), the latest complete one ('auto'), or the given path."""
+    if cfg.resume_from_checkpoint is None:
+        return None
+    if cfg.resume_from_checkpoint == "auto":
+        found = rd.list_step_dirs(Path(cfg.output_dir) / rd.CHECKPOINTS)
+        return found[-1][1] if found else None
+    path = Path(cfg.resume_from_checkpoint)
+    if not (path / CHECKPOINT_INFO).is_file():
+        raise UserError(f"{path} is not a complete checkpoint (no {CHECKPOINT_INFO})")
+    return path
+
+
+def check_checkpoint(path: Path, cfg: TrainConfig, model_config) -> dict:
+    """Refuse a checkpoint made with another model shape or batch layout; returns its info."""
+    info = rd.read_json(path / CHECKPOINT_INFO)
+    mine = {"model": model_identity(model_config), "seq_len": cfg.seq_len, "global_batch_size": cfg.global_batch_size}
+    for key, value in mine.items():
+        if info.get(key) != value:
+            raise UserError(f"checkpoint {path} was made with {key}={info.get(key)}, this run has {key}={value}")
+    return info
+
+
+def check_output_dir(cfg: TrainConfig, resuming: bool) -> None:
+    """A fresh run must not land on top of another run, unless --overwrite_output_dir."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder")
+    holds_run = (out / rd.TRAINING_CONFIG).is_file() or (out / rd.CHECKPOINTS).is_dir()
+    if holds_run and not resuming and not cfg.overwrite_output_dir:
+        raise UserError(
+            f"output_dir {out} already holds a run: pass --resume_from_checkpoint auto to continue it or "
+            "--overwrite_output_dir to replace it"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accelerate / DeepSpeed set-up
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def make_accelerator(cfg: TrainConfig):
+    from accelerate import Accelerator, InitProcessGroupKwargs
+    from accelerate.utils import ProjectConfiguration
+
+    handlers = []
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Without CUDA, Accelerate would treat a multi-process launch as non-distributed: create a gloo group.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    log_with = None if cfg.report_to == "none" else cfg.report_to
+    if log_with is not None:
+        from accelerate.utils import is_tensorboard_available, is_trackio_available, is_wandb_available
+
+        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available,
+                     "trackio": is_trackio_available}[log_with]()
+        if not available:
+            raise UserError(f"report_to={log_with} but {log_with} is not installed (pip install it or --report_to none)")
+    return Accelerator(
+        mixed_precision=precision,
+        log_with=log_with,
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
+        # The schedule is per optimizer step: step it exactly once per update ourselves (Accelerate would otherwise
+        # step it num_processes times per update).
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=handlers,
+    )
+
+
+def configure_deepspeed(accelerator, cfg: TrainConfig, grad_accum: int) -> int | None:
+    """Fill the DeepSpeed config's "auto" batch/clipping values from the training config; returns the ZeRO stage.
+
+    DeepSpeed then owns gradient accumulation and clipping (`accelerator.backward` runs engine.step at the
+    accumulation boundary), so they happen exactly once; any explicit value that disagrees is an error.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return None
+    ds = plugin.deepspeed_config
+    wanted = {"train_micro_batch_size_per_gpu": cfg.micro_batch_size, "gradient_accumulation_steps": grad_accum,
+              "train_batch_size": cfg.global_batch_size, "gradient_clipping": cfg.grad_clip}
+    for key, value in wanted.items():
+        current = ds.get(key, "auto")
+        if current == "auto":
+            ds[key] = value
+        elif float(current) != float(value):
+            raise UserError(f'DeepSpeed config sets {key}={current} but this run needs {value}: set it to "auto"')
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            raise UserError(f"remove {key!r} from the DeepSpeed config: the trainer builds AdamW and its schedule")
+    zero = ds.setdefault("zero_optimization", {})
+    stage = int(zero.get("stage", 0))
+    if stage == 3 and zero.get("stage3_gather_16bit_weights_on_model_save", "auto") == "auto":
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # exports need the gathered full weights
+    return stage
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on >=2-D weights (matmuls, embeddings) only; none on biases and LayerNorm."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+
+
+def build_scheduler(optimizer, cfg: TrainConfig):
+    """lr(s) = peak * (s + 1) / warmup for s < warmup, then cosine from peak to min_lr, reaching min_lr exactly at
+    the last update s = total_steps - 1 (transformers' `cosine_warmup_with_min_lr`)."""
+    from transformers import get_scheduler
+
+    return get_scheduler("cosine_warmup_with_min_lr", optimizer, num_warmup_steps=cfg.warmup_steps,
+                         num_training_steps=cfg.total_steps(), scheduler_specific_kwargs={"min_lr": cfg.min_lr})
+
+
+def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:]."""
+    logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, argv: list[str]):
+        self.cfg = cfg
+        self.argv = argv
+        self.out = Path(cfg.output_dir)
+        self.model_config = load_config(cfg.model_config)
+        if cfg.seq_len > self.model_config.n_positions:
+            raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
+        self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size)
+        self.resume_path = find_checkpoint(cfg)
+        self.resume_info = check_checkpoint(self.resume_path, cfg, self.model_config) if self.resume_path else None
+        check_output_dir(cfg, resuming=self.resume_path is not None)
+
+        self.accelerator = acc = make_accelerator(cfg)
+        self.world = acc.num_processes
+        self.grad_accum = cfg.gradient_accumulation_steps(self.world)
+        acc.gradient_accumulation_steps = self.grad_accum
+        self.zero_stage = configure_deepspeed(acc, cfg, self.grad_accum)
+        self.total_steps = cfg.total_steps()
+        self.tokens_per_step = cfg.tokens_per_step()
+        self.sampler = WindowSampler(self.train_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+        self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed,
+                                         shuffle=False)
+        self.flops_per_token = flops_per_token(self.model_config, cfg.seq_len)
+        self.peak_flops = peak_flops(acc.device, acc.mixed_precision)
+        self.stop_signal = None
+        acc.wait_for_everyone()  # every process has passed its checks before the main one writes anything
+
+    # -------------------------------------------------------------------------------- run folder
+    def write_run_dir(self) -> None:
+        acc, cfg = self.accelerator, self.cfg
+        if acc.is_main_process:
+            if cfg.overwrite_output_dir and self.resume_path is None:
+                self._clear_previous_run()
+            self.out.mkdir(parents=True, exist_ok=True)
+            resolved = asdict(cfg) | {"gradient_accumulation_steps": self.grad_accum, "world_size": self.world,
+                                      "total_steps": self.total_steps, "tokens_per_step": self.tokens_per_step}
+            write_json_atomic(self.out / rd.TRAINING_CONFIG, resolved)
+            manifest_path = Path(cfg.data_dir) / MANIFEST
+            shutil.copyfile(manifest_path, self.out / rd.DATA_MANIFEST)
+            previous = rd.read_json(self.out / rd.RUN_INFO) if (self.out / rd.RUN_INFO).is_file() else {}
+            self.run_info = self._new_run_info(previous, sha256_file(manifest_path))
+            write_json_atomic(self.out / rd.RUN_INFO, self.run_info)
+        acc.wait_for_everyone()
+
+    def _clear_previous_run(self) -> None:
+        for name in (rd.TRAINING_CONFIG, rd.RUN_INFO, rd.DATA_MANIFEST, rd.METRICS, FED_BATCHES):
+            (self.out / name).unlink(missing_ok=True)
+        for name in (rd.CHECKPOINTS, rd.HF_EXPORTS, "logs"):
+            shutil.rmtree(self.out / name, ignore_errors=True)
+
+    def _new_run_info(self, previous: dict, manifest_sha256: str) -> dict:
+        acc = self.accelerator
+        device = acc.device
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        return {
+            "git_commit": git_commit(),
+            "command": list(sys.argv[:1]) + list(self.argv),
+            "versions": package_versions(),
+            "hardware": {
+                "device_type": device.type,
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor()
+                                                                                               or platform.machine()),
+                "num_processes": self.world,
+                "num_machines": max(1, self.world // max(1, local_world)),
+                "distributed_type": str(acc.distributed_type.value),
+                "mixed_precision": str(acc.mixed_precision),
+                "deepspeed_zero_stage": self.zero_stage,
+            },
+            "started_at": previous.get("started_at", now_iso()) if self.resume_path else now_iso(),
+            "finished_at": None,
+            "wall_time_seconds": previous.get("wall_time_seconds", 0.0) if self.resume_path else 0.0,
+            "status": "running",
+            "steps_done": self.resume_info["step"] if self.resume_info else 0,
+            "tokens_seen": self.resume_info["tokens"] if self.resume_info else 0,
+            "num_parameters": None,  # filled once the model exists
+            "flops_per_token": self.flops_per_token,
+            "data_dir": str(Path(self.cfg.data_dir).resolve()),
+            "data_manifest_sha256": manifest_sha256,
+        }
+
+    def update_run_info(self, step: int, status: str) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        info = self.run_info
+        info.update(steps_done=step, tokens_seen=step * self.tokens_per_step, status=status,
+                    wall_time_seconds=round(self.elapsed(), 3),
+                    finished_at=now_iso() if status != "running" else None)
+        write_json_atomic(self.out / rd.RUN_INFO, info)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t_start
+
+    def log_row(self, row: dict) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.out / rd.METRICS, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume, drop rows a killed run logged after its last checkpoint (they are recomputed)."""
+        if not self.accelerator.is_main_process:
+            return
+        for name in (rd.METRICS, FED_BATCHES):
+            path = self.out / name
+            if path.is_file():
+                rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+                tmp = path.with_name(f".{name}.tmp")
+                tmp.write_text("".join(r + "\n" for r in rows))
+                os.replace(tmp, path)
+
+    # -------------------------------------------------------------------------------- model
+    def build(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.seed)
+        if acc.is_main_process:
+            self.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
+        optimizer = build_optimizer(model, cfg)
+        scheduler = build_scheduler(optimizer, cfg)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.step, self.elapsed_before = 0, 0.0
+        if self.resume_path is not None:
+            acc.load_state(str(self.resume_path))
+            self.step = int(self.resume_info["step"])
+            self.elapsed_before = float(self.resume_info.get("elapsed_seconds", 0.0))
+            self.truncate_metrics(self.step)
+            acc.print(f"resumed from {self.resume_path} at step {self.step}")
+
+    # -------------------------------------------------------------------------------- one update
+    def rank_batch(self, step: int, sampler: WindowSampler, split: TokenSplit) -> torch.Tensor:
+        windows = sampler.rank_windows(step, self.accelerator.process_index, self.world)
+        return torch.from_numpy(read_windows(split, windows, self.cfg.seq_len)).to(self.accelerator.device)
+
+    def train_step(self, step: int) -> tuple[torch.Tensor, float | None]:
+        acc, micro = self.accelerator, self.cfg.micro_batch_size
+        tokens = self.rank_batch(step, self.sampler, self.train_split)
+        if self.cfg.trace_batches:
+            self.trace(step, tokens)
+        loss_sum = torch.zeros((), device=acc.device)
+        for m in range(self.grad_accum):
+            with acc.accumulate(self.model):
+                loss = lm_loss(self.model, tokens[m * micro : (m + 1) * micro])
+                acc.backward(loss)  # divides by grad_accum; under DeepSpeed it also steps at the boundary
+            loss_sum += loss.detach()
+        assert acc.sync_gradients, "gradient accumulation boundary out of step with the global batch"
+        # Outside DeepSpeed this clips; under DeepSpeed the engine already clipped (gradient_clipping) and stepped,
+        # and this returns the norm it measured.
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum / self.grad_accum, None if grad_norm is None else float(grad_norm)
+
+    def trace(self, step: int, tokens: torch.Tensor) -> None:
+        """Record a hash of the global batch exactly as fed (gathered across ranks in rank = global order)."""
+        fed = self.accelerator.gather(tokens).cpu().numpy()
+        if self.accelerator.is_main_process:
+            with open(self.out / FED_BATCHES, "a") as f:
+                f.write(json.dumps({"step": step, "tokens_sha256": batch_sha256(fed)}) + "\n")
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        """Mean loss over eval_iters fixed validation batches (the first windows of val, same every time)."""
+        acc, micro = self.accelerator, self.cfg.micro_batch_size
+        self.model.eval()
+        losses = []
+        for b in range(self.cfg.eval_iters):
+            tokens = self.rank_batch(b, self.val_sampler, self.val_split)
+            for m in range(0, tokens.size(0), micro):
+                losses.append(lm_loss(self.model, tokens[m : m + micro]))
+        self.model.train()
+        return float(acc.reduce(torch.stack(losses).mean(), reduction="mean"))
+
+    # -------------------------------------------------------------------------------- saving
+    def save_checkpoint(self, step: int) -> None:
+        """accelerator.save_state into checkpoints/step_N, complete-or-absent: written under a temp name and renamed
+        by the main process once every rank has finished writing."""
+        acc = self.accelerator
+        root = self.out / rd.CHECKPOINTS
+        final, tmp = root / rd.step_dir_name(step), root / f".tmp-{rd.step_dir_name(step)}"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            info = {"step": step, "tokens": step * self.tokens_per_step, "elapsed_seconds": self.elapsed(),
+                    "model": model_identity(self.model_config), "seq_len": self.cfg.seq_len,
+                    "global_batch_size": self.cfg.global_batch_size, "world_size": self.world,
+                    "zero_stage": self.zero_stage}
+            write_json_atomic(tmp / CHECKPOINT_INFO, info)
+            if final.exists():  # a re-run reached a step saved before: replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            self.prune_checkpoints()
+            self.update_run_info(step, "running")
+        acc.wait_for_everyone()
+
+    def prune_checkpoints(self) -> None:
+        """Keep the last keep_last_checkpoints plus milestones (multiples of checkpoint_milestone_interval)."""
+        found = rd.list_step_dirs(self.out / rd.CHECKPOINTS)
+        keep_last = {s for s, _ in found[-self.cfg.keep_last_checkpoints:]} if self.cfg.keep_last_checkpoints else set()
+        milestone = self.cfg.checkpoint_milestone_interval
+        for s, path in found:
+            if s not in keep_last and not (milestone and s % milestone == 0):
+                shutil.rmtree(path)
+
+    def export(self, name: str, step: int) -> None:
+        """A from_pretrained folder at hf/<name>: safetensors weights (gathered under ZeRO-3), config,
+        generation_config, the shipped tokenizer files and export_info.json."""
+        acc = self.accelerator
+        state_dict = acc.get_state_dict(self.model)  # collective under ZeRO-3
+        if acc.is_main_process:
+            root = self.out / rd.HF_EXPORTS
+            final, tmp = root / name, root / f".tmp-{name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            for file in TOKENIZER_FILES:
+                shutil.copyfile(TOKENIZER_DIR / file, tmp / file)
+            write_json_atomic(tmp / EXPORT_INFO, {"step": step, "tokens": step * self.tokens_per_step,
+                                                  "weights_sha256": sha256_file(tmp / "model.safetensors")})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        acc.wait_for_everyone()
+
+    # -------------------------------------------------------------------------------- signals
+    def install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            self.stop_signal = signum
+            signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def should_stop(self) -> bool:
+        """True on every rank if any rank got SIGTERM/SIGINT (one small all-reduce per step)."""
+        if self.stop_signal is not None:
+            self.accelerator.set_trigger()
+        return self.accelerator.check_trigger()
+
+    # -------------------------------------------------------------------------------- loop
+    def tracker_config(self) -> dict:
+        flat = asdict(self.cfg) | {"gradient_accumulation_steps": self.grad_accum, "world_size": self.world}
+        return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+
+    def run(self) -> int:
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.cfg
+        self.write_run_dir()
+        self.build()
+        self.t_start = time.time()
+        if acc.is_main_process:
+            self.update_run_info(self.step, "running")
+        if cfg.report_to != "none":
+            acc.init_trackers(cfg.run_name, config=self.tracker_config())
+        self.install_signal_handlers()
+        if self.step == 0 and cfg.is_export_step(0):
+            self.export(rd.step_dir_name(0), 0)
+        acc.print(f"training {self.total_steps} steps x {self.tokens_per_step} tokens; world {self.world}, "
+                  f"micro batch {cfg.micro_batch_size}, grad accumulation {self.grad_accum}")
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not acc.is_local_main_process, desc="train")
+        t_log, steps_since_log = time.time(), 0
+        while self.step < self.total_steps:
+            lr = self.scheduler.get_last_lr()[0]
+            loss, grad_norm = self.train_step(self.step)
+            self.step += 1
+            steps_since_log += 1
+            bar.update(1)
+            last = self.step == self.total_steps
+            if self.step % cfg.log_interval == 0 or last:
+                loss = float(acc.reduce(loss, reduction="mean"))
+                dt = time.time() - t_log
+                tps = steps_since_log * self.tokens_per_step / dt
+                mfu = tps * self.flops_per_token / (self.peak_flops * self.world) if self.peak_flops else None
+                row = {"step": self.step, "tokens": self.step * self.tokens_per_step, "train_loss": loss, "lr": lr,
+                       "grad_norm": grad_norm, "tokens_per_sec": tps, "mfu": mfu,
+                       "elapsed_seconds": round(self.elapsed(), 3), "memory_gb": round(memory_gb(acc.device), 3)}
+                self.log_row(row)
+                acc.log({k: v for k, v in row.items() if isinstance(v, float)}, step=self.step)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
+                t_log, steps_since_log = time.time(), 0
+            if (cfg.eval_interval and self.step % cfg.eval_interval == 0) or last:
+                val = self.evaluate()
+                self.log_row({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": val})
+                acc.log({"val_loss": val}, step=self.step)
+            if cfg.is_export_step(self.step) and not last:
+                self.export(rd.step_dir_name(self.step), self.step)
+            stop = self.should_stop()
+            if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or stop:
+                self.save_checkpoint(self.step)
+            if stop:
+                return self.interrupted(bar)
+        bar.close()
+        if cfg.is_export_step(self.step):
+            self.export(rd.step_dir_name(self.step), self.step)
+        self.export(rd.FINAL, self.step)
+        self.update_run_info(self.step, "completed")
+        acc.end_training()
+        acc.print(f"done: {self.out / rd.HF_EXPORTS / rd.FINAL}")
+        return 0
+
+    def interrupted(self, bar) -> int:
+        bar.close()
+        self.update_run_info(self.step, "interrupted")
+        self.accelerator.end_training()
+        name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
+        self.accelerator.print(
+            f"interrupted by {name} after step {self.step}; checkpoint saved. Continue with "
+            f"--resume_from_checkpoint auto --output_dir {self.out}", file=sys.stderr)
+        return 128 + (self.stop_signal or signal.SIGTERM)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cfg = parse_config(argv)
+    code = Trainer(cfg, argv).run()
+    if code:
+        raise SystemExit(code)
+    return 0
+
+
+if __name__ == "__main__":
+    main()
