@@ -159,6 +159,17 @@ def test_streaming_and_parallel_runs_write_identical_bytes(variant, owt_data_dir
     verify_data_dir(out)
 
 
+def test_sliced_source_split(sample_jsonl, owt_documents, reference_tiktoken, tmp_path):
+    """`--split train[:20]` goes through datasets' slicing (not the whole-cache-file reader)."""
+    out = run(["--dataset", "json", "--data_files", str(sample_jsonl), "--split", "train[:20]", "--val_fraction", "0.1",
+               "--num_proc", "1", "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
+    rows = {s: open_split(out, s).doc_rows.tolist() for s in SPLITS}
+    assert rows["val"] == prepare_data.split_rows(20, 0.1, 2357)["val"].tolist() and len(rows["train"]) == 18
+    train = open_split(out, "train")
+    assert np.asarray(train.tokens).tolist() == [
+        t for r in rows["train"] for t in reference_ids(reference_tiktoken, owt_documents[r])]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Manifest
 # ---------------------------------------------------------------------------------------------------------------

@@ -220,17 +220,17 @@ def _string_column(batch, column: str):
     return array
 
 
-def arrow_batches(dataset, column: str, batch_size: int):
+def arrow_batches(dataset, column: str, batch_size: int, whole_cache_files: bool = True):
     """Arrow arrays of the text column, `batch_size` rows each, in source row order.
 
-    A non-streaming Dataset straight from load_dataset is its Arrow cache files in order; they are read with a
-    buffered stream reader rather than through the memory map, because every mapped page read would count as
-    resident memory until the end (tens of GB for OpenWebText).
+    A non-streaming Dataset straight from load_dataset (a plain split name, no slicing) is its Arrow cache files in
+    order; they are read with a buffered stream reader rather than through the memory map, because every mapped
+    page read would count as resident memory until the end (tens of GB for OpenWebText).
     """
     import pyarrow as pa
     from datasets import IterableDataset
 
-    if isinstance(dataset, IterableDataset) or not dataset.cache_files:
+    if isinstance(dataset, IterableDataset) or not dataset.cache_files or not whole_cache_files:
         for table in dataset.with_format("arrow").iter(batch_size=batch_size):
             yield _string_column(table, column)
         return
@@ -254,12 +254,10 @@ def _init_encoder():
     _ENCODING = tiktoken_encoding()
 
 
-def encode_documents(texts) -> tuple[np.ndarray, np.ndarray]:
+def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """ids (uint16, `encode_ordinary(doc) + [EOT]` back to back) and per-document token counts of a batch."""
     if _ENCODING is None:
         _init_encoder()
-    if not isinstance(texts, list):  # an Arrow array
-        texts = texts.to_pylist()
     docs = [_ENCODING.encode_ordinary(text) for text in texts]
     lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
     ids = np.empty(int(lengths.sum()), dtype=TOKEN_DTYPE)
@@ -310,18 +308,18 @@ class SourceTokens:
     tokens: int
 
 
-def tokenize_source(dataset, column: str, out_dir: Path, num_proc: int, batch_size: int,
-                    total: int | None) -> SourceTokens:
+def tokenize_source(dataset, column: str, out_dir: Path, num_proc: int, batch_size: int, total: int | None,
+                    whole_cache_files: bool) -> SourceTokens:
     tokens_path, lengths_path = out_dir / "source.tokens.tmp", out_dir / "source.lengths.tmp"
     documents = tokens = 0
     started = time.perf_counter()
 
     def checked_batches():
         row = 0
-        for array in arrow_batches(dataset, column, batch_size):
+        for array in arrow_batches(dataset, column, batch_size, whole_cache_files):
             check_null_free(array, row, column)
             row += len(array)
-            yield array
+            yield array.to_pylist()  # workers get plain str lists: they never touch Arrow state forked from here
 
     bar = tqdm(total=total, desc="tokenize", unit="doc", unit_scale=True, dynamic_ncols=True, disable=None)
     with open(tokens_path, "wb") as f_tokens, open(lengths_path, "wb") as f_lengths, bar:
@@ -481,7 +479,8 @@ def prepare(args: PrepareArgs, command: list[str] | None = None) -> Path:
     os.umask(umask)
     tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the data_dir gets the usual folder permissions
     try:
-        source = tokenize_source(dataset, args.text_column, tmp_dir, args.num_proc, args.batch_size, total)
+        source = tokenize_source(dataset, args.text_column, tmp_dir, args.num_proc, args.batch_size, total,
+                                 whole_cache_files=re.fullmatch(r"[\w.-]+", args.split) is not None)
         if source.documents == 0:
             raise UserError(f"{src.describe()} has no documents")
         check_completeness(src, source.documents, args.allow_partial)
