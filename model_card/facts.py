@@ -14,6 +14,7 @@ LM_EVAL = "lm-evaluation-harness, `gpt2`"
 REFERENCES = {
     ("wikitext", "word_perplexity"): [(29.41, f"{GPT2_PAPER}: WikiText-2"), (37.50, f"{GPT2_PAPER}: WikiText-103")],
     ("lambada_openai", "acc"): [(0.4599, GPT2_PAPER), (0.3256, f"{LM_EVAL} `lambada_openai`")],
+    ("lambada_openai", "acc_last_token"): [(0.4599, GPT2_PAPER)],
     ("lambada_openai", "perplexity"): [(35.13, GPT2_PAPER), (40.06, f"{LM_EVAL} `lambada_openai`")],
 }
 
@@ -24,6 +25,8 @@ EVAL_METRICS = [
     ("wikitext_sliding", "perplexity", "WikiText-2 (raw, test), sliding window", "wikitext", "wikitext-2-raw-v1",
      "test", "perplexity"),
     ("lambada_openai", "acc", "LAMBADA (OpenAI)", "EleutherAI/lambada_openai", "default", "test", "accuracy"),
+    ("lambada_openai", "acc_last_token", "LAMBADA (OpenAI)", "EleutherAI/lambada_openai", "default", "test",
+     "accuracy"),
     ("lambada_openai", "perplexity", "LAMBADA (OpenAI)", "EleutherAI/lambada_openai", "default", "test", "perplexity"),
     ("owt_val", "loss", "OpenWebText held-out split", "Skylion007/openwebtext", "plain_text", "validation", "loss"),
     ("owt_val", "perplexity", "OpenWebText held-out split", "Skylion007/openwebtext", "plain_text", "validation",
@@ -159,7 +162,7 @@ def compute_facts(run_info: dict, training_config: dict, config: dict, metrics: 
     n_params = run_info.get("num_parameters")
     if run_info.get("flops_per_token") is not None:
         facts["flops_per_token"] = float(run_info["flops_per_token"])
-        facts["flops_source"] = "run_info.json `flops_per_token` (the trainer's 6·N + attention estimate)"
+        facts["flops_source"] = "from run_info.json `flops_per_token`, the trainer's 6·N + attention estimate"
     elif n_params is not None and attention_flops_per_token(config, seq_len) is not None:
         facts["flops_per_token"] = 6.0 * n_params + attention_flops_per_token(config, seq_len)
         facts["flops_source"] = f"6·N + 6·n_layer·seq_len·n_embd with N = {n_params:,}, seq_len = {seq_len}"
@@ -198,6 +201,12 @@ def eval_rows(results: dict | None) -> list[dict]:
                      "dataset_type": dtype, "dataset_config": dconfig, "split": split, "metric_type": mtype,
                      "references": REFERENCES.get((task, metric), [])})
     return rows
+
+
+def eval_notes(results: dict | None) -> list[tuple[str, str]]:
+    """(task, note) for every task whose results carry a `notes` text (caveats written by the eval stage)."""
+    tasks = (results or {}).get("tasks", {})
+    return [(task, body["notes"]) for task, body in tasks.items() if isinstance(body, dict) and body.get("notes")]
 
 
 def command_line(argv) -> str | None:

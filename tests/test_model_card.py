@@ -85,6 +85,7 @@ def test_card_metadata_and_model_index_round_trip(release):
     assert got == {
         ("wikitext", "wikitext word_perplexity"): 41234.5, ("wikitext", "wikitext bits_per_byte"): 2.858,
         ("EleutherAI/lambada_openai", "lambada_openai acc"): 0.0123,
+        ("EleutherAI/lambada_openai", "lambada_openai acc_last_token"): 0.02,
         ("EleutherAI/lambada_openai", "lambada_openai perplexity"): 98765.4,
         ("Skylion007/openwebtext", "owt_val loss"): 9.876, ("Skylion007/openwebtext", "owt_val perplexity"): 19467.1,
     }
@@ -125,6 +126,7 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     assert "40.06 (lm-evaluation-harness, `gpt2` `lambada_openai`)" in card
     assert "| WikiText-2 (raw, test) | word_perplexity | 41234.5000 | 29.41 (GPT-2 paper" in card
     assert "![loss.png](loss.png)" in card and "![lr.png](lr.png)" in card
+    assert "Subset evaluation" not in card and "Note on" not in card
 
     assert f"`{run_info['git_commit']}`" in card and "**Seed:** 1337" in card
     assert "accelerate launch -m training.train --config training/configs/tiny.yaml" in card
@@ -153,6 +155,10 @@ def test_absent_inputs_are_omitted_never_invented(gpu_run, tmp_path, capsys):
     (run / rd.DATA_MANIFEST).write_text(json.dumps(manifest))
     sha = rd.read_json(run / "hf/final/export_info.json")["weights_sha256"]
     results = make_results(tmp_path / "r.json", sha, {k: v for k, v in RESULTS_TASKS.items() if k != "lambada_openai"})
+    subset = rd.read_json(results)
+    subset["settings"]["limit"] = 20
+    subset["tasks"]["wikitext"]["notes"] = "WikiText-103's test text is WikiText-2's."
+    results.write_text(json.dumps(subset))
     out = tmp_path / "release"
     build_main(["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(out)])
     assert "skipped" in capsys.readouterr().out  # card.validate() needs the Hub: skipped offline, and says so
@@ -165,6 +171,8 @@ def test_absent_inputs_are_omitted_never_invented(gpu_run, tmp_path, capsys):
     n = info["num_parameters"]
     assert f"| Training FLOPs per token | {6 * n + 6 * 2 * 32 * 128:.4g} (6·N + 6·n_layer·seq_len·n_embd" in card
     assert "rebuild the card with `--gpu_hour_usd`" in card
+    assert "**Subset evaluation:** each task was limited to its first 20 documents/examples" in card
+    assert "Note on `wikitext`: WikiText-103's test text is WikiText-2's." in card
     assert not (out / "loss.png").exists() and not (out / "lr.png").exists()
     meta = yaml.safe_load(card.split("---\n", 2)[1])
     assert meta["datasets"] == ["Skylion007/openwebtext"]

@@ -211,3 +211,30 @@ def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_input
         f.write("\nErratum.\n")
     moved = run_upload(hub, changed, "--repo_id", "alice/c", "--tag", "v1")
     assert moved.returncode == 2 and "tag v1 already exists on alice/c at another commit" in moved.stderr
+
+
+def test_private_repo_and_pull_request(hub, published_inputs):
+    release, _ = published_inputs
+    proc = run_upload(hub, release, "--repo_id", "alice/p", "--private", "--create_pr", "--tag", "v1.0")
+    assert proc.returncode == 0, proc.stderr
+    repo = hub.state.repos["alice/p"]
+    assert repo.private and list(repo.prs) == ["refs/pr/1"] and not repo.tags
+    assert set(hub.state.snapshot("alice/p", "main")) == {".gitattributes"}  # the release waits in the PR
+    assert hub.state.snapshot("alice/p", "refs/pr/1")["model.safetensors"] == upload.sha256_file(
+        release / "model.safetensors")
+    assert "/discussions/1" in proc.stdout and "tag v1.0: skipped for a pull request" in proc.stdout
+
+    anonymous = {k: v for k, v in hub.env.items() if k != "HF_TOKEN"}
+    code = "from huggingface_hub import hf_hub_download; hf_hub_download('alice/p', 'config.json')"
+    proc = subprocess.run([sys.executable, "-c", code], env=anonymous, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "RepositoryNotFoundError" in proc.stderr  # private: invisible without a token
+
+
+def test_card_validate_runs_when_the_hub_answers(hub, published_inputs):
+    """`ModelCard.validate()` is called (against the local Hub here) when the endpoint is reachable."""
+    release, _ = published_inputs
+    code = f"from pathlib import Path; from model_card.card import validate_online; print(validate_online(Path('{release}/README.md')))"
+    proc = subprocess.run([sys.executable, "-c", code], env=hub.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith(f"passed ({hub.url}/api/validate-yaml)")
+    assert ("POST", "/api/validate-yaml", 200) in hub.state.log
