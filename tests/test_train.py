@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling import UserError, build_model, count_parameters, sha256_file
-from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args, write_data_dir
+from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args
 from training import run_dir as rd
 from training.config import parse_config
 from training.train import build_optimizer, build_scheduler, flops_per_token
@@ -26,8 +26,8 @@ RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, wa
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory, owt_documents):
-    return write_data_dir(tmp_path_factory.mktemp("data"), owt_documents)
+def data_dir(owt_data_dir):
+    return owt_data_dir
 
 
 @pytest.fixture(scope="module")

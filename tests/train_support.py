@@ -1,4 +1,4 @@
-"""Helpers for the trainer tests: a small genuine-OWT data_dir, running the trainer, reading its outputs."""
+"""Helpers for the trainer tests: running the trainer (in process or launched), reading its outputs."""
 
 import json
 import os
@@ -6,34 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-
-from modeling import EOT_TOKEN_ID, tiktoken_encoding, tokenizer_fingerprint
-from training import data_dir as dd
-from training.manifest import FORMAT, file_entries, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = REPO_ROOT / "training" / "configs" / "tiny.yaml"
 ACCELERATE_CONFIGS = REPO_ROOT / "accelerate_configs"
-
-
-def write_data_dir(path: Path, documents: list[str], n_val: int = 4) -> Path:
-    """A data_dir in the documented layout: the last `n_val` documents are val, the rest train."""
-    enc = tiktoken_encoding()
-    path.mkdir(parents=True, exist_ok=True)
-    splits = {"train": list(range(len(documents) - n_val)), "val": list(range(len(documents) - n_val, len(documents)))}
-    for split, rows in splits.items():
-        docs = [enc.encode_ordinary(documents[r]) + [EOT_TOKEN_ID] for r in rows]
-        tokens = np.array([t for d in docs for t in d], dtype=dd.TOKEN_DTYPE)
-        tokens.tofile(path / dd.tokens_file(split))
-        np.save(path / dd.doc_offsets_file(split), np.cumsum([0] + [len(d) for d in docs]).astype(np.int64))
-        np.save(path / dd.doc_rows_file(split), np.array(rows, dtype=np.int64))
-    write_manifest(path, {
-        "format": FORMAT, "tokenizer": {"fingerprint": tokenizer_fingerprint()}, "files": file_entries(path),
-        "splits": {s: {"tokens": int(dd.open_split(path, s).num_tokens), "documents": len(r)} for s, r in splits.items()},
-    })
-    return path
 
 
 def train_args(data_dir: Path, output_dir: Path, **overrides) -> list[str]:

@@ -175,7 +175,9 @@ def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainC
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
     args = (yaml_to_args(known.config) if known.config else []) + rest
-    config, remaining = _Parser(TrainConfig, allow_abbrev=False).parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    parser = _Parser(TrainConfig, allow_abbrev=False)
+    parser._option_string_actions["--export_steps"].nargs = "*"  # `export_steps: []` / bare flag = no early exports
+    config, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     if remaining:
         flag = next((a for a in remaining if a.startswith("-")), remaining[0])
         raise _unknown(flag.lstrip("-").replace("-", "_"), "the command line")
