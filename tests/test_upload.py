@@ -18,7 +18,6 @@ import pytest
 import upload
 from hub_server import HubServer
 from model_card.build import main as build_main
-from release_fixtures import make_results, make_run_dir
 from training import run_dir as rd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +27,24 @@ BOB_TOKEN = "hf_bobSecretToken0123456789"
 
 @pytest.fixture(scope="module")
 def published_inputs(owt_data_dir, tmp_path_factory):
-    """(release folder, run_dir/hf) of a real tiny run: final + step_0 + step_1 with three different weights."""
+    """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (single
+    process, 2 steps, exports step_0, step_1 and final: three different weights), the eval (owt_val), the card."""
+    from eval.evaluate import main as eval_main
+    from train_support import run_inprocess
+
     root = tmp_path_factory.mktemp("upload")
-    run = make_run_dir(root / "run", owt_data_dir)
-    sha = rd.read_json(run / "hf/final/export_info.json")["weights_sha256"]
-    results = make_results(root / "results.json", sha)
+    run = root / "run"
+    assert run_inprocess(owt_data_dir, run, max_steps=2, warmup_steps=1, export_steps=[0, 1], seq_len=32,
+                         micro_batch_size=4, global_batch_size=4, eval_interval=2, eval_iters=1,
+                         checkpoint_interval=2) in (0, None)
+    results = root / "results.json"
+    eval_main(["--model", str(run / "hf" / "final"), "--tasks", "owt_val", "--data_dir", str(owt_data_dir),
+               "--output", str(results), "--device", "cpu"])
     release = root / "release"
     build_main(["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(release),
                 "--repo_id", "alice/gpt2-owt-tiny"])
+    shas = {rd.read_json(p / "export_info.json")["weights_sha256"] for p in (run / "hf").iterdir()}
+    assert len(shas) == 3
     return release, run / rd.HF_EXPORTS
 
 
