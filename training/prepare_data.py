@@ -148,6 +148,8 @@ def resolve_source(args: PrepareArgs) -> Source:
         revision = revision or OPENWEBTEXT_REVISION
         data_files = data_files or list(OPENWEBTEXT_DATA_FILES)
     load_path, load_files = args.dataset, data_files
+    if revision and (os.path.exists(args.dataset) or not HUB_ID.match(args.dataset)):
+        raise UserError(f"--revision applies to Hub datasets only, not to --dataset {args.dataset}")
     if os.path.exists(args.dataset):
         if data_files:  # patterns are relative to the folder, as datasets resolves them
             missing = [p for p in data_files if not glob.glob(os.path.join(args.dataset, p))]
