@@ -95,12 +95,17 @@ def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs,
     weights = upload.sha256_file(release / "model.safetensors")
 
     hub.state.fail("POST", r"/commit/main$", status=500)  # the release commit dies after its LFS uploads
+    hub.state.fail("POST", r"/commit/step1$", status=500)  # then, on the rerun, step1's commit dies once
     first = run_upload(hub, *argv)
     assert first.returncode == 2 and "Rerun the same command to resume" in first.stderr
     assert set(hub.state.snapshot(repo, "main")) == {".gitattributes"}
+    again = run_upload(hub, *argv)
+    assert again.returncode == 2 and "Rerun the same command to resume" in again.stderr
+    assert set(hub.state.snapshot(repo, "step1")) == {".gitattributes"}  # branch made, weights not committed
 
     second = run_upload(hub, *argv)
     assert second.returncode == 0, second.stderr
+    assert "step0: up to date" in second.stdout and "step1: uploaded" in second.stdout
     assert {k: v for k, v in hub.state.snapshot(repo, "main").items() if k != ".gitattributes"} == local_hashes(release)
     for step in (0, 1):  # each branch holds exactly its own export, not the final weights
         assert hub.state.snapshot(repo, f"step{step}") == {".gitattributes": hub.state.snapshot(repo)[".gitattributes"],
@@ -142,6 +147,15 @@ def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs,
     assert out["step0"] and out["step1"] and out["v1.0"] and out["None"]
     assert out["tokens"] == [15496, 995]
     assert out["pipeline"] == out["pipeline_local"] and out["pipeline"].startswith("Hello world")
+
+
+def test_the_last_step_may_carry_the_release_weights(published_inputs, tmp_path, capsys):
+    """hf/step_N of the final step legitimately equals hf/final: allowed, unlike any other step."""
+    release, hf = published_inputs
+    final_step = rd.read_json(hf / "final" / "export_info.json")["step"]
+    ckpt = _copy_hf(hf, tmp_path / "hf", {"step_1": hf / "step_1", f"step_{final_step}": hf / "final"})
+    upload.main([str(release), "--repo_id", "alice/x", "--checkpoints", str(ckpt), "--dry_run"])
+    assert f"branch step{final_step} (" in capsys.readouterr().out
 
 
 def _copy_hf(hf: Path, dest: Path, names: dict[str, Path]) -> Path:
@@ -196,6 +210,14 @@ def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_input
     release, hf = published_inputs
     no_token = run_upload(hub, release, "--repo_id", "alice/r", token=None)
     assert no_token.returncode == 2 and "no Hugging Face token: set HF_TOKEN" in no_token.stderr
+    token_file = Path(hub.env["HF_HOME"]) / "token"  # the login store (`hf auth login` writes it)
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(TOKEN)
+    logged_in = run_upload(hub, release, "--repo_id", "alice/login", "--revision", "release", token=None)
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert set(hub.state.snapshot("alice/login", "main")) == {".gitattributes"}  # --revision: only that branch
+    assert hub.state.snapshot("alice/login", "release")["README.md"] == upload.sha256_file(release / "README.md")
+    token_file.unlink()
 
     bad_token = run_upload(hub, release, "--repo_id", "alice/r", token="hf_not_a_valid_token")
     assert bad_token.returncode == 2 and "rejected the token (401)" in bad_token.stderr
