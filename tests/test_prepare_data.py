@@ -363,3 +363,23 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(sample_jsonl, tmp_pa
         run(["--dataset", "json", "--data_files", str(sample_jsonl), "--num_proc", "1",
              "--output_dir", str(tmp_path / "data"), "--cache_dir", str(tmp_path / "cache")])
     assert not (tmp_path / "data").exists() and leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The real entry points (subprocesses)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # two interpreter start-ups (`modeling` imports torch): ~10 s each here
+def test_command_line_entry_points(owt_data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "training.prepare_data", "--output-dir", str(tmp_path / "out"),
+                          "--dataset", "json", "--data-files", "x.jsonl", "--val-fraction", "2"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --val_fraction must be in (0, 1), got 2.0"
+    assert not (tmp_path / "out").exists()
+    ok = subprocess.run([sys.executable, "-m", "training.manifest", "verify", "--data-dir", str(owt_data_dir)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {owt_data_dir} matches its manifest"), ok.stderr

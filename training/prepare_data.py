@@ -157,6 +157,9 @@ def resolve_source(args: PrepareArgs) -> Source:
                 raise UserError(f"no file in {args.dataset} matches --data_files {' '.join(missing)}")
     elif HUB_ID.match(args.dataset):
         if data_files:  # read the files with their builder: works even where the repo still has a loading script
+            if args.dataset_config:
+                raise UserError("--dataset_config does not combine with --data_files for a Hub dataset: the files "
+                                "already select the data")
             rev = quote(revision or "main", safe="")
             load_path = builder_for(data_files)
             load_files = [f"hf://datasets/{args.dataset}@{rev}/{p.lstrip('/')}" for p in data_files]
@@ -323,7 +326,7 @@ def tokenize_source(dataset, column: str, out_dir: Path, num_proc: int, batch_si
             row += len(array)
             yield array.to_pylist()  # workers get plain str lists: they never touch Arrow state forked from here
 
-    bar = tqdm(total=total, desc="tokenize", unit="doc", unit_scale=True, dynamic_ncols=True, disable=None)
+    bar = tqdm(total=total, desc="tokenize", unit="doc", unit_scale=True, dynamic_ncols=True, mininterval=1.0)
     with open(tokens_path, "wb") as f_tokens, open(lengths_path, "wb") as f_lengths, bar:
         for ids, lengths in ordered_parallel_map(encode_documents, checked_batches(), num_proc, _init_encoder):
             ids.tofile(f_tokens)
@@ -360,7 +363,7 @@ def gather_split(split: str, rows: np.ndarray, source: SourceTokens, source_offs
     np.save(out_dir / doc_rows_file(split), rows.astype(np.int64))
     itemsize = np.dtype(TOKEN_DTYPE).itemsize
     digest = hashlib.sha256()
-    bar = tqdm(total=len(rows), desc=f"write {tokens_file(split)}", unit="doc", unit_scale=True, disable=None)
+    bar = tqdm(total=len(rows), desc=f"write {tokens_file(split)}", unit="doc", unit_scale=True, mininterval=1.0)
     with open(source.tokens_path, "rb") as f_src, open(out_dir / tokens_file(split), "wb") as f_out, bar:
         fd = f_src.fileno()
         for start in range(0, len(rows), GATHER_CHUNK_DOCS):
@@ -476,6 +479,9 @@ def prepare(args: PrepareArgs, command: list[str] | None = None) -> Path:
         check_completeness(src, total, args.allow_partial)
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(output_dir.parent.glob(f".{output_dir.name}.partial-*")):
+        print(f"note: {stale} is left from an interrupted run (killed before it could clean up); delete it to "
+              f"free its disk space", file=sys.stderr)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     umask = os.umask(0)
     os.umask(umask)
