@@ -18,31 +18,34 @@ What it computes -- exactly nanoGPT's data/openwebtext/prepare.py:
     its ids are tested identical to the shipped HF tokenizer's.
 
 How (constant memory in the number of tokens, one sequential read of the source):
-  1. tokenize in source order: Arrow record batches of the text column go to `num_proc` worker processes (bounded
-     window of in-flight batches, results taken in order); ids are appended to a temp token file, lengths to a temp
-     length file. Non-streaming sources are read from the Arrow cache files with a buffered reader, not a memory
+  1. tokenize in source order: batches of the text column (read as Arrow record batches, sent as str lists) go to
+     `num_proc` worker processes (bounded window of in-flight batches, results taken in order); ids are appended to
+     a temp token file, lengths to a temp length file. Non-streaming sources are read from the Arrow cache files with a buffered reader, not a memory
      map, so resident memory does not grow with the corpus.
   2. split + gather: draw the train_test_split permutation, then copy every document's ids from the temp file into
      train.bin / val.bin in split order (pread + buffered write, sha256 computed on the way).
   Memory: a few batches of text/ids plus O(documents) int64 arrays (permutation, offsets: ~64 MB each for the
   8,013,769 OpenWebText documents). Disk: the temp token file and the outputs coexist until the end (~2x the token
-  bytes, ~36 GB for OpenWebText), plus the `datasets` Arrow cache (~55 GB) unless --streaming.
+  bytes, ~36 GB for OpenWebText), plus unless --streaming the `datasets` download (~24 GB of parquet) and Arrow
+  cache (~40 GB: dataset_size 39,769,491,688 bytes on the dvruette/openwebtext card).
   Everything is written into a temp folder next to --output_dir and renamed into place at the end: an interrupted
   or failed run leaves only a `.NAME.partial-*` folder (deleted on errors), never a folder that looks complete.
 
-Default source -- why this one. `Skylion007/openwebtext` (8,013,769 documents) is a loading-script repo on `main`,
-which `datasets` >= 4 refuses ("Dataset scripts are no longer supported"). The Hub's auto-converted
-`refs/convert/parquet` of it only holds a `partial-train` export (the converter stops after ~5 GB), and community
-mirrors are unverified copies. The dataset's own author pushed a full parquet conversion as pull request #18
-("convert-parquet-full", 93 shards `data/train-000NN-of-00093.parquet`, README gains the dataset_info); commit
-963532436460638ab26b7633e23776e6c7e37d59 ("Upload dataset (part 00001-of-00002)", adding shards 50-92 on top of
-part 00000 = shards 0-49, README +21 -2, identical to PR #18's file list) is that branch with all 93 shards. A PR
-branch can still be rewritten, so we pin the commit, not `refs/pr/18`, and read the shards through the `parquet`
-builder with `hf://datasets/Skylion007/openwebtext@<commit>/data/train-*-of-00093.parquet` URLs: this works
-whether or not the commit still carries `openwebtext.py`. (PR #20 is an 80-shard variant of the same upload.)
-The pinned copy has not been downloaded from this machine (no Hub access here), so its completeness is enforced
-at run time: a run of the OpenWebText source that sees other than 8,013,769 documents stops with an error unless
---allow_partial (recorded in the manifest).
+Default source -- why this one. `Skylion007/openwebtext` (8,013,769 documents) is a loading-script repo on `main`
+(openwebtext.py + subsets/*.tar), which `datasets` >= 4 refuses ("Dataset scripts are no longer supported"). The
+Hub's parquet auto-converter (`refs/convert/parquet`) exports at most a first ~5 GB `partial-train` of a corpus this
+size (as on mirrors of it, e.g. sytelus/openwebtext `default/partial-train`), and community mirrors are copies
+made by others. The dataset's author pushed a full parquet conversion as pull request #18 ("convert-parquet-full":
+README gains the dataset_info, subsets/*.tar become `data/train-000NN-of-00093.parquet`, 93 shards) in two
+commits: 4330e67011bbb5fbed5b6bc477cd384094631255 (part 00000: shards 0-49) and
+963532436460638ab26b7633e23776e6c7e37d59 (part 00001: shards 50-92, README +21 -2, the PR's file list). A PR
+branch can still be rewritten, so we pin that second commit, not `refs/pr/18`, and read the shards through the
+`parquet` builder with `hf://datasets/Skylion007/openwebtext@<commit>/data/train-*-of-00093.parquet` URLs: this
+works whether or not the commit still carries `openwebtext.py`. (An 80-shard variant of the same upload sits on
+another PR branch, commits bf350c8 / 7577b918bd30b25df0b88bb718dc8a6c80cb619b; pass it with --revision and
+--data_files 'data/train-*-of-00080.parquet'.) The pinned copy could not be downloaded from this machine (no Hub
+access), so its completeness is enforced at run time: a run of a known OpenWebText source that sees other than
+8,013,769 documents stops with an error unless --allow_partial (recorded in the manifest).
 """
 
 import glob
@@ -70,8 +73,9 @@ from training.data_dir import MANIFEST, TOKEN_DTYPE, doc_offsets_file, doc_rows_
 OPENWEBTEXT = "Skylion007/openwebtext"
 OPENWEBTEXT_REVISION = "963532436460638ab26b7633e23776e6c7e37d59"  # PR #18 head: all 93 parquet shards
 OPENWEBTEXT_DATA_FILES = ["data/train-*-of-00093.parquet"]
-# Completeness guard: sources whose full size is known (source id -> documents).
-EXPECTED_DOCUMENTS = {OPENWEBTEXT: 8_013_769}
+# Completeness guard: sources whose full size is known (source id -> documents). dvruette/openwebtext is a
+# community parquet mirror whose card declares num_examples 8,013,769.
+EXPECTED_DOCUMENTS = {OPENWEBTEXT: 8_013_769, "dvruette/openwebtext": 8_013_769}
 
 SCRIPT_ERROR = "Dataset scripts are no longer supported"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
