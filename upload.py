@@ -188,6 +188,8 @@ def publish_release(api, args: UploadArgs, release: Target, branches: dict) -> s
         repo_id=args.repo_id, folder_path=str(release.folder), revision=release.branch, create_pr=args.create_pr,
         commit_message=f"Release (step {release.step}, weights sha256 {release.weights_sha256[:12]})",
     )
+    if not args.create_pr and remote_weights_sha256(api, args.repo_id, release.branch) != release.weights_sha256:
+        raise UploadError(f"after upload, {release.branch} does not hold {release.folder}/{WEIGHTS}")
     print(f"release -> {info.pr_url or info.commit_url}")
     return None if args.create_pr else info.oid
 
