@@ -304,6 +304,7 @@ BAD_INPUTS = {
                                 "Hub datasets only"),
     "unknown Hub file format": (lambda d: ["--dataset", "someone/corpus", "--data_files", "data/*.bin"],
                                 "file format"),
+    "Hub unreachable (tests run offline)": (lambda d: [], "cannot reach the Hugging Face Hub for Skylion007/openwebtext"),
     "val fraction 0": (lambda d: ["--dataset", "json", "--data_files", str(d), "--val_fraction", "0"], "(0, 1)"),
     "val fraction 1.5": (lambda d: ["--dataset", "json", "--data_files", str(d), "--val_fraction", "1.5"], "(0, 1)"),
     "no train document": (lambda d: ["--dataset", "json", "--data_files",

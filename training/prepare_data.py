@@ -184,6 +184,7 @@ def load_source(src: Source, streaming: bool, num_proc: int, cache_dir: str | No
     """load_dataset(...) for the source, with its errors turned into one-line UserErrors."""
     import datasets
     from datasets.exceptions import DatasetGenerationError, DatasetNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError
 
     kwargs = dict(name=src.dataset_config, data_files=src.load_data_files, split=src.split, cache_dir=cache_dir,
                   streaming=streaming)
@@ -203,11 +204,27 @@ def load_source(src: Source, streaming: bool, num_proc: int, cache_dir: str | No
             f"'hf://datasets/{src.dataset}@REVISION/PATH/*.parquet'") from None
     except StopIteration:  # datasets' json/csv builders raise it for empty files
         raise UserError(f"{src.describe()} has no documents (empty data files?)") from None
-    except (FileNotFoundError, DatasetNotFoundError, DatasetGenerationError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except (FileNotFoundError, DatasetNotFoundError, DatasetGenerationError, HfHubHTTPError, ValueError) as e:
+        reason = first_line(e)
         if e.__cause__ is not None:  # DatasetGenerationError wraps the real reason
-            reason += f" ({type(e.__cause__).__name__}: {str(e.__cause__).strip().splitlines()[0]})"
+            reason += f" ({type(e.__cause__).__name__}: {first_line(e.__cause__)})"
         raise UserError(f"could not load {src.describe()}: {reason}") from None
+    except Exception as e:
+        if not is_network_error(e):
+            raise
+        raise UserError(f"cannot reach the Hugging Face Hub for {src.describe()} ({type(e).__name__}: "
+                        f"{first_line(e)}); check the network, HF_ENDPOINT and HF_HUB_OFFLINE, or prepare local "
+                        f"copies with --dataset parquet --data_files ...") from None
+
+
+def first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def is_network_error(e: BaseException) -> bool:
+    """Connection failures, whichever HTTP stack raised them (huggingface_hub: httpx; fsspec: aiohttp)."""
+    root_module = type(e).__module__.split(".")[0]
+    return isinstance(e, ConnectionError) or root_module.startswith(("httpx", "httpcore", "aiohttp", "requests"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
