@@ -479,6 +479,49 @@ def source_info(src: Source, args: PrepareArgs, documents: int) -> dict:
             "complete": None if src.expected_documents is None else documents == src.expected_documents}
 
 
+def make_temp_dir(output_dir: Path) -> Path:
+    """An empty folder next to `output_dir` (same filesystem, so the final rename is atomic)."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in sorted(output_dir.parent.glob(f".{output_dir.name}.partial-*")):
+        print(f"note: {stale} is left from an interrupted run (killed before it could clean up); delete it to "
+              f"free its disk space", file=sys.stderr)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the data_dir gets the usual folder permissions
+    return tmp_dir
+
+
+def write_data_dir(tmp_dir: Path, dataset, src: Source, args: PrepareArgs, total: int | None,
+                   command: list[str]) -> dict:
+    """Tokenize, split, gather and write the manifest into `tmp_dir`; return the manifest."""
+    source = tokenize_source(dataset, args.text_column, tmp_dir, args.num_proc, args.batch_size,
+                             total if total is not None else src.expected_documents,  # streaming: known size
+                             whole_cache_files=re.fullmatch(r"[\w.-]+", args.split) is not None)
+    if source.documents == 0:
+        raise UserError(f"{src.describe()} has no documents")
+    check_completeness(src, source.documents, args.allow_partial)
+    source_offsets = np.zeros(source.documents + 1, dtype=np.int64)
+    np.cumsum(np.fromfile(source.lengths_path, dtype=np.int64), out=source_offsets[1:])
+    splits = {name: gather_split(name, rows, source, source_offsets, tmp_dir)
+              for name, rows in split_rows(source.documents, args.val_fraction, args.seed).items()}
+    source.tokens_path.unlink()
+    source.lengths_path.unlink()
+    manifest = {
+        "format": manifest_lib.FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "source": source_info(src, args, source.documents),
+        "split": split_info(args),
+        "tokenizer": tokenizer_info(),
+        "splits": {name: {"documents": s["documents"], "tokens": s["tokens"]} for name, s in splits.items()},
+        "files": manifest_lib.file_entries(tmp_dir, {tokens_file(n): s["sha256"] for n, s in splits.items()}),
+        "versions": manifest_lib.package_versions(),
+    }
+    manifest_lib.write_manifest(tmp_dir, manifest)
+    return manifest
+
+
 def prepare(args: PrepareArgs, command: list[str] | None = None) -> Path:
     """Run the whole preparation; return the finished data_dir."""
     if not 0.0 < args.val_fraction < 1.0:
@@ -499,43 +542,14 @@ def prepare(args: PrepareArgs, command: list[str] | None = None) -> Path:
     if total is not None:  # fail before tokenizing when the count is already known
         check_completeness(src, total, args.allow_partial)
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(output_dir.parent.glob(f".{output_dir.name}.partial-*")):
-        print(f"note: {stale} is left from an interrupted run (killed before it could clean up); delete it to "
-              f"free its disk space", file=sys.stderr)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the data_dir gets the usual folder permissions
+    tmp_dir = make_temp_dir(output_dir)
     try:
-        source = tokenize_source(dataset, args.text_column, tmp_dir, args.num_proc, args.batch_size, total,
-                                 whole_cache_files=re.fullmatch(r"[\w.-]+", args.split) is not None)
-        if source.documents == 0:
-            raise UserError(f"{src.describe()} has no documents")
-        check_completeness(src, source.documents, args.allow_partial)
-        source_offsets = np.zeros(source.documents + 1, dtype=np.int64)
-        np.cumsum(np.fromfile(source.lengths_path, dtype=np.int64), out=source_offsets[1:])
-        splits = {name: gather_split(name, rows, source, source_offsets, tmp_dir)
-                  for name, rows in split_rows(source.documents, args.val_fraction, args.seed).items()}
-        source.tokens_path.unlink()
-        source.lengths_path.unlink()
-        manifest = {
-            "format": manifest_lib.FORMAT,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": command or sys.argv,
-            "source": source_info(src, args, source.documents),
-            "split": split_info(args),
-            "tokenizer": tokenizer_info(),
-            "splits": {name: {"documents": s["documents"], "tokens": s["tokens"]} for name, s in splits.items()},
-            "files": manifest_lib.file_entries(tmp_dir, {tokens_file(n): s["sha256"] for n, s in splits.items()}),
-            "versions": manifest_lib.package_versions(),
-        }
-        manifest_lib.write_manifest(tmp_dir, manifest)
+        manifest = write_data_dir(tmp_dir, dataset, src, args, total, command or sys.argv)
         install(tmp_dir, output_dir)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    counts = ", ".join(f"{n}: {s['documents']:,} docs / {s['tokens']:,} tokens" for n, s in splits.items())
+    counts = ", ".join(f"{n}: {s['documents']:,} docs / {s['tokens']:,} tokens" for n, s in manifest["splits"].items())
     print(f"wrote {output_dir} ({counts})")
     return output_dir
 
