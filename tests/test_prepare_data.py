@@ -146,13 +146,10 @@ def test_nanogpt_get_batch_reads_train_bin(owt_data_dir, owt_documents, referenc
         assert len(data) == manifest_of(owt_data_dir)["splits"][split]["tokens"]
 
 
-@pytest.mark.parametrize("variant", ["parquet-streaming", "json-2-workers"])
-def test_streaming_and_parallel_runs_write_identical_bytes(variant, owt_data_dir, parquet_source, sample_jsonl,
-                                                            tmp_path):
-    if variant == "parquet-streaming":
-        source = ["--dataset", str(parquet_source), "--data_files", "data/*.parquet", "--streaming"]
-    else:
-        source = ["--dataset", "json", "--data_files", str(sample_jsonl)]
+@pytest.mark.parametrize("streaming", [True, False])
+def test_streaming_and_parallel_runs_write_identical_bytes(streaming, owt_data_dir, parquet_source, tmp_path):
+    """2 parquet shards, 2 workers, 10 batches in flight: same bytes as the single-process json fixture."""
+    source = ["--dataset", str(parquet_source), "--data_files", "data/*.parquet"] + (["--streaming"] * streaming)
     out = run([*source, "--val_fraction", "0.1", "--num_proc", "2", "--batch_size", "4",
                "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
     assert manifest_of(out)["files"] == manifest_of(owt_data_dir)["files"]

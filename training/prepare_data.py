@@ -190,7 +190,7 @@ def load_source(src: Source, streaming: bool, num_proc: int, cache_dir: str | No
                   streaming=streaming)
     if src.load_path == src.dataset and src.revision:
         kwargs["revision"] = src.revision
-    if not streaming and num_proc > 1 and src.load_data_files and len(src.load_data_files) > 1:
+    if not streaming and num_proc > 1:  # download + Arrow conversion per shard in parallel; row order is kept
         kwargs["num_proc"] = num_proc
     try:
         return datasets.load_dataset(src.load_path, **kwargs)
