@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,track,interp]"
 	touch $@
 
+demo: setup
+	PY=$(PY) bash scripts/demo.sh
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
