@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_support import TINY_YAML, run_inprocess, train_args
+from train_support import TINY_YAML, read_rows, run_inprocess, train_args
 from training import run_dir as rd
 from training.manifest import file_entries, read_manifest, write_manifest
 
@@ -129,3 +129,13 @@ def test_overwrite_output_dir_replaces_the_run(owt_data_dir, finished_run, tmp_p
                                                        "overwrite_output_dir": "true"}) == 0
     assert [s for s, _ in rd.list_step_dirs(out / rd.CHECKPOINTS)] == [1]
     assert rd.read_json(out / rd.TRAINING_CONFIG)["max_steps"] == 1
+
+
+def test_auto_resume_without_a_checkpoint_restarts_only_the_same_run(capsys, owt_data_dir, finished_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(finished_run, out)
+    shutil.rmtree(out / rd.CHECKPOINTS)  # e.g. killed hard before its first checkpoint
+    expect_error(capsys, owt_data_dir, out, "already holds a run",
+                 **SHORT | {"seq_len": 16, "resume_from_checkpoint": "auto"})
+    assert run_inprocess(owt_data_dir, out, **SHORT | {"resume_from_checkpoint": "auto"}) == 0
+    assert [r["step"] for r in read_rows(out, "train_loss")] == [1, 2]  # the old rows were replaced, not appended

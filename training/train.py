@@ -180,17 +180,31 @@ def check_checkpoint(path: Path, cfg: TrainConfig, model_config) -> dict:
     return info
 
 
-def check_output_dir(cfg: TrainConfig, resuming: bool) -> None:
-    """A fresh run must not land on top of another run, unless --overwrite_output_dir."""
+def restarts_same_run(cfg: TrainConfig, out: Path) -> bool:
+    """`--resume_from_checkpoint auto` on a folder whose run never reached a checkpoint: start it again if it is
+    the same run (same model, data and batch layout), e.g. a job preempted or crashed before its first save."""
+    if cfg.resume_from_checkpoint != "auto" or not (out / rd.TRAINING_CONFIG).is_file():
+        return False
+    previous = rd.read_json(out / rd.TRAINING_CONFIG)
+    keys = ("model_config", "data_dir", "seq_len", "global_batch_size", "seed")
+    return all(previous.get(k) == getattr(cfg, k) for k in keys)
+
+
+def check_output_dir(cfg: TrainConfig, resuming: bool) -> bool:
+    """A fresh run must not land on top of another run, unless --overwrite_output_dir. Returns whether the folder
+    holds an earlier run's files that the fresh start replaces."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is not a folder")
     holds_run = (out / rd.TRAINING_CONFIG).is_file() or (out / rd.CHECKPOINTS).is_dir()
-    if holds_run and not resuming and not cfg.overwrite_output_dir:
-        raise UserError(
-            f"output_dir {out} already holds a run: pass --resume_from_checkpoint auto to continue it or "
-            "--overwrite_output_dir to replace it"
-        )
+    if resuming or not holds_run:
+        return False
+    if cfg.overwrite_output_dir or restarts_same_run(cfg, out):
+        return True
+    raise UserError(
+        f"output_dir {out} already holds a run: pass --resume_from_checkpoint auto to continue it or "
+        "--overwrite_output_dir to replace it"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,7 +311,7 @@ class Trainer:
         self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size)
         self.resume_path = find_checkpoint(cfg)
         self.resume_info = check_checkpoint(self.resume_path, cfg, self.model_config) if self.resume_path else None
-        check_output_dir(cfg, resuming=self.resume_path is not None)
+        self.replace_previous = check_output_dir(cfg, resuming=self.resume_path is not None)
 
         self.accelerator = acc = make_accelerator(cfg)
         self.world = acc.num_processes
@@ -318,7 +332,7 @@ class Trainer:
     def write_run_dir(self) -> None:
         acc, cfg = self.accelerator, self.cfg
         if acc.is_main_process:
-            if cfg.overwrite_output_dir and self.resume_path is None:
+            if self.replace_previous:
                 self._clear_previous_run()
             self.out.mkdir(parents=True, exist_ok=True)
             resolved = asdict(cfg) | {"gradient_accumulation_steps": self.grad_accum, "world_size": self.world,
