@@ -195,3 +195,27 @@ def test_lambada_has_5153_examples(shared_data):
 def test_shipped_copies_are_byte_identical(shared_data, shipped, original):
     content = gzip.decompress((eval_data.DATA_DIR / shipped).read_bytes())
     assert hashlib.sha256(content).hexdigest() == hashlib.sha256((shared_data / original).read_bytes()).hexdigest()
+
+
+def test_hub_source_reads_the_harness_datasets(monkeypatch):
+    calls = []
+
+    def fake_load_dataset(path, name, split):
+        calls.append((path, name, split))
+        return {"page": ["p1", "p2"], "text": ["t1"]}
+
+    monkeypatch.setattr("datasets.load_dataset", fake_load_dataset)
+    assert eval_data.wikitext_pages("hub").items == ["p1", "p2"]
+    assert eval_data.wikitext_rows("hub").source == "hub:Salesforce/wikitext/wikitext-2-raw-v1"
+    assert eval_data.lambada_texts("hub").items == ["t1"]
+    assert calls == [("EleutherAI/wikitext_document_level", "wikitext-2-raw-v1", "test"),
+                     ("Salesforce/wikitext", "wikitext-2-raw-v1", "test"), ("EleutherAI/lambada_openai", "default", "test")]
+
+
+def test_hub_source_offline_is_a_user_error(monkeypatch, tmp_path):
+    from modeling import UserError
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)  # as in CI and here: no Hub access
+    with pytest.raises(UserError, match="cannot load EleutherAI/lambada_openai"):
+        eval_data.lambada_texts("hub")
