@@ -14,7 +14,7 @@ from training.data_order import main as data_order_main
 
 # 6 sequences of 48 tokens per step, micro batches of 3 (gradient accumulation 2 in one process)
 RUN = dict(seq_len=48, global_batch_size=6, micro_batch_size=3, max_steps=3, warmup_steps=1, eval_iters=1,
-           export_steps=[], export_interval=0, trace_batches="true")
+           export_steps=[], export_interval=0, trace_batches="true", report_to="tensorboard")
 
 
 def test_global_batches_do_not_depend_on_world_size():
@@ -70,6 +70,7 @@ def test_data_order_names_the_tokens_the_trainer_fed(capsys, owt_data_dir, owt_d
                 text = enc.decode_bytes(raw[s["token_start"] : s["token_end"]].tolist())  # bytes: may cut a char
                 assert text in owt_documents[s["source_rows"][0]].encode() + b"<|endoftext|>"
     assert len(read_rows(out, "train_loss")) == 3
+    assert list((out / "logs").rglob("events.out.tfevents.*"))  # the tensorboard tracker wrote its log
 
 
 def test_data_order_table_and_errors(capsys, owt_data_dir):

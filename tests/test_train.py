@@ -18,7 +18,7 @@ from modeling import UserError, build_model, count_parameters, sha256_file
 from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args
 from training import run_dir as rd
 from training.config import parse_config
-from training.train import build_optimizer, build_scheduler, flops_per_token
+from training.train import build_optimizer, build_scheduler, flops_per_token, peak_flops
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
@@ -26,14 +26,9 @@ RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, wa
 
 
 @pytest.fixture(scope="module")
-def data_dir(owt_data_dir):
-    return owt_data_dir
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, data_dir):
+def tiny_run(tmp_path_factory, owt_data_dir):
     out = tmp_path_factory.mktemp("run") / "run"
-    assert run_inprocess(data_dir, out, **RUN) == 0
+    assert run_inprocess(owt_data_dir, out, **RUN) == 0
     return out
 
 
@@ -76,7 +71,7 @@ def test_loss_falls_and_run_dir_follows_schema(tiny_run):
     assert sorted(p.name for p in (tiny_run / rd.HF_EXPORTS).iterdir()) == ["final", "step_0", "step_1", "step_2"]
 
 
-def test_export_loads_and_gives_the_trained_logits(tiny_run, data_dir):
+def test_export_loads_and_gives_the_trained_logits(tiny_run):
     final = tiny_run / rd.HF_EXPORTS / rd.FINAL
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                  "tokenizer_config.json", "vocab.json", "merges.txt", "export_info.json"):
@@ -100,9 +95,9 @@ def test_export_loads_and_gives_the_trained_logits(tiny_run, data_dir):
     assert AutoTokenizer.from_pretrained(final)("Hello world")["input_ids"] == [15496, 995]
 
 
-def test_resume_is_bitwise_identical(tiny_run, data_dir, tmp_path):
+def test_resume_is_bitwise_identical(tiny_run, owt_data_dir, tmp_path):
     out = tmp_path / "resumed"
-    assert run_inprocess(data_dir, out, **RUN, resume_from_checkpoint=tiny_run / rd.CHECKPOINTS / "step_20") == 0
+    assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint=tiny_run / rd.CHECKPOINTS / "step_20") == 0
     assert_same_weights(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors",
                         tiny_run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")
     a, b = read_rows(out, "train_loss"), read_rows(tiny_run, "train_loss")[20:]
@@ -165,9 +160,10 @@ def test_no_weight_decay_on_biases_and_layernorm():
         assert torch.equal(p.detach(), expected), n
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, data_dir, tmp_path):
+@pytest.mark.slow  # a launched end-to-end run plus its resume: ~1.5 min on 2 shared cores
+def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, owt_data_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training.train", *train_args(data_dir, out, **RUN)]
+    cmd = [sys.executable, "-m", "training.train", *train_args(owt_data_dir, out, **RUN)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
@@ -183,8 +179,21 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, data_dir, tmp_p
     assert rd.list_step_dirs(out / rd.CHECKPOINTS)[-1][0] == killed_at
     assert not (out / rd.HF_EXPORTS / rd.FINAL).exists()
     # continue the same run folder to the end: the weights equal the uninterrupted run's, bit for bit
-    assert run_inprocess(data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
+    assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
     assert_same_weights(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors",
                         tiny_run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")
     assert [r["step"] for r in read_rows(out, "train_loss")] == list(range(1, 31))
     assert rd.read_json(out / rd.RUN_INFO)["status"] == "completed"
+
+
+def test_flops_per_token_and_peak_table(monkeypatch):
+    from modeling import load_config
+
+    # 6N (N = 12 x 7,077,888 block matmul weights + 38,597,376 tied embedding) + attention 12 * 12 * 768 * 1024
+    assert flops_per_token(load_config("gpt2-124m"), 1024) == 6 * 123_532_032 + 113_246_208 == 854_438_400
+    assert peak_flops(torch.device("cpu"), "no") is None
+    for name, peak in (("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
+                       ("NVIDIA H200", 989e12), ("Tesla V100-SXM2-32GB", None)):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
+        assert peak_flops(torch.device("cuda"), "bf16") == peak
+        assert peak_flops(torch.device("cuda"), "no") is None  # the table is bf16 peaks: no MFU for fp32

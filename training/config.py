@@ -30,6 +30,9 @@ class TrainConfig:
     model_config: str = field(default="gpt2-124m", metadata={"help": "modeling preset name or path to a config.json"})
     data_dir: str | None = field(default=None, metadata={"help": "prepared data folder (training/prepare_data.py)"})
     output_dir: str | None = field(default=None, metadata={"help": "run folder (layout: training/run_dir.py)"})
+    verify_data_hashes: bool = field(
+        default=True, metadata={"help": "sha256 every data file against its manifest at start (false: sizes/counts)"}
+    )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a different run already in output_dir"})
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'auto' (latest checkpoint in output_dir, if any) or a checkpoints/step_N path"}
@@ -175,7 +178,8 @@ def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainC
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
     args = (yaml_to_args(known.config) if known.config else []) + rest
-    parser = _Parser(TrainConfig, allow_abbrev=False)
+    parser = _Parser(TrainConfig, allow_abbrev=False, description="--config FILE.yaml sets any of the fields below "
+                     "(training/configs/*.yaml); flags given after it override the file.")
     parser._option_string_actions["--export_steps"].nargs = "*"  # `export_steps: []` / bare flag = no early exports
     config, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     if remaining:

@@ -113,11 +113,11 @@ def memory_gb(device: torch.device) -> float:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def verify_manifest(data_dir: Path) -> dict:
+def verify_manifest(data_dir: Path, check_hashes: bool) -> dict:
     """The data_dir's manifest after checking every file against it (training/manifest.py owns the format)."""
     from training.manifest import verify_data_dir
 
-    return verify_data_dir(data_dir)
+    return verify_data_dir(data_dir, check_hashes=check_hashes)
 
 
 def manifest_tokenizer_fingerprint(manifest: dict) -> str | None:
@@ -137,7 +137,7 @@ def open_data(cfg: TrainConfig, vocab_size: int) -> tuple[TokenSplit, TokenSplit
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"data_dir {data_dir} does not exist")
-    manifest = verify_manifest(data_dir)
+    manifest = verify_manifest(data_dir, cfg.verify_data_hashes)
     fingerprint = manifest_tokenizer_fingerprint(manifest)
     if fingerprint != tokenizer_fingerprint():
         raise UserError(
