@@ -16,7 +16,9 @@ process tree (main + workers), sampled every 20 ms by this parent with psutil.
             since our val split is smaller than 1024 documents)
 
 Both write the same documents in the same order; the benchmark checks their train.bin/val.bin are byte-identical.
-Ours also runs on the doubled corpus (RSS should stay flat) and with --streaming.
+Ours and nanoGPT run --repeats times, alternating (a shared machine's background load hits both alike); reported:
+best and median tokens/s, and tokens per CPU-second of the process tree (insensitive to other load). Ours also
+runs on the doubled corpus (peak memory should stay flat) and with --streaming.
 """
 
 import argparse
@@ -24,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -92,12 +95,21 @@ def child(args) -> None:
 
     import training.prepare_data  # noqa: F401
 
-    start = time.perf_counter()
+    cpu_start, start = cpu_seconds(), time.perf_counter()
     if args.child == "nanogpt":
         tokens = run_nanogpt(args.data, args.out, args.cache, args.num_proc)
     else:
         tokens = run_ours(args.data, args.out, args.cache, args.num_proc, args.child == "ours-streaming")
-    print("RESULT " + json.dumps({"tokens": tokens, "seconds": time.perf_counter() - start}))
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    print("RESULT " + json.dumps({"tokens": tokens, "seconds": seconds, "cpu_seconds": cpu}))
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (pool workers are joined before the pipelines return)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # ------------------------------------------------------------------------------------------------ parent
@@ -121,8 +133,12 @@ def tree_memory(proc) -> int:
     """PSS summed over the process tree: forked workers share their parent's pages, which RSS would count twice."""
     import psutil
 
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # the child exited between two samples
+        return 0
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    for p in tree:
         try:
             total += p.memory_full_info().pss
         except psutil.Error:
@@ -158,14 +174,31 @@ def measure(kind: str, data: Path, work: Path, num_proc: int) -> dict:
         raise SystemExit(f"{kind} failed (exit {proc.returncode}); run the command to see why:\n  {' '.join(cmd)}")
     result = json.loads(next(line for line in stdout.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
     result.update(kind=kind, peak_rss_mb=peak / 2**20, tokens_per_sec=result["tokens"] / result["seconds"],
+                  tokens_per_cpu_sec=result["tokens"] / result["cpu_seconds"],
                   sha256={s: hashlib.sha256((out / f"{s}.bin").read_bytes()).hexdigest() for s in ("train", "val")})
     shutil.rmtree(cache, ignore_errors=True)
     return result
 
 
 def report(label: str, r: dict) -> None:
-    print(f"{label:<28} {r['tokens']:>12,} tokens  {r['seconds']:7.1f} s  {r['tokens_per_sec'] / 1e6:6.3f} M tok/s"
-          f"  peak PSS {r['peak_rss_mb']:7.0f} MB")
+    print(f"{label:<26} {r['tokens']:>11,} tokens {r['seconds']:6.1f} s {r['tokens_per_sec'] / 1e6:6.3f} M tok/s  "
+          f"{r['cpu_seconds']:6.1f} CPU-s {r['tokens_per_cpu_sec'] / 1e6:6.3f} M tok/CPU-s  "
+          f"peak PSS {r['peak_rss_mb']:5.0f} MB")
+
+
+def summarize(runs: dict[str, list[dict]]) -> None:
+    """Best and median over the repeats (the best run is the one least slowed by other load on the machine)."""
+    stats = {}
+    for kind, rs in runs.items():
+        speeds = sorted(r["tokens_per_sec"] for r in rs)
+        stats[kind] = {"best": speeds[-1], "median": statistics.median(speeds),
+                       "cpu": statistics.median(r["tokens_per_cpu_sec"] for r in rs)}
+        print(f"{kind:<10} best {speeds[-1] / 1e6:.3f}  median {stats[kind]['median'] / 1e6:.3f} M tok/s "
+              f"over {len(rs)} runs; median {stats[kind]['cpu'] / 1e6:.3f} M tok/CPU-s")
+    if "nanogpt" in stats:
+        o, n = stats["ours"], stats["nanogpt"]
+        print(f"speed ratio ours / nanoGPT (target >= 3x): best {o['best'] / n['best']:.2f}x, "
+              f"median {o['median'] / n['median']:.2f}x; per CPU-second {o['cpu'] / n['cpu']:.2f}x")
 
 
 def main() -> None:
@@ -173,6 +206,7 @@ def main() -> None:
     parser.add_argument("--target_mb", type=float, default=50.0, help="MB of text in the 1x corpus")
     parser.add_argument("--num_proc", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a temp folder, deleted)")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of ours and nanoGPT at 1x")
     parser.add_argument("--skip_nanogpt", action="store_true")
     parser.add_argument("--child", choices=["ours", "ours-streaming", "nanogpt"], help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -190,23 +224,30 @@ def main() -> None:
         docs2, bytes2 = build_corpus(corpus_2x, 2 * bytes1)
         print(f"corpus 1x: {docs1:,} docs, {bytes1 / 1e6:.1f} MB text; 2x: {docs2:,} docs, {bytes2 / 1e6:.1f} MB; "
               f"num_proc {args.num_proc}; {os.cpu_count()} CPUs visible")
-        ours = measure("ours", corpus_1x, work, args.num_proc)
-        report("ours (1x)", ours)
+        runs = {"ours": [], "nanogpt": []}
+        for i in range(args.repeats):  # alternate, so both see the same background load on a shared machine
+            for kind in ("ours",) if args.skip_nanogpt else ("ours", "nanogpt"):
+                runs[kind].append(measure(kind, corpus_1x, work, args.num_proc))
+                report(f"{kind} (1x) run {i + 1}", runs[kind][-1])
+        if args.skip_nanogpt:
+            del runs["nanogpt"]
+        ours = runs["ours"][0]
+        for r in runs.get("nanogpt", []):
+            assert r["sha256"] == ours["sha256"], "nanoGPT approach wrote different train.bin/val.bin bytes"
+        if "nanogpt" in runs:
+            print("train.bin and val.bin byte-identical between ours and the nanoGPT approach")
         ours_streaming = measure("ours-streaming", corpus_1x, work, args.num_proc)
         report("ours --streaming (1x)", ours_streaming)
         assert ours_streaming["sha256"] == ours["sha256"], "streaming output differs"
         ours_2x = measure("ours", corpus_2x, work, args.num_proc)
         report("ours (2x)", ours_2x)
-        print(f"peak PSS 2x / 1x: {ours_2x['peak_rss_mb'] / ours['peak_rss_mb']:.2f} "
-              f"({ours['peak_rss_mb']:.0f} MB -> {ours_2x['peak_rss_mb']:.0f} MB for {bytes1 / 1e6:.0f} -> "
-              f"{bytes2 / 1e6:.0f} MB of text)")
-        if not args.skip_nanogpt:
-            nano = measure("nanogpt", corpus_1x, work, args.num_proc)
-            report("nanoGPT approach (1x)", nano)
-            assert nano["sha256"] == ours["sha256"], "nanoGPT approach wrote different train.bin/val.bin bytes"
-            print("train.bin and val.bin byte-identical between ours and the nanoGPT approach")
-            print(f"speed ratio ours / nanoGPT: {ours['tokens_per_sec'] / nano['tokens_per_sec']:.2f}x "
-                  f"(target >= 3x); peak PSS ratio: {ours['peak_rss_mb'] / nano['peak_rss_mb']:.2f}")
+        summarize(runs)
+        peak_1x = max(r["peak_rss_mb"] for r in runs["ours"])
+        print(f"peak PSS ours 1x -> 2x corpus: {peak_1x:.0f} MB -> {ours_2x['peak_rss_mb']:.0f} MB "
+              f"(ratio {ours_2x['peak_rss_mb'] / peak_1x:.2f}) for {bytes1 / 1e6:.0f} -> {bytes2 / 1e6:.0f} MB of text")
+        if "nanogpt" in runs:
+            nano_peak = max(r["peak_rss_mb"] for r in runs["nanogpt"])
+            print(f"peak PSS nanoGPT approach 1x: {nano_peak:.0f} MB")
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

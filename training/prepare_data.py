@@ -277,13 +277,13 @@ _ENCODING = None
 
 def _init_encoder():
     global _ENCODING
-    _ENCODING = tiktoken_encoding()
+    if _ENCODING is None:  # built once in the parent: forked workers inherit it instead of rebuilding it
+        _ENCODING = tiktoken_encoding()
 
 
 def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """ids (uint16, `encode_ordinary(doc) + [EOT]` back to back) and per-document token counts of a batch."""
-    if _ENCODING is None:
-        _init_encoder()
+    _init_encoder()
     docs = [_ENCODING.encode_ordinary(text) for text in texts]
     lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
     ids = np.empty(int(lengths.sum()), dtype=TOKEN_DTYPE)
@@ -302,8 +302,8 @@ def ordered_parallel_map(fn, items, num_proc: int, initializer):
     Pool.imap would do the ordering, but its feeder thread drains the input iterator as fast as it can (no
     backpressure): with a 40 GB corpus it would pull the whole corpus into the task queue.
     """
+    initializer()
     if num_proc <= 1:
-        initializer()
         yield from map(fn, items)
         return
     import multiprocessing
