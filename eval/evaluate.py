@@ -8,8 +8,15 @@
 Tasks (eval/tasks.py): `wikitext` and `lambada_openai` exactly as lm-evaluation-harness 0.4.x computes them,
 `wikitext_sliding` as the transformers perplexity guide, `owt_val` on a prepared data_dir's val.bin. Default: the
 first three, plus owt_val when --data_dir is given. Data comes from copies shipped in eval/data/ (offline) unless
---data_source hub. The layout of results.json is in notes/SCHEMAS.md; the command also prints the numbers next to
-published GPT-2 references.
+--data_source hub. The command also prints the numbers next to published GPT-2 references.
+
+results.json (read by model_card/build.py):
+    {"model": {"name_or_path", "revision", "weights_sha256", "num_parameters", "commit_sha"},
+     "settings": {"max_length", "batch_size", "dtype", "device", "data_source", "limit"},
+     "versions": {package: version}, "created_at": iso8601, "command": [argv...], "arguments": {EvalArgs fields},
+     "tasks": {task: {"metrics": {name: float}, "counts": {...}, "settings": {...}, "data": {"source", "sha256"},
+                      "notes": [...], "elapsed_seconds": float}}}
+Only the tasks that were run are present; metric names per task are in eval/tasks.py.
 """
 
 import json
@@ -229,6 +236,7 @@ def evaluate_model(args: EvalArgs) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
     results = evaluate_model(args)
+    results["command"] = ["python", "-m", "eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
     results["arguments"] = asdict(args)
     write_json_atomic(results, Path(args.output))
     print(reference_table(results))
