@@ -3,8 +3,9 @@ work (same model, init, AdamW groups, batches, micro-batching, clipping and sche
 
     python benchmarks/bench_train.py [--data_dir DATA] [--steps 10] [--repeats 2]
 
-Each measurement runs in its own child process (peak RSS = that process's ru_maxrss). Throughput is taken over the
-second half of the steps (the first half warms up allocators and caches) and the best of `repeats` runs is kept,
+Each measurement runs in its own child process (peak RSS = that process's ru_maxrss). Throughput is the median
+per-step tokens/s over the second half of the steps (the first half warms up allocators and caches; the median
+shrugs off load spikes from other processes on a shared machine), and the best of `repeats` runs is kept,
 alternating trainer and baseline so machine load hits both alike. Target: trainer / bare >= 0.95.
 Without --data_dir, the genuine OpenWebText sample in ../shared/data is prepared into a temporary data_dir.
 """
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ class BenchArgs:
 
 # ---------------------------------------------------------------------------------------------------- child runs
 def child_trainer(spec: dict) -> dict:
-    """The real trainer, single process; its tokens/s over the second half of the steps from metrics.jsonl."""
+    """The real trainer, single process; the median of its logged per-step tokens/s over the second half."""
     from training.train import main
 
     half = spec["steps"] // 2
@@ -49,12 +51,13 @@ def child_trainer(spec: dict) -> dict:
         main(["--model_config", spec["model_config"], "--data_dir", spec["data_dir"], "--output_dir", out,
               "--seq_len", str(spec["seq_len"]), "--global_batch_size", str(spec["global"]),
               "--micro_batch_size", str(spec["micro"]), "--max_steps", str(spec["steps"]), "--warmup_steps", "1",
-              "--log_interval", str(half), "--eval_interval", "0", "--eval_iters", "1", "--checkpoint_interval", "0",
+              "--log_interval", "1", "--eval_interval", "0", "--eval_iters", "1", "--checkpoint_interval", "0",
               "--export_steps", "--export_interval", "0", "--report_to", "none"])
         rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "train_loss" in r]
-    assert train_rows[-1]["step"] == spec["steps"]
-    return {"tokens_per_sec": train_rows[-1]["tokens_per_sec"], "final_loss": train_rows[-1]["train_loss"]}
+    assert [r["step"] for r in train_rows] == list(range(1, spec["steps"] + 1))
+    return {"tokens_per_sec": statistics.median(r["tokens_per_sec"] for r in train_rows[half:]),
+            "final_loss": train_rows[-1]["train_loss"]}
 
 
 def child_bare(spec: dict) -> dict:
@@ -76,10 +79,9 @@ def child_bare(spec: dict) -> dict:
     split = open_split(cfg.data_dir, "train")
     sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
     accum = cfg.global_batch_size // cfg.micro_batch_size
-    half = cfg.max_steps // 2
+    half, rates = cfg.max_steps // 2, []
     for step in range(cfg.max_steps):
-        if step == half:
-            t0 = time.time()
+        t0 = time.time()
         tokens = torch.from_numpy(read_windows(split, sampler.global_batch_windows(step), cfg.seq_len))
         total = 0.0
         for m in range(accum):
@@ -90,10 +92,9 @@ def child_bare(spec: dict) -> dict:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        if (step + 1) % half == 0:
-            final_loss = float(total / accum)
-    dt = time.time() - t0
-    return {"tokens_per_sec": (cfg.max_steps - half) * cfg.tokens_per_step() / dt, "final_loss": final_loss}
+        final_loss = float(total / accum)  # the trainer syncs the loss every step too (log_interval 1)
+        rates.append(cfg.tokens_per_step() / (time.time() - t0))
+    return {"tokens_per_sec": statistics.median(rates[half:]), "final_loss": final_loss}
 
 
 def run_child(kind: str, spec: dict) -> dict:
