@@ -381,3 +381,23 @@ def test_command_line_entry_points(owt_data_dir, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "training.manifest", "verify", "--data-dir", str(owt_data_dir)],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {owt_data_dir} matches its manifest"), ok.stderr
+
+
+
+def _worker_sigterm_is_default(_):
+    import signal
+
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_tokenizer_workers_die_on_sigterm_whatever_the_parent_handler():
+    """A SIGTERM handler that only sets a flag (as a trainer run earlier in the same process installs) must not reach
+    the forked tokenizer workers, or Pool.terminate() at the end of a run waits for them forever (seen in CI)."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        in_workers = list(prepare_data.ordered_parallel_map(_worker_sigterm_is_default, range(4), 2, lambda: None))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert in_workers == [True] * 4

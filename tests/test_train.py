@@ -197,3 +197,13 @@ def test_flops_per_token_and_peak_table(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
         assert peak_flops(torch.device("cuda"), "bf16") == peak
         assert peak_flops(torch.device("cuda"), "no") is None  # the table is bf16 peaks: no MFU for fp32
+
+
+def test_inprocess_run_restores_signal_handlers(owt_data_dir, tmp_path):
+    """The trainer's SIGTERM/SIGINT handlers (save and stop) live only as long as the run: a process that runs it
+    (tests, notebooks) gets its own handlers back, so its later forks still die on SIGTERM."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    assert run_inprocess(owt_data_dir, tmp_path / "run", **{**RUN, "max_steps": 4, "export_steps": [0]}) == 0
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -296,6 +296,15 @@ def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return ids, lengths
 
 
+def _worker_init(initializer):
+    # Forked workers inherit the parent's Python signal handlers; a handler that only sets a flag (a trainer run
+    # earlier in the same process, a notebook) would make Pool.terminate() wait forever. Workers die on SIGTERM.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    initializer()
+
+
 def ordered_parallel_map(fn, items, num_proc: int, initializer):
     """fn over items in `num_proc` processes, results in input order, at most 2*num_proc items in flight.
 
@@ -308,7 +317,7 @@ def ordered_parallel_map(fn, items, num_proc: int, initializer):
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(num_proc, initializer=initializer) as pool:
+    with multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_init, initargs=(initializer,)) as pool:
         pending = deque()
         for item in items:
             pending.append(pool.apply_async(fn, (item,)))

@@ -11,6 +11,7 @@ hf/step_0 the initial weights. Update N (0-based) trains on global batch N of th
 with learning rate lr(N) of the schedule.
 """
 
+import contextlib
 import hashlib
 import json
 import math
@@ -527,13 +528,22 @@ class Trainer:
         acc.wait_for_everyone()
 
     # -------------------------------------------------------------------------------- signals
-    def install_signal_handlers(self) -> None:
+    @contextlib.contextmanager
+    def stop_signals_caught(self):
+        """SIGTERM/SIGINT only set `stop_signal` (the loop saves and exits); the previous handlers come back on exit,
+        so a trainer run inside a longer-lived process (tests, notebooks) leaves no handler behind for its forks."""
         def handler(signum, frame):
             self.stop_signal = signum
             signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
             signal.signal(sig, handler)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
     def should_stop(self) -> bool:
         """True on every rank if any rank got SIGTERM/SIGINT (one small all-reduce per step)."""
@@ -547,8 +557,6 @@ class Trainer:
         return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
 
     def run(self) -> int:
-        from tqdm.auto import tqdm
-
         acc, cfg = self.accelerator, self.cfg
         self.write_run_dir()
         self.build()
@@ -557,7 +565,13 @@ class Trainer:
             self.update_run_info(self.step, "running")
         if cfg.report_to != "none":
             acc.init_trackers(cfg.run_name, config=self.tracker_config())
-        self.install_signal_handlers()
+        with self.stop_signals_caught():
+            return self.train_loop()
+
+    def train_loop(self) -> int:
+        from tqdm.auto import tqdm
+
+        acc, cfg = self.accelerator, self.cfg
         if self.step == 0 and cfg.is_export_step(0):
             self.export(rd.step_dir_name(0), 0)
         acc.print(f"training {self.total_steps} steps x {self.tokens_per_step} tokens; world {self.world}, "
