@@ -21,18 +21,17 @@ Only the tasks that were run are present; metric names per task are in eval/task
 
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from transformers import HfArgumentParser
 
 from modeling import UserError, cli_main, count_parameters, sha256_file
+from modeling.versions import package_versions
 
 from .data import SOURCES
 from .tasks import TASKS, TaskSetup
@@ -171,16 +170,6 @@ def weights_sha256(args: EvalArgs) -> str | None:
     return sha256_file(cached) if isinstance(cached, str) else None
 
 
-def package_versions() -> dict:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def reference_table(results: dict) -> str:
     """Our numbers next to the published references, each labelled with its source."""
     lines = [f"{'task':<17} {'metric':<16} {'this model':>12}   reference (source)"]
@@ -221,7 +210,7 @@ def evaluate_model(args: EvalArgs) -> dict:
                   "commit_sha": getattr(model.config, "_commit_hash", None) if not _is_local(args.model) else None},
         "settings": {"max_length": setup.max_length, "batch_size": args.batch_size, "dtype": args.dtype,
                      "device": device, "data_source": args.data_source, "limit": args.limit},
-        "versions": package_versions(),
+        "versions": package_versions(VERSIONED),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tasks": {},
     }

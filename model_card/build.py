@@ -30,7 +30,6 @@ from .plots import write_plots
 # What a release folder holds (upload.py checks the same names, without importing this module).
 MODEL_FILES = ("config.json", "model.safetensors")
 OPTIONAL_MODEL_FILES = ("generation_config.json",)
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 README = "README.md"
 TRAINING_CONFIG = "training_config.json"
 EVAL_RESULTS = "eval_results.json"
@@ -244,7 +243,7 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     tmp.mkdir()
     try:
         pairs = [(export / n, tmp / n) for n in MODEL_FILES + OPTIONAL_MODEL_FILES if (export / n).is_file()]
-        pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in TOKENIZER_FILES]
+        pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in modeling.TOKENIZER_FILES]
         pairs += [(modeling.TOKENIZER_DIR / "LICENSE-NOTICE.md", tmp / TOKENIZER_NOTICE),
                   (DATA_NOTICE_SRC, tmp / DATA_NOTICE),
                   (run_dir / rd.TRAINING_CONFIG, tmp / TRAINING_CONFIG),

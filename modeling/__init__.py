@@ -8,7 +8,9 @@ from .errors import UserError, cli_main
 from .model import build_model, count_parameters
 from .tokenizer import (
     EOT_TOKEN_ID,
+    copy_tokenizer_files,
     TOKENIZER_DIR,
+    TOKENIZER_FILES,
     TOKENIZER_SHA256,
     VOCAB_SIZE,
     load_tokenizer,
@@ -19,7 +21,7 @@ from .tokenizer import (
 )
 
 __all__ = [
-    "CONFIGS_DIR", "EOT_TOKEN_ID", "TOKENIZER_DIR", "TOKENIZER_SHA256", "VOCAB_SIZE", "UserError",
-    "build_model", "cli_main", "count_parameters", "list_presets", "load_config", "load_tokenizer",
+    "CONFIGS_DIR", "EOT_TOKEN_ID", "TOKENIZER_DIR", "TOKENIZER_FILES", "TOKENIZER_SHA256", "VOCAB_SIZE", "UserError",
+    "build_model", "cli_main", "copy_tokenizer_files", "count_parameters", "list_presets", "load_config", "load_tokenizer",
     "resolve_config_path", "sha256_file", "tiktoken_encoding", "tokenizer_fingerprint", "verify_tokenizer_files",
 ]

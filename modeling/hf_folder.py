@@ -15,7 +15,7 @@ from transformers import GPT2LMHeadModel
 
 from .config import load_config
 from .errors import UserError
-from .tokenizer import TOKENIZER_DIR, TOKENIZER_SHA256
+from .tokenizer import copy_tokenizer_files
 
 
 def save_hf_folder(model: GPT2LMHeadModel, output_dir: str | Path, extra_json: dict | None = None,
@@ -33,8 +33,7 @@ def save_hf_folder(model: GPT2LMHeadModel, output_dir: str | Path, extra_json: d
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)  # model.safetensors, config.json, generation_config.json
-        for name in TOKENIZER_SHA256:
-            shutil.copy2(TOKENIZER_DIR / name, tmp / name)
+        copy_tokenizer_files(tmp)
         for name, data in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
         if output_dir.exists():

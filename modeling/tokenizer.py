@@ -7,6 +7,7 @@ manifests, checkpoints) to prove they used this tokenizer.
 """
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from .errors import UserError
@@ -21,6 +22,7 @@ TOKENIZER_SHA256 = {
     "tokenizer_config.json": "31dd8c6bf9a01e8a74d22734e3512ca8e7d43fbdcc934e80405505fd0f0e4e5d",
     "vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 }
+TOKENIZER_FILES = tuple(TOKENIZER_SHA256)  # what a from_pretrained folder needs besides the model files
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -41,6 +43,12 @@ def verify_tokenizer_files(directory: str | Path = TOKENIZER_DIR) -> None:
         actual = sha256_file(path)
         if actual != expected:
             raise UserError(f"tokenizer file {path} has sha256 {actual}, expected {expected} (damaged or edited copy)")
+
+
+def copy_tokenizer_files(destination: str | Path) -> None:
+    """Copy the shipped tokenizer files into a `from_pretrained` folder (byte-identical, so hashes still match)."""
+    for name in TOKENIZER_FILES:
+        shutil.copyfile(TOKENIZER_DIR / name, Path(destination) / name)
 
 
 def tokenizer_fingerprint() -> str:

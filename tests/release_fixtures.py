@@ -2,8 +2,8 @@
 
 `make_run_dir` trains the REAL tiny model a few AdamW steps on the token ids of a prepared data_dir (the
 `owt_data_dir` fixture: genuine OpenWebText through `training.prepare_data`) and writes what the
-trainer writes (training/run_dir.py layout, SCHEMAS.md keys): hf/step_0, hf/step_1 and hf/final hold different
-weights. `make_results` writes an eval results.json in the SCHEMAS.md shape.
+trainer writes (the training/run_dir.py layout and keys): hf/step_0, hf/step_1 and hf/final hold different
+weights. `make_results` writes an eval results.json in the shape documented in eval/evaluate.py.
 """
 
 import json

@@ -8,7 +8,6 @@ import pytest
 
 from modeling import tiktoken_encoding
 from train_support import TINY_YAML, read_rows, run_inprocess
-from training import run_dir as rd
 from training.data_dir import WindowSampler, batch_sha256, open_split
 from training.data_order import main as data_order_main
 

@@ -1,7 +1,6 @@
 """model_card.build: the release folder, the card's numbers (all traceable to the run's files), atomicity, errors."""
 
 import json
-import re
 import shutil
 
 import pytest

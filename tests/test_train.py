@@ -1,9 +1,7 @@
 """The trainer, single process on CPU (fp32): learning, run folder contents, exports, exact resume, schedule,
 weight decay groups, SIGTERM. Multi-process DeepSpeed runs are in test_train_distributed.py (slow)."""
 
-import json
 import math
-import os
 import signal
 import subprocess
 import sys

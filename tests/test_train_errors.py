@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_support import TINY_YAML, read_rows, run_inprocess, train_args
+from train_support import TINY_YAML, read_rows, run_inprocess
 from training import run_dir as rd
 from training.manifest import file_entries, read_manifest, write_manifest
 

@@ -8,9 +8,7 @@ it; the trainer calls it before training.
     python -m training.manifest verify --data_dir data/owt      (console script: gpt2-owt-verify-data)
 """
 
-import importlib.metadata
 import json
-import platform
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,16 +20,6 @@ from training.data_dir import MANIFEST, SPLITS, TOKEN_DTYPE, all_files, open_spl
 
 FORMAT = "gpt2-owt-data/1"
 VERSIONED_PACKAGES = ("datasets", "tiktoken", "tokenizers", "transformers", "numpy", "pyarrow")
-
-
-def package_versions() -> dict[str, str | None]:
-    versions = {"python": platform.python_version()}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def file_entries(data_dir: str | Path, known_sha256: dict[str, str] | None = None) -> dict[str, dict]:

@@ -67,6 +67,7 @@ import numpy as np
 from tqdm import tqdm
 
 from modeling import EOT_TOKEN_ID, UserError, VOCAB_SIZE, cli_main, tiktoken_encoding, tokenizer_fingerprint
+from modeling.versions import package_versions
 from training import manifest as manifest_lib
 from training.data_dir import MANIFEST, TOKEN_DTYPE, doc_offsets_file, doc_rows_file, tokens_file
 
@@ -525,7 +526,7 @@ def write_data_dir(tmp_dir: Path, dataset, src: Source, args: PrepareArgs, total
         "tokenizer": tokenizer_info(),
         "splits": {name: {"documents": s["documents"], "tokens": s["tokens"]} for name, s in splits.items()},
         "files": manifest_lib.file_entries(tmp_dir, {tokens_file(n): s["sha256"] for n, s in splits.items()}),
-        "versions": manifest_lib.package_versions(),
+        "versions": package_versions(manifest_lib.VERSIONED_PACKAGES),
     }
     manifest_lib.write_manifest(tmp_dir, manifest)
     return manifest

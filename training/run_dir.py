@@ -9,6 +9,21 @@
       checkpoints/step_N/    Accelerate `save_state` folders (complete-or-absent: written to a temp name, renamed)
       hf/step_N/             `from_pretrained` exports (safetensors + config + generation_config + tokenizer)
       hf/final/              the export at the end of training
+      logs/                  tracker output (tensorboard), when report_to is not "none"
+      fed_batches.jsonl      sha256 of every batch fed, when trace_batches is on (data-order audits)
+
+Keys (what the model card reads; readers must tolerate extra keys):
+    training_config.json   every TrainConfig field, plus "gradient_accumulation_steps", "world_size",
+                           "total_steps", "tokens_per_step" as resolved for this run
+    run_info.json          {"git_commit", "command": [argv], "versions": {package: version},
+                            "hardware": {"device_type", "device_name", "num_processes", "num_machines",
+                                         "distributed_type", "mixed_precision", "deepspeed_zero_stage"},
+                            "started_at", "finished_at", "wall_time_seconds", "status": running|completed|interrupted,
+                            "steps_done", "tokens_seen", "num_parameters", "flops_per_token", "data_dir",
+                            "data_manifest_sha256"}
+    metrics.jsonl          train rows {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_sec", "mfu",
+                           "elapsed_seconds", "memory_gb"}; val rows {"step", "tokens", "val_loss"}
+    hf/*/export_info.json  {"step", "tokens", "weights_sha256"} (sha256 of model.safetensors)
 """
 
 import json

@@ -12,9 +12,7 @@ with learning rate lr(N) of the schedule.
 """
 
 import contextlib
-import hashlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -26,11 +24,13 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from modeling import TOKENIZER_DIR, UserError, build_model, cli_main, load_config, sha256_file, tokenizer_fingerprint
+from modeling import (
+    UserError, build_model, cli_main, copy_tokenizer_files, load_config, sha256_file, tokenizer_fingerprint,
+)
+from modeling.versions import package_versions
 from training import run_dir as rd
 from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
@@ -38,7 +38,6 @@ from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256,
 CHECKPOINT_INFO = "checkpoint_info.json"
 EXPORT_INFO = "export_info.json"
 FED_BATCHES = "fed_batches.jsonl"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 # Dense bf16 peak FLOP/s per GPU, matched by substring of the device name in this order (first match wins).
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 # Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
@@ -71,16 +70,7 @@ def git_commit() -> str | None:
         return None
 
 
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "accelerate", "deepspeed", "datasets", "tokenizers", "huggingface_hub"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+VERSIONED_PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "datasets", "tokenizers", "huggingface_hub")
 
 
 def flops_per_token(model_config, seq_len: int) -> float:
@@ -359,7 +349,7 @@ class Trainer:
         return {
             "git_commit": git_commit(),
             "command": list(sys.argv[:1]) + list(self.argv),
-            "versions": package_versions(),
+            "versions": package_versions(VERSIONED_PACKAGES),
             "hardware": {
                 "device_type": device.type,
                 "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor()
@@ -518,8 +508,7 @@ class Trainer:
             final, tmp = root / name, root / f".tmp-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
             acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            for file in TOKENIZER_FILES:
-                shutil.copyfile(TOKENIZER_DIR / file, tmp / file)
+            copy_tokenizer_files(tmp)
             write_json_atomic(tmp / EXPORT_INFO, {"step": step, "tokens": step * self.tokens_per_step,
                                                   "weights_sha256": sha256_file(tmp / "model.safetensors")})
             if final.exists():
