@@ -19,8 +19,6 @@ results.json (read by model_card/build.py):
 Only the tasks that were run are present; metric names per task are in eval/tasks.py.
 """
 
-import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +29,7 @@ import torch
 from transformers import HfArgumentParser
 
 from modeling import UserError, cli_main, count_parameters, sha256_file
-from modeling.versions import package_versions
+from modeling.records import package_versions, write_json_atomic
 
 from .data import SOURCES
 from .tasks import TASKS, TaskSetup
@@ -184,13 +182,6 @@ def reference_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate_model(args: EvalArgs) -> dict:
     """Run the asked tasks and return the results.json content."""
     check_args(args)
@@ -227,7 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluate_model(args)
     results["command"] = ["python", "-m", "eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
     results["arguments"] = asdict(args)
-    write_json_atomic(results, Path(args.output))
+    write_json_atomic(Path(args.output), results)
     print(reference_table(results))
     print(f"wrote {args.output}")
     return results

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from modeling import UserError, cli_main, sha256_file, tokenizer_fingerprint
+from modeling.records import write_json_atomic
 from training.data_dir import MANIFEST, SPLITS, TOKEN_DTYPE, all_files, open_split, tokens_file
 
 FORMAT = "gpt2-owt-data/1"
@@ -34,11 +35,7 @@ def file_entries(data_dir: str | Path, known_sha256: dict[str, str] | None = Non
 
 def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
     """Write manifest.json into `data_dir` via a temp name (the manifest's presence marks the folder complete)."""
-    path = Path(data_dir) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(Path(data_dir) / MANIFEST, manifest)
 
 
 def read_manifest(data_dir: str | Path) -> dict:

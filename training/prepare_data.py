@@ -67,7 +67,7 @@ import numpy as np
 from tqdm import tqdm
 
 from modeling import EOT_TOKEN_ID, UserError, VOCAB_SIZE, cli_main, tiktoken_encoding, tokenizer_fingerprint
-from modeling.versions import package_versions
+from modeling.records import package_versions
 from training import manifest as manifest_lib
 from training.data_dir import MANIFEST, TOKEN_DTYPE, doc_offsets_file, doc_rows_file, tokens_file
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from modeling import (
     UserError, build_model, cli_main, copy_tokenizer_files, load_config, sha256_file, tokenizer_fingerprint,
 )
-from modeling.versions import package_versions
+from modeling.records import package_versions, write_json_atomic
 from training import run_dir as rd
 from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
@@ -53,12 +53,6 @@ MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def git_commit() -> str | None:

@@ -1,0 +1,29 @@
+"""Provenance records every stage writes (data manifest, run_info.json, results.json, export_info.json):
+package versions, and JSON files written atomically so a reader never sees half a record."""
+
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+
+def package_versions(names) -> dict[str, str | None]:
+    """{"python": ..., name: installed version or None} for each distribution name."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json_atomic(path: str | Path, data: dict) -> Path:
+    """Write `data` as indented JSON to `path` via a temp name in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
