@@ -48,12 +48,14 @@ access), so its completeness is enforced at run time: a run of a known OpenWebTe
 8,013,769 documents stops with an error unless --allow_partial (recorded in the manifest).
 """
 
+import contextlib
 import glob
 import hashlib
 import math
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -297,20 +299,45 @@ def encode_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return ids, lengths
 
 
-def _worker_init(initializer):
-    # Forked workers inherit the parent's Python signal handlers; a handler that only sets a flag (a trainer run
-    # earlier in the same process, a notebook) would make Pool.terminate() wait forever. Workers die on SIGTERM.
-    import signal
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+def _worker_init(initializer):
+    # Forked with SIGTERM/SIGINT at their default disposition and blocked (see forked_with_default_signals): unblock
+    # them only now, so a signal that arrived during start-up is delivered here, with the default action (exit).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     initializer()
+
+
+@contextlib.contextmanager
+def forked_with_default_signals():
+    """Fork inside this block to give the children default SIGTERM/SIGINT dispositions, race-free.
+
+    Forked children inherit the parent's Python signal handlers. A handler that only sets a flag (a trainer run
+    earlier in the same process, a notebook) makes a child ignore SIGTERM, and Pool.terminate() then waits for it
+    forever; resetting the handler in the child's initializer leaves a window between fork and reset. Instead the
+    parent blocks both signals, sets them to SIG_DFL, forks, and restores its handlers before unblocking: the
+    children start with the default action (and the signals still blocked until `_worker_init`), and a signal sent
+    to the parent meanwhile is deferred to its own handler, not lost.
+    """
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    previous = {sig: signal.getsignal(sig) for sig in _STOP_SIGNALS}
+    try:
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 def ordered_parallel_map(fn, items, num_proc: int, initializer):
     """fn over items in `num_proc` processes, results in input order, at most 2*num_proc items in flight.
 
     Pool.imap would do the ordering, but its feeder thread drains the input iterator as fast as it can (no
-    backpressure): with a 40 GB corpus it would pull the whole corpus into the task queue.
+    backpressure): with a 40 GB corpus it would pull the whole corpus into the task queue. After the last result
+    the pool is closed and joined (workers exit on their own); it is terminated only on an error or an early exit.
     """
     initializer()
     if num_proc <= 1:
@@ -318,7 +345,10 @@ def ordered_parallel_map(fn, items, num_proc: int, initializer):
         return
     import multiprocessing
 
-    with multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_init, initargs=(initializer,)) as pool:
+    with forked_with_default_signals():
+        pool = multiprocessing.get_context("fork").Pool(num_proc, initializer=_worker_init, initargs=(initializer,))
+    finished = False
+    try:
         pending = deque()
         for item in items:
             pending.append(pool.apply_async(fn, (item,)))
@@ -326,6 +356,13 @@ def ordered_parallel_map(fn, items, num_proc: int, initializer):
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+        finished = True
+    finally:
+        if finished:
+            pool.close()
+        else:
+            pool.terminate()
+        pool.join()
 
 
 def check_null_free(array, first_row: int, column: str) -> None:
