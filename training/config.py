@@ -2,15 +2,18 @@
 
     accelerate launch -m training.train --config training/configs/gpt2-124m-owt.yaml --micro_batch_size 8
 
-The YAML is turned into `--key value` arguments placed before the command line, and both go through one
-`HfArgumentParser`: every value is type-checked the same way, later flags win, and an unknown or mistyped key (in
+The YAML mapping becomes a typed TrainConfig through `HfArgumentParser.parse_dict` (values checked and coerced by
+the dataclass itself, `TrainConfig.__post_init__`); that config is then the parser's defaults, so the command line
+overrides exactly the flags it names and is parsed by the same `HfArgumentParser`. An unknown or mistyped key (in
 the YAML or on the command line) is one clear error naming the closest valid field.
 """
 
 import argparse
 import difflib
 import math
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -79,6 +82,12 @@ class TrainConfig:
         default=False, metadata={"help": "write sha256 of every fed batch to fed_batches.jsonl (data-order audits)"}
     )
 
+    def __post_init__(self):
+        """Type-check every field (YAML values arrive untyped: `6e-4` is a string to YAML 1.1, `1` may be a float)."""
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            setattr(self, f.name, coerce_field(f.name, getattr(self, f.name), hints[f.name]))
+
     # ---- derived values ----
     def tokens_per_step(self) -> int:
         return self.global_batch_size * self.seq_len
@@ -137,8 +146,58 @@ class TrainConfig:
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
 
 
+def coerce_field(name: str, value, annotation):
+    """`value` as the field's declared type (int, float, bool, str, list[int], optionally None), or a UserError."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{name} must be a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [coerce_field(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise UserError(f"{name} must be {annotation.__name__}, got {value!r}")
+
+
 class _Parser(HfArgumentParser):
     """HfArgumentParser whose errors are UserErrors (one line, exit 2) instead of usage dumps."""
+
+    def __init__(self):
+        super().__init__(TrainConfig, allow_abbrev=False, description="--config FILE.yaml sets any of the fields "
+                         "below (training/configs/*.yaml); flags given after it override the file.")
+        for action in self._actions:  # `export_steps: []` / a bare `--export_steps` = no early exports
+            if action.dest == "export_steps":
+                action.nargs = "*"
 
     def error(self, message):
         raise UserError(message)
@@ -150,8 +209,8 @@ def _unknown(key: str, where: str) -> UserError:
     return UserError(f"unknown config field {key!r} in {where}{hint}")
 
 
-def yaml_to_args(path: str | Path) -> list[str]:
-    """A YAML mapping of TrainConfig fields as `--key value` arguments (null values keep the default)."""
+def read_yaml_config(path: str | Path) -> dict:
+    """The YAML mapping of TrainConfig fields in `path` (null values keep the default)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} not found")
@@ -161,15 +220,10 @@ def yaml_to_args(path: str | Path) -> list[str]:
         raise UserError(f"cannot parse {path}: {e}".replace("\n", " ")) from None
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of config fields")
-    args = []
-    for key, value in data.items():
+    for key in data:
         if key not in FIELD_NAMES:
-            raise _unknown(key, str(path))
-        if value is None:
-            continue
-        values = value if isinstance(value, list) else [value]
-        args += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
-    return args
+            raise _unknown(str(key), str(path))
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainConfig:
@@ -177,11 +231,15 @@ def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainC
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
-    args = (yaml_to_args(known.config) if known.config else []) + rest
-    parser = _Parser(TrainConfig, allow_abbrev=False, description="--config FILE.yaml sets any of the fields below "
-                     "(training/configs/*.yaml); flags given after it override the file.")
-    parser._option_string_actions["--export_steps"].nargs = "*"  # `export_steps: []` / bare flag = no early exports
-    config, remaining = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    parser = _Parser()
+    if known.config:
+        values = read_yaml_config(known.config)
+        try:
+            (from_yaml,) = parser.parse_dict(values)
+        except UserError as e:
+            raise UserError(f"{known.config}: {e}") from None
+        parser.set_defaults(**asdict(from_yaml))
+    config, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     if remaining:
         flag = next((a for a in remaining if a.startswith("-")), remaining[0])
         raise _unknown(flag.lstrip("-").replace("-", "_"), "the command line")
