@@ -14,33 +14,23 @@ Rerunning after a failure resumes: files whose remote sha256 (LFS) / git oid alr
 skipped whole. `--dry_run` needs no token and prints every file, size, branch and tag it would write.
 
 The token comes from `HF_TOKEN` or the login store (`hf auth login`) via `huggingface_hub.get_token()`; it is never
-printed, logged or put in an error message. This module needs only huggingface_hub and the folders (no torch).
+printed, logged or put in an error message. This module needs only huggingface_hub and the folders: it imports
+no torch/transformers (the layouts come from the torch-free training/run_dir.py and model_card/release_dir.py).
 """
 
-import hashlib
-import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
-# What a complete release holds (model_card/build.py writes these names).
-REQUIRED_FILES = {
-    "weights": ("model.safetensors", "config.json"),
-    "tokenizer": ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"),
-    "model card": ("README.md",),
-    "eval results": ("eval_results.json",),
-}
-EXPORT_REQUIRED = ("model.safetensors", "config.json")
-WEIGHTS = "model.safetensors"
-RELEASE_MANIFEST = "release_manifest.json"
-EXPORT_INFO = "export_info.json"
-STEP_DIR = re.compile(r"^step_(\d+)$")  # run_dir/hf/step_N (training/run_dir.py)
+from modeling.errors import UserError, cli_main
+from modeling.hf_argparser import HfArgumentParser
+from modeling.hf_folder import EXPORT_INFO, WEIGHTS
+from modeling.records import read_json, sha256_file
+from model_card.release_dir import EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES
+from training.run_dir import list_step_dirs
 
 
-class UploadError(Exception):
+class UploadError(UserError):
     """A problem the user can fix; printed as one `error:` line (never containing the token)."""
 
 
@@ -69,20 +59,12 @@ class Target:
     step: int | None
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def folder_files(folder: Path) -> list[tuple[str, int]]:
     return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+def read_json_if_present(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
 
 
 # -- local checks ---------------------------------------------------------------------------------------------------
@@ -95,7 +77,7 @@ def release_target(release: Path, revision: str) -> Target:
         raise UploadError(f"release folder {release} is incomplete: missing {', '.join(missing)} "
                           "(build it with `python -m model_card.build ... --eval_results results.json`)")
     sha = sha256_file(release / WEIGHTS)
-    manifest = read_json(release / RELEASE_MANIFEST)
+    manifest = read_json_if_present(release / RELEASE_MANIFEST)
     if manifest.get("weights_sha256") not in (None, sha):
         raise UploadError(f"{release}/{WEIGHTS} has sha256 {sha}, but {RELEASE_MANIFEST} records "
                           f"{manifest['weights_sha256']}: the release was modified after it was built")
@@ -107,16 +89,12 @@ def checkpoint_targets(hf_dir: Path) -> list[Target]:
     if not hf_dir.is_dir():
         raise UploadError(f"--checkpoints folder not found: {hf_dir}")
     targets = []
-    for path in sorted(hf_dir.iterdir(), key=lambda p: p.name):
-        m = STEP_DIR.match(path.name)
-        if not (m and path.is_dir()):
-            continue
-        step = int(m.group(1))
+    for step, path in list_step_dirs(hf_dir):
         missing = [name for name in EXPORT_REQUIRED if not (path / name).is_file()]
         if missing:
             raise UploadError(f"checkpoint export {path} is incomplete: missing {', '.join(missing)}")
         sha = sha256_file(path / WEIGHTS)
-        info = read_json(path / EXPORT_INFO)
+        info = read_json_if_present(path / EXPORT_INFO)
         if info.get("weights_sha256") not in (None, sha):
             raise UploadError(f"{path}/{WEIGHTS} has sha256 {sha} but {EXPORT_INFO} records {info['weights_sha256']}")
         if info.get("step") not in (None, step):
@@ -303,13 +281,10 @@ def run(argv=None) -> None:
         raise UploadError(scrub(describe_hub_error(e, args.repo_id), token)) from None
 
 
+@cli_main
 def main(argv=None) -> None:
     """Console entry point: an UploadError prints `error: ...` and exits 2 (no traceback that could hold state)."""
-    try:
-        run(argv)
-    except UploadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run(argv)
 
 
 if __name__ == "__main__":

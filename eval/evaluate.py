@@ -8,14 +8,15 @@
 Tasks (eval/tasks.py): `wikitext` and `lambada_openai` exactly as lm-evaluation-harness 0.4.x computes them,
 `wikitext_sliding` as the transformers perplexity guide, `owt_val` on a prepared data_dir's val.bin. Default: the
 first three, plus owt_val when --data_dir is given. Data comes from copies shipped in eval/data/ (offline) unless
---data_source hub. The command also prints the numbers next to published GPT-2 references.
+--data_source hub. The command also prints the numbers next to published GPT-2 references (eval/references.py),
+and writes them into results.json, where the model card reads them.
 
 results.json (read by model_card/build.py):
     {"model": {"name_or_path", "revision", "weights_sha256", "num_parameters", "commit_sha"},
      "settings": {"max_length", "batch_size", "dtype", "device", "data_source", "limit"},
      "versions": {package: version}, "created_at": iso8601, "command": [argv...], "arguments": {EvalArgs fields},
      "tasks": {task: {"metrics": {name: float}, "counts": {...}, "settings": {...}, "data": {"source", "sha256"},
-                      "notes": [...], "elapsed_seconds": float}}}
+                      "notes": [...], "references": {metric: [{"value", "source"}]}, "elapsed_seconds": float}}}
 Only the tasks that were run are present; metric names per task are in eval/tasks.py.
 """
 
@@ -32,33 +33,13 @@ from modeling import UserError, cli_main, count_parameters, sha256_file
 from modeling.records import package_versions, write_json_atomic
 
 from .data import SOURCES
+from .references import task_references
 from .tasks import TASKS, TaskSetup
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_TASKS = "wikitext,lambada_openai,wikitext_sliding"
 DEFAULT_STRIDE = 512
 VERSIONED = ("torch", "transformers", "tokenizers", "datasets", "evaluate", "numpy", "huggingface_hub", "gpt2-owt")
-
-# (task, metric) -> [(value, label)], printed next to our numbers. Scale: as results.json (acc as a fraction).
-REFERENCES = {
-    ("wikitext", "word_perplexity"): [
-        (29.41, "GPT-2 117M paper Table 3, WikiText-2 (paper protocol)"),
-        (37.50, "GPT-2 117M paper Table 3, WikiText-103 (paper protocol)"),
-        (37.37, "gpt2 with lm-evaluation-harness, user report in huggingface/transformers#13761"),
-    ],
-    ("lambada_openai", "perplexity"): [
-        (35.13, "GPT-2 117M paper Table 3 (paper protocol)"),
-        (40.0554, "gpt2 with lm-evaluation-harness, EleutherAI/lm-evaluation-harness#2159"),
-    ],
-    ("lambada_openai", "acc"): [
-        (0.4599, "GPT-2 117M paper Table 3 (paper protocol, not the harness's acc)"),
-        (0.3256, "gpt2 with lm-evaluation-harness, EleutherAI/lm-evaluation-harness#2159"),
-    ],
-    ("lambada_openai", "acc_last_token"): [
-        (0.4667, "gpt2 last-token accuracy, user report in huggingface/transformers#13761"),
-    ],
-}
-
 
 @dataclass
 class EvalArgs:
@@ -173,10 +154,9 @@ def reference_table(results: dict) -> str:
     lines = [f"{'task':<17} {'metric':<16} {'this model':>12}   reference (source)"]
     for task, block in results["tasks"].items():
         for metric, value in block["metrics"].items():
-            refs = REFERENCES.get((task, metric), [])
-            first = f"{refs[0][0]:g}  ({refs[0][1]})" if refs else ""
-            lines.append(f"{task:<17} {metric:<16} {value:>12.4f}   {first}")
-            lines += [f"{'':<17} {'':<16} {'':>12}   {v:g}  ({label})" for v, label in refs[1:]]
+            refs = [f"{r['value']:g}  ({r['source']})" for r in block.get("references", {}).get(metric, [])]
+            lines.append(f"{task:<17} {metric:<16} {value:>12.4f}   {refs[0] if refs else ''}")
+            lines += [f"{'':<17} {'':<16} {'':>12}   {ref}" for ref in refs[1:]]
     lines.append("Paper numbers use the GPT-2 paper's own protocols (detokenizers, tokenised WikiText); compare "
                  "this model with the harness rows. WikiText-103's test text is WikiText-2's: one wikitext number.")
     return "\n".join(lines)
@@ -208,6 +188,7 @@ def evaluate_model(args: EvalArgs) -> dict:
     for task in tasks:
         started = time.perf_counter()
         results["tasks"][task] = TASKS[task](setup)
+        results["tasks"][task]["references"] = task_references(task, results["tasks"][task]["metrics"])
         results["tasks"][task]["elapsed_seconds"] = round(time.perf_counter() - started, 3)
     return results
 

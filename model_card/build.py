@@ -5,7 +5,8 @@
 
 The release is built in a temporary folder next to `output_dir`, checked (loads with AutoModelForCausalLM and
 AutoTokenizer, weights hash, card metadata round-trip), then renamed into place. An existing different release is
-never replaced without `--overwrite`; rebuilding the same inputs is a no-op.
+never replaced without `--overwrite`; rebuilding the same inputs is a no-op. Layout: model_card/release_dir.py.
+torch/transformers/matplotlib are imported by the steps that need them, so `--help` and input errors are fast.
 """
 
 import json
@@ -17,28 +18,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tqdm import tqdm
-from transformers import HfArgumentParser
 
 import modeling
 from modeling import UserError, cli_main
 from training import run_dir as rd
+from training.manifest import check_tokenizer_fingerprint
 
 from . import card as card_mod
 from . import facts as F
-from .plots import write_plots
+from .release_dir import (
+    DATA_MANIFEST, DATA_NOTICE, EVAL_RESULTS, MODEL_FILES, OPTIONAL_MODEL_FILES, README, RELEASE_MANIFEST,
+    TOKENIZER_NOTICE, TRAINING_CONFIG,
+)
 
-# What a release folder holds (upload.py checks the same names, without importing this module).
-MODEL_FILES = ("config.json", "model.safetensors")
-OPTIONAL_MODEL_FILES = ("generation_config.json",)
-README = "README.md"
-TRAINING_CONFIG = "training_config.json"
-EVAL_RESULTS = "eval_results.json"
-DATA_MANIFEST = "manifest.json"
-RELEASE_MANIFEST = "release_manifest.json"
-TOKENIZER_NOTICE = "LICENSE-NOTICE-tokenizer.md"
-DATA_NOTICE = "LICENSE-NOTICE-data.md"
 DATA_NOTICE_SRC = Path(__file__).parent / "notices" / DATA_NOTICE
-EXPORT_INFO = "export_info.json"
 
 
 @dataclass
@@ -76,12 +69,12 @@ def export_dir(run_dir: Path, checkpoint: str) -> Path:
 
 def export_weights_sha256(path: Path) -> str:
     """The export's recorded weights hash, checked against the file (a mismatch means a damaged export)."""
-    actual = modeling.sha256_file(path / "model.safetensors")
-    info_path = path / EXPORT_INFO
+    actual = modeling.sha256_file(path / rd.WEIGHTS)
+    info_path = path / rd.EXPORT_INFO
     if info_path.is_file():
         recorded = rd.read_json(info_path).get("weights_sha256")
         if recorded and recorded != actual:
-            raise UserError(f"{path}/model.safetensors has sha256 {actual} but {EXPORT_INFO} records {recorded}")
+            raise UserError(f"{path}/{rd.WEIGHTS} has sha256 {actual} but {rd.EXPORT_INFO} records {recorded}")
     return actual
 
 
@@ -89,22 +82,20 @@ def intermediate_checkpoints(run_dir: Path) -> list[dict]:
     """Every hf/step_N export: the branch it is published to, step, tokens and weights hash."""
     found = []
     for step, path in rd.list_step_dirs(run_dir / rd.HF_EXPORTS):
-        if not (path / "model.safetensors").is_file():
+        if not (path / rd.WEIGHTS).is_file():
             continue
-        info = rd.read_json(path / EXPORT_INFO) if (path / EXPORT_INFO).is_file() else {}
-        sha = info.get("weights_sha256") or modeling.sha256_file(path / "model.safetensors")
+        info = rd.read_json(path / rd.EXPORT_INFO) if (path / rd.EXPORT_INFO).is_file() else {}
+        sha = info.get("weights_sha256") or modeling.sha256_file(path / rd.WEIGHTS)
         found.append({"branch": f"step{step}", "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
     return found
 
 
-def check_tokenizer(manifest: dict) -> str:
-    """The release ships the shipped tokenizer; the data must have been tokenized with that same one."""
+def check_tokenizer(manifest: dict, run_dir: Path) -> str:
+    """The release ships the package's tokenizer files (hash-checked); the run's data must have been tokenized with
+    that same tokenizer (the manifest check of training/manifest.py)."""
     modeling.verify_tokenizer_files()
-    fingerprint = modeling.tokenizer_fingerprint()
-    recorded = F.find_key(manifest, F.TOKENIZER_HASH_KEYS)
-    if recorded is not None and recorded != fingerprint:
-        raise UserError(f"data manifest tokenizer hash {recorded} differs from the shipped tokenizer's {fingerprint}")
-    return fingerprint
+    check_tokenizer_fingerprint(manifest, f"{run_dir}/{rd.DATA_MANIFEST}")
+    return modeling.tokenizer_fingerprint()
 
 
 def load_eval_results(path: str | None, weights_sha256: str) -> dict | None:
@@ -231,9 +222,9 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         _read_json(run_dir / name, what)
     export = export_dir(run_dir, args.checkpoint)
     weights_sha256 = export_weights_sha256(export)
-    export_info = rd.read_json(export / EXPORT_INFO) if (export / EXPORT_INFO).is_file() else {}
+    export_info = rd.read_json(export / rd.EXPORT_INFO) if (export / rd.EXPORT_INFO).is_file() else {}
     results = load_eval_results(args.eval_results, weights_sha256)
-    fingerprint = check_tokenizer(_read_json(run_dir / rd.DATA_MANIFEST, "data manifest"))
+    fingerprint = check_tokenizer(_read_json(run_dir / rd.DATA_MANIFEST, "data manifest"), run_dir)
 
     output = Path(args.output_dir).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -251,9 +242,11 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         if args.eval_results:
             pairs.append((Path(args.eval_results), tmp / EVAL_RESULTS))
         copy_files(pairs)
-        if modeling.sha256_file(tmp / "model.safetensors") != weights_sha256:
-            raise UserError(f"copy of {export}/model.safetensors does not match its hash (disk error?)")
+        if modeling.sha256_file(tmp / rd.WEIGHTS) != weights_sha256:
+            raise UserError(f"copy of {export}/{rd.WEIGHTS} does not match its hash (disk error?)")
         num_parameters = check_loads(tmp)
+        from .plots import write_plots  # matplotlib: only once the inputs are checked
+
         plots = write_plots(rd.read_metrics(run_dir), tmp)
         config = rd.read_json(tmp / "config.json")
         context = card_context(args, argv, run_dir, config, export_info, weights_sha256, results, num_parameters,
@@ -269,6 +262,8 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
 
 
 def parse_args(argv=None) -> BuildArgs:
+    from modeling.hf_argparser import HfArgumentParser
+
     (args,) = HfArgumentParser(BuildArgs).parse_args_into_dataclasses(args=argv)
     return args
 

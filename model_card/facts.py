@@ -1,22 +1,15 @@
 """Every number and table on the card, derived from the run's own files.
 
 Nothing here is typed by hand or guessed: a value the inputs do not hold is left out (None / no row), and the
-template omits what is None. The only constants are the labelled OpenAI GPT-2 reference numbers.
+template omits what is None. Derived facts come from their one source: FLOPs per token and device power from
+modeling/flops.py, the GPT-2 reference numbers from results.json (written by eval, eval/references.py).
 """
 
 import json
 import shlex
 from dataclasses import dataclass
 
-# OpenAI GPT-2 small (117M in the paper; 124M as counted today), labelled by source.
-GPT2_PAPER = "GPT-2 paper (Radford et al. 2019), Table 3, 117M"
-LM_EVAL = "lm-evaluation-harness, `gpt2`"
-REFERENCES = {
-    ("wikitext", "word_perplexity"): [(29.41, f"{GPT2_PAPER}: WikiText-2"), (37.50, f"{GPT2_PAPER}: WikiText-103")],
-    ("lambada_openai", "acc"): [(0.4599, GPT2_PAPER), (0.3256, f"{LM_EVAL} `lambada_openai`")],
-    ("lambada_openai", "acc_last_token"): [(0.4599, GPT2_PAPER)],
-    ("lambada_openai", "perplexity"): [(35.13, GPT2_PAPER), (40.06, f"{LM_EVAL} `lambada_openai`")],
-}
+from modeling.flops import FLOPS_FORMULA, flops_per_token, tdp_watts
 
 # (task, metric, dataset label, model-index dataset type, config, split, metric type) in card order.
 EVAL_METRICS = [
@@ -42,10 +35,6 @@ ARCHITECTURE_FIELDS = [
     ("initializer_range", "Init std"), ("torch_dtype", "Stored dtype"), ("dtype", "Stored dtype"),
 ]
 
-# Published board power (TDP) of common training GPUs, used only for an energy upper bound (watts).
-GPU_TDP_WATTS = {"A100": 400, "H100": 700, "H200": 700, "V100": 300, "A10G": 150, "L4": 72, "T4": 70}
-
-
 def fmt(value) -> str:
     """One table cell: plain text for str/number, JSON for the rest; pipes escaped for markdown."""
     if isinstance(value, str):
@@ -68,9 +57,6 @@ def find_key(tree, names: tuple[str, ...]):
             if found is not None:
                 return found
     return None
-
-
-TOKENIZER_HASH_KEYS = ("fingerprint", "tokenizer_fingerprint", "tokenizer_sha256")
 
 
 def hub_dataset_id(manifest: dict) -> str | None:
@@ -126,13 +112,6 @@ class CostInputs:
     grid_kgco2_per_kwh: float | None = None
 
 
-def attention_flops_per_token(config: dict, seq_len: int | None) -> float | None:
-    """Training FLOPs of attention scores/values per token: 6 · n_layer · seq_len · n_embd (PaLM/nanoGPT)."""
-    if seq_len is None or "n_layer" not in config or "n_embd" not in config:
-        return None
-    return 6.0 * config["n_layer"] * seq_len * config["n_embd"]
-
-
 def compute_facts(run_info: dict, training_config: dict, config: dict, metrics: list[dict],
                   cost: CostInputs) -> dict:
     """Tokens, steps, time, hardware, device-hours, FLOPs, energy/cost/CO2: only what the inputs support."""
@@ -159,13 +138,12 @@ def compute_facts(run_info: dict, training_config: dict, config: dict, metrics: 
     facts["device_hours_label"] = "GPU-hours" if on_gpu else "CPU process-hours"
 
     seq_len = training_config.get("seq_len")
-    n_params = run_info.get("num_parameters")
     if run_info.get("flops_per_token") is not None:
         facts["flops_per_token"] = float(run_info["flops_per_token"])
-        facts["flops_source"] = "from run_info.json `flops_per_token`, the trainer's 6·N + attention estimate"
-    elif n_params is not None and attention_flops_per_token(config, seq_len) is not None:
-        facts["flops_per_token"] = 6.0 * n_params + attention_flops_per_token(config, seq_len)
-        facts["flops_source"] = f"6·N + 6·n_layer·seq_len·n_embd with N = {n_params:,}, seq_len = {seq_len}"
+        facts["flops_source"] = f"run_info.json `flops_per_token`, the trainer's estimate {FLOPS_FORMULA}"
+    elif seq_len is not None and all(k in config for k in ("n_layer", "n_embd", "vocab_size")):
+        facts["flops_per_token"] = flops_per_token(config, seq_len)
+        facts["flops_source"] = f"{FLOPS_FORMULA}, from config.json with seq_len = {seq_len}"
     else:
         facts["flops_per_token"] = None
     facts["training_flops"] = (facts["flops_per_token"] * facts["tokens"]
@@ -174,7 +152,7 @@ def compute_facts(run_info: dict, training_config: dict, config: dict, metrics: 
     # Energy/cost/CO2: on GPU runs the board power defaults to the GPU's published TDP; never guessed on CPU.
     watts = cost.gpu_watts
     if watts is None and on_gpu:
-        watts = next((w for name, w in GPU_TDP_WATTS.items() if name in hw.get("device_name", "")), None)
+        watts = tdp_watts(hw.get("device_name"))
     facts["watts"] = watts
     facts["watts_source"] = "--gpu_watts" if cost.gpu_watts is not None else "published TDP of the GPU"
     facts["energy_kwh"] = device_hours * watts / 1000 if device_hours is not None and watts is not None else None
@@ -188,18 +166,21 @@ def compute_facts(run_info: dict, training_config: dict, config: dict, metrics: 
 
 
 def eval_rows(results: dict | None) -> list[dict]:
-    """One row per metric the eval run produced, with the labelled GPT-2 reference values for that metric."""
+    """One row per metric the eval run produced, with the labelled GPT-2 reference values results.json carries
+    for that metric (eval/references.py)."""
     if not results:
         return []
     tasks = results.get("tasks", {})
     rows = []
     for task, metric, label, dtype, dconfig, split, mtype in EVAL_METRICS:
-        value = tasks.get(task, {}).get("metrics", {}).get(metric)
+        block = tasks.get(task, {})
+        value = block.get("metrics", {}).get(metric)
         if value is None:
             continue
+        references = [(r["value"], r["source"]) for r in (block.get("references") or {}).get(metric, [])]
         rows.append({"task": task, "metric": metric, "label": label, "value": float(value),
                      "dataset_type": dtype, "dataset_config": dconfig, "split": split, "metric_type": mtype,
-                     "references": REFERENCES.get((task, metric), [])})
+                     "references": references})
     return rows
 
 

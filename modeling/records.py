@@ -1,11 +1,27 @@
 """Provenance records every stage writes (data manifest, run_info.json, results.json, export_info.json):
-package versions, and JSON files written atomically so a reader never sees half a record."""
+file hashes, package versions, and JSON files written atomically so a reader never sees half a record.
 
+Torch-free (standard library only): the light commands (`manifest verify`, `upload.py`, `model_card`) import it.
+"""
+
+import hashlib
 import json
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
 
 
 def package_versions(names) -> dict[str, str | None]:

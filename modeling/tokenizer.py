@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UserError
+from .records import sha256_file  # noqa: F401  (re-exported: `from modeling.tokenizer import sha256_file`)
 
 TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
 EOT_TOKEN_ID = 50256
@@ -23,14 +24,6 @@ TOKENIZER_SHA256 = {
     "vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 }
 TOKENIZER_FILES = tuple(TOKENIZER_SHA256)  # what a from_pretrained folder needs besides the model files
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_tokenizer_files(directory: str | Path = TOKENIZER_DIR) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import modeling
+from eval.references import task_references
 from training import run_dir as rd
 from training.data_dir import MANIFEST, open_split
 
@@ -112,7 +113,9 @@ def make_results(path: Path, weights_sha256: str, tasks: dict | None = None) -> 
         "settings": {"max_length": 256, "batch_size": 8, "dtype": "float32", "device": "cpu"},
         "versions": {"transformers": "5.23.0", "torch": torch.__version__},
         "created_at": "2026-11-23T11:00:00+00:00",
-        "tasks": RESULTS_TASKS if tasks is None else tasks,
+        # each task carries its published references, as eval.evaluate writes them
+        "tasks": {task: {**block, "references": task_references(task, block["metrics"])}
+                  for task, block in (RESULTS_TASKS if tasks is None else tasks).items()},
     }
     path.write_text(json.dumps(results, indent=2))
     return path

@@ -9,6 +9,7 @@ import yaml
 from huggingface_hub import ModelCard
 
 import modeling
+from modeling.flops import flops_per_token
 from model_card.build import main as build_main
 from release_fixtures import RESULTS_TASKS, TRAIN_CONFIG, make_results, make_run_dir
 from training import run_dir as rd
@@ -121,9 +122,12 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     assert "**Estimated cost:** $20.00 at $2.5 per device-hour" in card
     assert "**Estimated emissions:** 1.280 kg CO2eq at 0.4 kg CO2eq/kWh" in card
 
-    assert "| LAMBADA (OpenAI) | perplexity | 98765.4000 | 35.13 (GPT-2 paper" in card
-    assert "40.06 (lm-evaluation-harness, `gpt2` `lambada_openai`)" in card
-    assert "| WikiText-2 (raw, test) | word_perplexity | 41234.5000 | 29.41 (GPT-2 paper" in card
+    # references as results.json carries them (eval/references.py): the card has no copy of its own
+    assert "| LAMBADA (OpenAI) | perplexity | 98765.4000 | 35.13 (GPT-2 117M paper Table 3" in card
+    assert "40.0554 (gpt2 with lm-evaluation-harness, EleutherAI/lm-evaluation-harness#2159)" in card
+    assert "| LAMBADA (OpenAI) | acc_last_token | 0.0200 | 0.4667 (gpt2 last-token accuracy" in card
+    assert "| WikiText-2 (raw, test) | word_perplexity | 41234.5000 | 29.41 (GPT-2 117M paper Table 3" in card
+    assert "6·N + 12·n_layer·n_embd·seq_len" in card  # the card names its FLOPs formula
     assert "![loss.png](loss.png)" in card and "![lr.png](lr.png)" in card
     assert "Subset evaluation" not in card and "Note on" not in card
 
@@ -166,9 +170,10 @@ def test_absent_inputs_are_omitted_never_invented(gpu_run, tmp_path, capsys):
     for absent in ("LAMBADA", "35.13", "40.06", "Wall-clock", "GPU-hours", "CPU process-hours", "Energy",
                    "Estimated cost", "kg CO2eq", "Final train loss", "Throughput", ".png"):
         assert absent not in card, absent
-    # FLOPs/token are not in run_info any more: derived from N and the config instead, and the card says how.
-    n = info["num_parameters"]
-    assert f"| Training FLOPs per token | {6 * n + 6 * 2 * 32 * 128:.4g} (6·N + 6·n_layer·seq_len·n_embd" in card
+    # FLOPs/token are not in run_info any more: derived from config.json with the trainer's formula (modeling/
+    # flops.py), and the card says which.
+    expected = flops_per_token(rd.read_json(out / "config.json"), rd.read_json(run / rd.TRAINING_CONFIG)["seq_len"])
+    assert f"| Training FLOPs per token | {expected:.4g} (6·N + 12·n_layer·n_embd·seq_len" in card
     assert "rebuild the card with `--gpu_hour_usd`" in card
     assert "**Subset evaluation:** each task was limited to its first 20 documents/examples" in card
     assert "Note on `wikitext`: WikiText-103's test text is WikiText-2's." in card
@@ -222,7 +227,7 @@ def _tamper(run, tmp_path, what):
     ("no_export", "is incomplete or missing"),
     ("no_run_info", "run info not found"),
     ("export_hash", "export_info.json records"),
-    ("tokenizer", "differs from the shipped tokenizer"),
+    ("tokenizer", "not this package's tokenizer"),
     ("other_weights", "evaluated weights"),
 ])
 def test_bad_inputs_fail_with_one_clear_line(gpu_run, tmp_path, capsys, case, message):

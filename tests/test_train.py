@@ -16,7 +16,8 @@ from modeling import UserError, build_model, count_parameters, sha256_file
 from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args
 from training import run_dir as rd
 from training.config import parse_config
-from training.train import build_optimizer, build_scheduler, flops_per_token, peak_flops
+from modeling.flops import flops_per_token
+from training.train import build_optimizer, build_scheduler, peak_flops
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
@@ -60,13 +61,27 @@ def test_loss_falls_and_run_dir_follows_schema(tiny_run):
     assert info["hardware"]["deepspeed_zero_stage"] is None and info["finished_at"]
     assert info["num_parameters"] == count_parameters(build_model("tiny")) == 6_862_464  # tied embeddings once
     assert info["data_manifest_sha256"] == sha256_file(tiny_run / rd.DATA_MANIFEST)
-    assert info["flops_per_token"] == flops_per_token(build_model("tiny").config, 32)
+    assert info["flops_per_token"] == flops_per_token(build_model("tiny").config.to_dict(), 32)
     assert set(info["versions"]) >= {"torch", "transformers", "accelerate", "deepspeed", "python"}
 
     # checkpoints: every 10 steps, last 2 kept, nothing half-written left behind
     assert [s for s, _ in rd.list_step_dirs(tiny_run / rd.CHECKPOINTS)] == [20, 30]
     assert sorted(p.name for p in (tiny_run / rd.CHECKPOINTS).iterdir()) == ["step_20", "step_30"]
     assert sorted(p.name for p in (tiny_run / rd.HF_EXPORTS).iterdir()) == ["final", "step_0", "step_1", "step_2"]
+
+
+def test_card_flops_equal_the_trainers(tiny_run):
+    """The model card's FLOPs per token, recomputed from the export's config.json, is what the trainer recorded."""
+    from model_card.facts import CostInputs, compute_facts
+
+    info = rd.read_json(tiny_run / rd.RUN_INFO)
+    config = rd.read_json(tiny_run / rd.HF_EXPORTS / rd.FINAL / "config.json")
+    training_config = rd.read_json(tiny_run / rd.TRAINING_CONFIG)
+    recorded = compute_facts(info, training_config, config, [], CostInputs())
+    recomputed = compute_facts({k: v for k, v in info.items() if k != "flops_per_token"}, training_config, config, [],
+                               CostInputs())
+    assert recorded["flops_per_token"] == recomputed["flops_per_token"] == info["flops_per_token"]
+    assert recorded["training_flops"] == info["flops_per_token"] * 30 * 128
 
 
 def test_export_loads_and_gives_the_trained_logits(tiny_run):
@@ -184,14 +199,56 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, owt_data_dir, t
     assert rd.read_json(out / rd.RUN_INFO)["status"] == "completed"
 
 
+TIMING_KEYS = ("tokens_per_sec", "elapsed_seconds", "memory_gb")
+
+
+def without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+@pytest.mark.slow  # a launched run killed mid-way plus its resume: ~1.5 min on 2 shared cores
+@pytest.mark.timeout(900)
+def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, owt_data_dir, tmp_path):
+    """A hard kill (no handler runs) after checkpoint 10 and some later updates: the resumed run drops the rows the
+    killed one wrote after its checkpoint and writes them again, so metrics.jsonl and fed_batches.jsonl equal the
+    uninterrupted run's (timing fields aside), each step exactly once."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "training.train", *train_args(owt_data_dir, out, **RUN)]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(rd.read_rows(out / rd.FED_BATCHES)) < 14 and proc.poll() is None:
+            time.sleep(0.05)
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    checkpoint = rd.list_step_dirs(out / rd.CHECKPOINTS)[-1][0]
+    assert checkpoint == 10
+    assert max(r["step"] for r in rd.read_rows(out / rd.FED_BATCHES)) >= checkpoint  # rows past the checkpoint
+    assert rd.read_json(out / rd.RUN_INFO)["status"] == "running"  # nothing ran on the way out
+
+    assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
+    metrics, reference = rd.read_metrics(out), rd.read_metrics(tiny_run)
+    assert [r["step"] for r in metrics if "train_loss" in r] == list(range(1, 31))
+    assert [r["step"] for r in metrics if "val_loss" in r] == [10, 20, 30]
+    assert without_timing(metrics) == without_timing(reference)
+    fed = rd.read_rows(out / rd.FED_BATCHES)
+    assert [r["step"] for r in fed] == list(range(30))
+    assert fed == rd.read_rows(tiny_run / rd.FED_BATCHES)
+
+
 def test_flops_per_token_and_peak_table(monkeypatch):
     from modeling import load_config
 
     # 6N (N = 12 x 7,077,888 block matmul weights + 38,597,376 tied embedding) + attention 12 * 12 * 768 * 1024
-    assert flops_per_token(load_config("gpt2-124m"), 1024) == 6 * 123_532_032 + 113_246_208 == 854_438_400
+    assert flops_per_token(load_config("gpt2-124m").to_dict(), 1024) == 6 * 123_532_032 + 113_246_208 == 854_438_400
     assert peak_flops(torch.device("cpu"), "no") is None
-    for name, peak in (("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12),
-                       ("NVIDIA H200", 989e12), ("Tesla V100-SXM2-32GB", None)):
+    for name, peak in (("NVIDIA H100 80GB HBM3", 989.5e12), ("NVIDIA H100 PCIe", 756.5e12),
+                       ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H200", 989.5e12), ("Tesla V100-SXM2-32GB", None)):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, n=name: n)
         assert peak_flops(torch.device("cuda"), "bf16") == peak
         assert peak_flops(torch.device("cuda"), "no") is None  # the table is bf16 peaks: no MFU for fp32

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
-from transformers import HfArgumentParser
+from modeling.hf_argparser import HfArgumentParser
 
 from modeling import UserError
 

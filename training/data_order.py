@@ -14,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
+from modeling.hf_argparser import HfArgumentParser
 
 from modeling import UserError, cli_main
 from training.config import parse_config

@@ -51,6 +51,14 @@ def read_manifest(data_dir: str | Path) -> dict:
     return manifest
 
 
+def check_tokenizer_fingerprint(manifest: dict, where: str) -> None:
+    """The one check that data was tokenized with this package's tokenizer (the trainer and the card rely on it)."""
+    recorded = (manifest.get("tokenizer") or {}).get("fingerprint")
+    if recorded != tokenizer_fingerprint():
+        raise UserError(f"{where} was tokenized with tokenizer {str(recorded)[:12]}..., "
+                        f"not this package's tokenizer {tokenizer_fingerprint()[:12]}...: prepare the data again")
+
+
 def verify_data_dir(data_dir: str | Path, check_hashes: bool = True) -> dict:
     """Check every file of `data_dir` against its manifest (size, sha256, token/document counts); return the manifest.
 
@@ -58,9 +66,7 @@ def verify_data_dir(data_dir: str | Path, check_hashes: bool = True) -> dict:
     """
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
-    if manifest["tokenizer"]["fingerprint"] != tokenizer_fingerprint():
-        raise UserError(f"{data_dir} was tokenized with tokenizer {manifest['tokenizer']['fingerprint'][:12]}..., "
-                        f"not this package's tokenizer {tokenizer_fingerprint()[:12]}...: prepare it again")
+    check_tokenizer_fingerprint(manifest, str(data_dir))
     files = manifest["files"]
     for name in all_files():
         path = data_dir / name
@@ -96,7 +102,7 @@ class VerifyArgs:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from transformers import HfArgumentParser
+    from modeling.hf_argparser import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "verify":  # `python -m training.manifest verify --data_dir D`

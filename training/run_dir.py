@@ -1,4 +1,5 @@
-"""The training run folder (`run_dir/` = the trainer's `output_dir`): its layout, written down once.
+"""The training run folder (`run_dir/` = the trainer's `output_dir`): its layout, written down once, and `RunDir`,
+the one writer of everything in it except the Accelerate state inside checkpoints.
 
     run_dir/
       training_config.json   the resolved TrainConfig, every field (the model card's hyperparameter table reads it)
@@ -6,11 +7,18 @@
                              line, data manifest sha256, wall time and tokens so far (updated as the run goes)
       data_manifest.json     copy of the data_dir's manifest.json the run trained on
       metrics.jsonl          one JSON object per line: {"step", "tokens", "train_loss"|"val_loss", "lr", ...}
-      checkpoints/step_N/    Accelerate `save_state` folders (complete-or-absent: written to a temp name, renamed)
-      hf/step_N/             `from_pretrained` exports (safetensors + config + generation_config + tokenizer)
+      checkpoints/step_N/    Accelerate `save_state` folders + checkpoint_info.json (complete-or-absent: written
+                             to a temp name, renamed)
+      hf/step_N/             `from_pretrained` exports (safetensors + config + generation_config + tokenizer
+                             + export_info.json), written by modeling/hf_folder.save_hf_folder
       hf/final/              the export at the end of training
       logs/                  tracker output (tensorboard), when report_to is not "none"
       fed_batches.jsonl      sha256 of every batch fed, when trace_batches is on (data-order audits)
+
+Row index rule: metrics.jsonl "step" = updates done (1-based: the row logged after update N-1 says step N);
+per-update rows (fed_batches.jsonl) "step" = the update's index (0-based, the sampler's step). On resume from
+checkpoint step S (S updates done) rows with metrics step <= S and per-update step < S are kept; the rest were
+written after the checkpoint by the killed run and are written again.
 
 Keys (what the model card reads; readers must tolerate extra keys):
     training_config.json   every TrainConfig field, plus "gradient_accumulation_steps", "world_size",
@@ -23,20 +31,38 @@ Keys (what the model card reads; readers must tolerate extra keys):
                             "data_manifest_sha256"}
     metrics.jsonl          train rows {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_sec", "mfu",
                            "elapsed_seconds", "memory_gb"}; val rows {"step", "tokens", "val_loss"}
+    fed_batches.jsonl      {"step", "tokens_sha256"}
+    checkpoints/*/checkpoint_info.json  {"step", "tokens", "elapsed_seconds", "model", "seq_len",
+                           "global_batch_size", "world_size", "zero_stage"}
     hf/*/export_info.json  {"step", "tokens", "weights_sha256"} (sha256 of model.safetensors)
+
+Torch-free (standard library only): upload.py and model_card read run folders through this module.
 """
 
 import json
+import os
 import re
+import shutil
+from datetime import datetime, timezone
 from pathlib import Path
+
+from modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
+from modeling.records import read_json, write_json_atomic
 
 TRAINING_CONFIG = "training_config.json"
 RUN_INFO = "run_info.json"
 DATA_MANIFEST = "data_manifest.json"
 METRICS = "metrics.jsonl"
+FED_BATCHES = "fed_batches.jsonl"
 CHECKPOINTS = "checkpoints"
+CHECKPOINT_INFO = "checkpoint_info.json"
 HF_EXPORTS = "hf"
 FINAL = "final"
+LOGS = "logs"
+PER_UPDATE_ROWS = (FED_BATCHES,)  # jsonl files whose "step" is the 0-based update index
+RUN_FILES = (TRAINING_CONFIG, RUN_INFO, DATA_MANIFEST, METRICS, FED_BATCHES)
+RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS)
+COMPLETED = "completed"
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
@@ -59,12 +85,125 @@ def list_step_dirs(parent: str | Path) -> list[tuple[int, Path]]:
     return sorted((s, p) for s, p in found if s is not None)
 
 
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS
+def read_rows(path: str | Path) -> list[dict]:
+    """The JSON objects of a .jsonl file, [] if it does not exist."""
+    path = Path(path)
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    return read_rows(Path(run_dir) / METRICS)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class RunDir:
+    """Writes the run folder. Call it from the main process only (the trainer guards every call)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.run_info: dict = {}
+
+    # ------------------------------------------------------------------ start of a run
+    def holds_run(self) -> bool:
+        return (self.path / TRAINING_CONFIG).is_file() or (self.path / CHECKPOINTS).is_dir()
+
+    def clear(self) -> None:
+        """Remove an earlier run's files (a fresh start over it); other files in the folder are left alone."""
+        for name in RUN_FILES:
+            (self.path / name).unlink(missing_ok=True)
+        for name in RUN_FOLDERS:
+            shutil.rmtree(self.path / name, ignore_errors=True)
+
+    def start(self, training_config: dict, data_manifest: Path, run_info: dict, resuming: bool) -> None:
+        """Write training_config.json, copy the data manifest and write run_info.json (status running). On resume,
+        started_at and wall_time_seconds carry over from the previous run_info.json."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path / TRAINING_CONFIG, training_config)
+        shutil.copyfile(data_manifest, self.path / DATA_MANIFEST)
+        previous = read_json(self.path / RUN_INFO) if resuming and (self.path / RUN_INFO).is_file() else {}
+        self.run_info = {"started_at": previous.get("started_at", now_iso()), "finished_at": None,
+                         "wall_time_seconds": previous.get("wall_time_seconds", 0.0), **run_info, "status": "running"}
+        write_json_atomic(self.path / RUN_INFO, self.run_info)
+
+    def update_run_info(self, status: str | None = None, **fields) -> None:
+        """Merge `fields` into run_info.json. `status` moves running -> interrupted|completed; once "completed" it
+        stays so (a late checkpoint or signal does not make a finished run look unfinished)."""
+        info = self.run_info
+        info.update(fields)
+        if status is not None and info.get("status") != COMPLETED:
+            info["status"] = status
+            info["finished_at"] = now_iso() if status != "running" else None
+        write_json_atomic(self.path / RUN_INFO, info)
+
+    # ------------------------------------------------------------------ jsonl rows
+    def append_row(self, name: str, row: dict) -> None:
+        with open(self.path / name, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def log_metrics(self, row: dict) -> None:
+        self.append_row(METRICS, row)
+
+    def log_fed_batch(self, step: int, tokens_sha256: str) -> None:
+        self.append_row(FED_BATCHES, {"step": step, "tokens_sha256": tokens_sha256})
+
+    def truncate_rows(self, steps_done: int) -> None:
+        """Resume at checkpoint step S: keep metrics rows with step <= S and per-update rows with step < S (see the
+        row index rule above); the dropped rows come from updates the killed run did after its checkpoint."""
+        for name in (METRICS, *PER_UPDATE_ROWS):
+            path = self.path / name
+            if not path.is_file():
+                continue
+            last_kept = steps_done if name == METRICS else steps_done - 1
+            lines = [line for line in path.read_text().splitlines()
+                     if line.strip() and json.loads(line)["step"] <= last_kept]
+            tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+            tmp.write_text("".join(line + "\n" for line in lines))
+            os.replace(tmp, path)
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        return list_step_dirs(self.path / CHECKPOINTS)
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1][1] if found else None
+
+    def checkpoint_tmp(self, step: int) -> Path:
+        """Where every rank's save_state writes the checkpoint of `step` before it is committed."""
+        return self.path / CHECKPOINTS / f".tmp-{step_dir_name(step)}"
+
+    def begin_checkpoint(self, step: int) -> Path:
+        """Create the checkpoint's temp folder empty (left over from a killed attempt: removed first)."""
+        tmp = self.checkpoint_tmp(step)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit_checkpoint(self, tmp: Path, info: dict, keep_last: int, milestone_interval: int | None) -> Path:
+        """Write checkpoint_info.json into `tmp`, rename it to checkpoints/step_N (replacing a step saved by an
+        earlier attempt), then prune."""
+        write_json_atomic(tmp / CHECKPOINT_INFO, info)
+        final = self.path / CHECKPOINTS / step_dir_name(info["step"])
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        self.prune_checkpoints(keep_last, milestone_interval)
+        return final
+
+    def prune_checkpoints(self, keep_last: int, milestone_interval: int | None) -> None:
+        """Keep the last `keep_last` checkpoints (the latest always, even with keep_last 0: it is what a resume
+        needs) plus milestones (multiples of `milestone_interval`)."""
+        found = self.checkpoints()
+        kept = {s for s, _ in found[-max(1, keep_last):]}
+        for s, path in found:
+            if s not in kept and not (milestone_interval and s % milestone_interval == 0):
+                shutil.rmtree(path)
+
+    # ------------------------------------------------------------------ exports
+    def export_dir(self, name: str) -> Path:
+        return self.path / HF_EXPORTS / name

@@ -12,34 +12,27 @@ with learning rate lr(N) of the schedule.
 """
 
 import contextlib
-import json
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from modeling import (
-    UserError, build_model, cli_main, copy_tokenizer_files, load_config, sha256_file, tokenizer_fingerprint,
-)
-from modeling.records import package_versions, write_json_atomic
+from modeling import UserError, build_model, cli_main, load_config, sha256_file
+from modeling.flops import flops_per_token, peak_bf16_flops
+from modeling.hf_folder import save_hf_folder
+from modeling.records import package_versions
 from training import run_dir as rd
 from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
+from training.run_dir import RunDir
 
-CHECKPOINT_INFO = "checkpoint_info.json"
-EXPORT_INFO = "export_info.json"
-FED_BATCHES = "fed_batches.jsonl"
-# Dense bf16 peak FLOP/s per GPU, matched by substring of the device name in this order (first match wins).
-PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
 # Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
 MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
                        "layer_norm_epsilon", "tie_word_embeddings", "scale_attn_by_inverse_layer_idx",
@@ -49,10 +42,6 @@ MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head
 # ----------------------------------------------------------------------------------------------------------------
 # Small helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def git_commit() -> str | None:
@@ -67,22 +56,11 @@ def git_commit() -> str | None:
 VERSIONED_PACKAGES = ("torch", "transformers", "accelerate", "deepspeed", "datasets", "tokenizers", "huggingface_hub")
 
 
-def flops_per_token(model_config, seq_len: int) -> float:
-    """Training FLOPs per token: 6N for the matmuls of forward+backward (N without position embeddings, which are
-    a lookup) plus 12 * n_layer * n_embd * seq_len for attention scores (PaLM appendix B, as in nanoGPT)."""
-    c = model_config
-    n_inner = c.n_inner or 4 * c.n_embd
-    per_layer = 4 * c.n_embd * c.n_embd + 2 * c.n_embd * n_inner  # qkv + attn proj + mlp weights
-    n = c.n_layer * per_layer + c.vocab_size * c.n_embd  # + tied embedding / lm_head
-    return 6.0 * n + 12.0 * c.n_layer * c.n_embd * seq_len
-
-
 def peak_flops(device: torch.device, mixed_precision: str) -> float | None:
-    """Peak dense bf16 FLOP/s of one device, or None where unknown (CPU, other GPUs, fp32)."""
+    """Peak dense bf16 FLOP/s of one device, or None where unknown (CPU, GPUs not in modeling/flops.py, fp32)."""
     if device.type != "cuda" or mixed_precision != "bf16":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in PEAK_BF16_FLOPS if key in name), None)
+    return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
 def memory_gb(device: torch.device) -> float:
@@ -99,15 +77,11 @@ def memory_gb(device: torch.device) -> float:
 
 
 def verify_manifest(data_dir: Path, check_hashes: bool) -> dict:
-    """The data_dir's manifest after checking every file against it (training/manifest.py owns the format)."""
+    """The data_dir's manifest after checking every file (and the tokenizer fingerprint) against it
+    (training/manifest.py owns the format and the check)."""
     from training.manifest import verify_data_dir
 
     return verify_data_dir(data_dir, check_hashes=check_hashes)
-
-
-def manifest_tokenizer_fingerprint(manifest: dict) -> str | None:
-    tok = manifest.get("tokenizer")
-    return manifest.get("tokenizer_fingerprint") or (tok.get("fingerprint") if isinstance(tok, dict) else None)
 
 
 def check_token_ids(split: TokenSplit, name: str, vocab_size: int, chunk: int = 1 << 26) -> None:
@@ -123,12 +97,6 @@ def open_data(cfg: TrainConfig, vocab_size: int) -> tuple[TokenSplit, TokenSplit
     if not data_dir.is_dir():
         raise UserError(f"data_dir {data_dir} does not exist")
     manifest = verify_manifest(data_dir, cfg.verify_data_hashes)
-    fingerprint = manifest_tokenizer_fingerprint(manifest)
-    if fingerprint != tokenizer_fingerprint():
-        raise UserError(
-            f"{data_dir} was tokenized with tokenizer {fingerprint}, but the model's tokenizer is "
-            f"{tokenizer_fingerprint()}: re-run training/prepare_data.py with this package"
-        )
     train, val = open_split(data_dir, "train"), open_split(data_dir, "val")
     for name, split in (("train", train), ("val", val)):
         if split.num_tokens < cfg.seq_len + 1:
@@ -147,17 +115,16 @@ def find_checkpoint(cfg: TrainConfig) -> Path | None:
     if cfg.resume_from_checkpoint is None:
         return None
     if cfg.resume_from_checkpoint == "auto":
-        found = rd.list_step_dirs(Path(cfg.output_dir) / rd.CHECKPOINTS)
-        return found[-1][1] if found else None
+        return RunDir(cfg.output_dir).latest_checkpoint()
     path = Path(cfg.resume_from_checkpoint)
-    if not (path / CHECKPOINT_INFO).is_file():
-        raise UserError(f"{path} is not a complete checkpoint (no {CHECKPOINT_INFO})")
+    if not (path / rd.CHECKPOINT_INFO).is_file():
+        raise UserError(f"{path} is not a complete checkpoint (no {rd.CHECKPOINT_INFO})")
     return path
 
 
 def check_checkpoint(path: Path, cfg: TrainConfig, model_config) -> dict:
     """Refuse a checkpoint made with another model shape or batch layout; returns its info."""
-    info = rd.read_json(path / CHECKPOINT_INFO)
+    info = rd.read_json(path / rd.CHECKPOINT_INFO)
     mine = {"model": model_identity(model_config), "seq_len": cfg.seq_len, "global_batch_size": cfg.global_batch_size}
     for key, value in mine.items():
         if info.get(key) != value:
@@ -181,8 +148,7 @@ def check_output_dir(cfg: TrainConfig, resuming: bool) -> bool:
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is not a folder")
-    holds_run = (out / rd.TRAINING_CONFIG).is_file() or (out / rd.CHECKPOINTS).is_dir()
-    if resuming or not holds_run:
+    if resuming or not RunDir(out).holds_run():
         return False
     if cfg.overwrite_output_dir or restarts_same_run(cfg, out):
         return True
@@ -219,7 +185,7 @@ def make_accelerator(cfg: TrainConfig):
     return Accelerator(
         mixed_precision=precision,
         log_with=log_with,
-        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / "logs")),
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / rd.LOGS)),
         # The schedule is per optimizer step: step it exactly once per update ourselves (Accelerate would otherwise
         # step it num_processes times per update).
         step_scheduler_with_optimizer=False,
@@ -290,6 +256,7 @@ class Trainer:
         self.cfg = cfg
         self.argv = argv
         self.out = Path(cfg.output_dir)
+        self.run_dir = RunDir(self.out)  # written by the main process only
         self.model_config = load_config(cfg.model_config)
         if cfg.seq_len > self.model_config.n_positions:
             raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
@@ -308,7 +275,7 @@ class Trainer:
         self.sampler = WindowSampler(self.train_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
         self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed,
                                          shuffle=False)
-        self.flops_per_token = flops_per_token(self.model_config, cfg.seq_len)
+        self.flops_per_token = flops_per_token(self.model_config.to_dict(), cfg.seq_len)
         self.peak_flops = peak_flops(acc.device, acc.mixed_precision)
         self.stop_signal = None
         acc.wait_for_everyone()  # every process has passed its checks before the main one writes anything
@@ -318,25 +285,16 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         if acc.is_main_process:
             if self.replace_previous:
-                self._clear_previous_run()
-            self.out.mkdir(parents=True, exist_ok=True)
+                self.run_dir.clear()
             resolved = asdict(cfg) | {"gradient_accumulation_steps": self.grad_accum, "world_size": self.world,
                                       "total_steps": self.total_steps, "tokens_per_step": self.tokens_per_step}
-            write_json_atomic(self.out / rd.TRAINING_CONFIG, resolved)
             manifest_path = Path(cfg.data_dir) / MANIFEST
-            shutil.copyfile(manifest_path, self.out / rd.DATA_MANIFEST)
-            previous = rd.read_json(self.out / rd.RUN_INFO) if (self.out / rd.RUN_INFO).is_file() else {}
-            self.run_info = self._new_run_info(previous, sha256_file(manifest_path))
-            write_json_atomic(self.out / rd.RUN_INFO, self.run_info)
+            self.run_dir.start(resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
+                               resuming=self.resume_path is not None)
         acc.wait_for_everyone()
 
-    def _clear_previous_run(self) -> None:
-        for name in (rd.TRAINING_CONFIG, rd.RUN_INFO, rd.DATA_MANIFEST, rd.METRICS, FED_BATCHES):
-            (self.out / name).unlink(missing_ok=True)
-        for name in (rd.CHECKPOINTS, rd.HF_EXPORTS, "logs"):
-            shutil.rmtree(self.out / name, ignore_errors=True)
-
-    def _new_run_info(self, previous: dict, manifest_sha256: str) -> dict:
+    def run_info_fields(self, manifest_sha256: str) -> dict:
+        """What run_info.json records about this run (RunDir adds started_at, wall time and status)."""
         acc = self.accelerator
         device = acc.device
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
@@ -354,10 +312,6 @@ class Trainer:
                 "mixed_precision": str(acc.mixed_precision),
                 "deepspeed_zero_stage": self.zero_stage,
             },
-            "started_at": previous.get("started_at", now_iso()) if self.resume_path else now_iso(),
-            "finished_at": None,
-            "wall_time_seconds": previous.get("wall_time_seconds", 0.0) if self.resume_path else 0.0,
-            "status": "running",
             "steps_done": self.resume_info["step"] if self.resume_info else 0,
             "tokens_seen": self.resume_info["tokens"] if self.resume_info else 0,
             "num_parameters": None,  # filled once the model exists
@@ -367,40 +321,23 @@ class Trainer:
         }
 
     def update_run_info(self, step: int, status: str) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        info = self.run_info
-        info.update(steps_done=step, tokens_seen=step * self.tokens_per_step, status=status,
-                    wall_time_seconds=round(self.elapsed(), 3),
-                    finished_at=now_iso() if status != "running" else None)
-        write_json_atomic(self.out / rd.RUN_INFO, info)
+        if self.accelerator.is_main_process:
+            self.run_dir.update_run_info(status, steps_done=step, tokens_seen=step * self.tokens_per_step,
+                                         wall_time_seconds=round(self.elapsed(), 3))
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.t_start
 
     def log_row(self, row: dict) -> None:
         if self.accelerator.is_main_process:
-            with open(self.out / rd.METRICS, "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-    def truncate_metrics(self, step: int) -> None:
-        """On resume, drop rows a killed run logged after its last checkpoint (they are recomputed)."""
-        if not self.accelerator.is_main_process:
-            return
-        for name in (rd.METRICS, FED_BATCHES):
-            path = self.out / name
-            if path.is_file():
-                rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-                tmp = path.with_name(f".{name}.tmp")
-                tmp.write_text("".join(r + "\n" for r in rows))
-                os.replace(tmp, path)
+            self.run_dir.log_metrics(row)
 
     # -------------------------------------------------------------------------------- model
     def build(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.seed)
         if acc.is_main_process:
-            self.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
+            self.run_dir.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
@@ -409,7 +346,8 @@ class Trainer:
             acc.load_state(str(self.resume_path))
             self.step = int(self.resume_info["step"])
             self.elapsed_before = float(self.resume_info.get("elapsed_seconds", 0.0))
-            self.truncate_metrics(self.step)
+            if acc.is_main_process:  # drop rows the killed run wrote after this checkpoint: they are recomputed
+                self.run_dir.truncate_rows(self.step)
             acc.print(f"resumed from {self.resume_path} at step {self.step}")
 
     # -------------------------------------------------------------------------------- one update
@@ -441,8 +379,7 @@ class Trainer:
         """Record a hash of the global batch exactly as fed (gathered across ranks in rank = global order)."""
         fed = self.accelerator.gather(tokens).cpu().numpy()
         if self.accelerator.is_main_process:
-            with open(self.out / FED_BATCHES, "a") as f:
-                f.write(json.dumps({"step": step, "tokens_sha256": batch_sha256(fed)}) + "\n")
+            self.run_dir.log_fed_batch(step, batch_sha256(fed))
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -462,11 +399,9 @@ class Trainer:
         """accelerator.save_state into checkpoints/step_N, complete-or-absent: written under a temp name and renamed
         by the main process once every rank has finished writing."""
         acc = self.accelerator
-        root = self.out / rd.CHECKPOINTS
-        final, tmp = root / rd.step_dir_name(step), root / f".tmp-{rd.step_dir_name(step)}"
+        tmp = self.run_dir.checkpoint_tmp(step)
         if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            self.run_dir.begin_checkpoint(step)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
@@ -475,39 +410,18 @@ class Trainer:
                     "model": model_identity(self.model_config), "seq_len": self.cfg.seq_len,
                     "global_batch_size": self.cfg.global_batch_size, "world_size": self.world,
                     "zero_stage": self.zero_stage}
-            write_json_atomic(tmp / CHECKPOINT_INFO, info)
-            if final.exists():  # a re-run reached a step saved before: replace it
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            self.prune_checkpoints()
+            self.run_dir.commit_checkpoint(tmp, info, self.cfg.keep_last_checkpoints,
+                                           self.cfg.checkpoint_milestone_interval)
             self.update_run_info(step, "running")
         acc.wait_for_everyone()
 
-    def prune_checkpoints(self) -> None:
-        """Keep the last keep_last_checkpoints plus milestones (multiples of checkpoint_milestone_interval)."""
-        found = rd.list_step_dirs(self.out / rd.CHECKPOINTS)
-        keep_last = {s for s, _ in found[-self.cfg.keep_last_checkpoints:]} if self.cfg.keep_last_checkpoints else set()
-        milestone = self.cfg.checkpoint_milestone_interval
-        for s, path in found:
-            if s not in keep_last and not (milestone and s % milestone == 0):
-                shutil.rmtree(path)
-
     def export(self, name: str, step: int) -> None:
-        """A from_pretrained folder at hf/<name>: safetensors weights (gathered under ZeRO-3), config,
-        generation_config, the shipped tokenizer files and export_info.json."""
+        """A from_pretrained folder at hf/<name> (modeling/hf_folder.py), with export_info.json."""
         acc = self.accelerator
-        state_dict = acc.get_state_dict(self.model)  # collective under ZeRO-3
+        state_dict = acc.get_state_dict(self.model)  # collective: the full weights, gathered under ZeRO-3
         if acc.is_main_process:
-            root = self.out / rd.HF_EXPORTS
-            final, tmp = root / name, root / f".tmp-{name}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            acc.unwrap_model(self.model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            copy_tokenizer_files(tmp)
-            write_json_atomic(tmp / EXPORT_INFO, {"step": step, "tokens": step * self.tokens_per_step,
-                                                  "weights_sha256": sha256_file(tmp / "model.safetensors")})
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            save_hf_folder(acc.unwrap_model(self.model), self.run_dir.export_dir(name), overwrite=True,
+                           state_dict=state_dict, export_info={"step": step, "tokens": step * self.tokens_per_step})
         acc.wait_for_everyone()
 
     # -------------------------------------------------------------------------------- signals

@@ -1,0 +1,161 @@
+"""The torch-free core: light commands import no torch/transformers, the run folder writer (RunDir), the one
+FLOPs formula and device table, the reference numbers' single home."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from modeling import flops
+from train_support import REPO_ROOT
+from training import run_dir as rd
+from training.run_dir import RunDir
+
+HEAVY = ("torch", "transformers")
+
+
+def imported_heavy(code: str) -> list[str]:
+    """Heavy modules in sys.modules after running `code` in a fresh interpreter."""
+    probe = f"{code}\nimport sys, json; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("module", ["modeling", "modeling.records", "modeling.errors", "modeling.flops",
+                                    "modeling.tokenizer", "modeling.hf_folder", "training.run_dir",
+                                    "training.data_dir", "training.manifest", "training.data_order",
+                                    "model_card.release_dir", "model_card.facts", "model_card.build", "upload"])
+def test_light_modules_import_no_torch(module):
+    assert imported_heavy(f"import {module}") == []
+
+
+@pytest.mark.timeout(300)
+def test_light_commands_run_without_torch(owt_data_dir, tmp_path):
+    """`manifest verify` and `upload --dry_run`-style runs (argument parsing, checks, error paths) stay torch-free."""
+    verify = f"from training.manifest import main\nmain(['verify', '--data_dir', {str(owt_data_dir)!r}])"
+    assert imported_heavy(verify) == []
+    upload = ("import upload\ntry:\n    upload.main([" + repr(str(tmp_path / "missing")) +
+              ", '--repo_id', 'x/y', '--dry_run'])\nexcept SystemExit as e:\n    assert e.code == 2")
+    assert imported_heavy(upload) == []
+
+
+def test_lazy_package_keeps_its_names():
+    import modeling
+
+    for name in modeling.__all__:
+        assert getattr(modeling, name) is not None
+    assert modeling.sha256_file is __import__("modeling.records").records.sha256_file
+    from modeling.tokenizer import sha256_file  # the old home still works
+
+    assert sha256_file is modeling.sha256_file
+    with pytest.raises(AttributeError):
+        modeling.no_such_name  # noqa: B018
+
+
+# ---------------------------------------------------------------------------------------------------- RunDir
+def write_rows(path, steps):
+    path.write_text("".join(json.dumps({"step": s, "x": s * 10}) + "\n" for s in steps))
+
+
+def test_resume_truncation_one_rule(tmp_path):
+    """Resume at checkpoint S=5: metrics (step = updates done, 1-based) keep step <= 5; fed_batches (step =
+    0-based update index) keep step < 5, so the update the kill interrupted (index 5) is fed and written again."""
+    run = RunDir(tmp_path)
+    write_rows(tmp_path / rd.METRICS, [1, 2, 3, 4, 5, 5, 6, 7])
+    write_rows(tmp_path / rd.FED_BATCHES, [0, 1, 2, 3, 4, 5, 6])
+    run.truncate_rows(5)
+    assert [r["step"] for r in rd.read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 5]
+    assert [r["step"] for r in rd.read_rows(tmp_path / rd.FED_BATCHES)] == [0, 1, 2, 3, 4]
+    run.log_fed_batch(5, "ab")
+    assert rd.read_rows(tmp_path / rd.FED_BATCHES)[-1] == {"step": 5, "tokens_sha256": "ab"}
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def make_checkpoints(run: RunDir, steps, keep_last, milestone):
+    for step in steps:
+        tmp = run.begin_checkpoint(step)
+        (tmp / "state").write_text("x")
+        run.commit_checkpoint(tmp, {"step": step}, keep_last, milestone)
+
+
+@pytest.mark.parametrize("keep_last, milestone, kept", [
+    (2, None, [40, 50]), (0, None, [50]), (1, 20, [20, 40, 50]), (3, 30, [30, 40, 50]),
+])
+def test_checkpoint_pruning_always_keeps_the_latest(tmp_path, keep_last, milestone, kept):
+    run = RunDir(tmp_path)
+    make_checkpoints(run, [10, 20, 30, 40, 50], keep_last, milestone)
+    assert [s for s, _ in run.checkpoints()] == kept
+    assert run.latest_checkpoint() == tmp_path / rd.CHECKPOINTS / "step_50"
+    assert rd.read_json(run.latest_checkpoint() / rd.CHECKPOINT_INFO) == {"step": 50}
+    assert sorted(p.name for p in (tmp_path / rd.CHECKPOINTS).iterdir()) == [f"step_{s}" for s in kept]
+
+
+def test_run_info_status_never_leaves_completed(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    run = RunDir(tmp_path / "run")
+    run.start({"seed": 1}, manifest, {"steps_done": 0}, resuming=False)
+    info = rd.read_json(run.path / rd.RUN_INFO)
+    assert info["status"] == "running" and info["finished_at"] is None and info["started_at"]
+    run.update_run_info("completed", steps_done=3, wall_time_seconds=2.0)
+    run.update_run_info("running", steps_done=3)
+    run.update_run_info("interrupted")
+    info = rd.read_json(run.path / rd.RUN_INFO)
+    assert info["status"] == "completed" and info["finished_at"] and info["steps_done"] == 3
+
+    # a resume keeps started_at and the wall time so far; a fresh start over an old run clears it first
+    again = RunDir(run.path)
+    again.start({"seed": 1}, manifest, {"steps_done": 3}, resuming=True)
+    assert again.run_info["started_at"] == info["started_at"] and again.run_info["wall_time_seconds"] == 2.0
+    assert again.run_info["status"] == "running"
+    (run.path / rd.LOGS).mkdir()
+    (run.path / "notes.txt").write_text("mine")
+    again.clear()
+    assert sorted(p.name for p in run.path.iterdir()) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------------------------------------------- flops
+def test_peak_table_matches_exact_device_names_only():
+    assert flops.peak_bf16_flops("NVIDIA H100 80GB HBM3") == 989.5e12
+    assert flops.peak_bf16_flops("NVIDIA H100 NVL") == 835.5e12  # not the SXM number a substring "H100" would give
+    assert flops.peak_bf16_flops("NVIDIA H100 PCIe") == 756.5e12
+    assert flops.peak_bf16_flops("NVIDIA A100 80GB PCIe") == flops.peak_bf16_flops("NVIDIA A100-SXM4-40GB") == 312e12
+    assert flops.peak_bf16_flops("NVIDIA H200") == 989.5e12 and flops.peak_bf16_flops("NVIDIA H200 NVL") == 835.5e12
+    assert flops.peak_bf16_flops("NVIDIA L40S") == 362.05e12 and flops.peak_bf16_flops("NVIDIA B200") == 2.25e15
+    for unknown in ("NVIDIA L40", "NVIDIA A100", "H100", "NVIDIA H100", "NVIDIA GeForce RTX 4090", "", None, "x86_64"):
+        assert flops.peak_bf16_flops(unknown) is None and flops.tdp_watts(unknown) is None
+    assert flops.tdp_watts("NVIDIA A100-SXM4-80GB") == 400 and flops.tdp_watts("NVIDIA A100-PCIE-40GB") == 250
+
+
+def test_card_flops_are_the_trainers(tmp_path):
+    """The card's fallback (no flops_per_token in run_info) is the trainer's formula, and it says which one."""
+    from model_card.facts import CostInputs, compute_facts
+
+    config = {"n_layer": 12, "n_embd": 768, "n_inner": None, "vocab_size": 50257, "n_positions": 1024}
+    trainer_value = flops.flops_per_token(config, 1024)
+    assert trainer_value == 854_438_400
+    from_run_info = compute_facts({"flops_per_token": trainer_value, "tokens_seen": 10}, {"seq_len": 1024}, config,
+                                  [], CostInputs())
+    recomputed = compute_facts({"tokens_seen": 10}, {"seq_len": 1024}, config, [], CostInputs())
+    assert from_run_info["flops_per_token"] == recomputed["flops_per_token"] == trainer_value
+    assert recomputed["training_flops"] == 10 * trainer_value
+    for facts in (from_run_info, recomputed):
+        assert "6·N + 12·n_layer·n_embd·seq_len" in facts["flops_source"]
+
+
+def test_reference_numbers_come_from_results_json():
+    """The card shows the references results.json carries (eval/references.py), nothing of its own."""
+    from eval.references import REFERENCES, task_references
+    from model_card.facts import eval_rows
+
+    refs = task_references("lambada_openai", {"acc": 0.3, "acc_last_token": 0.4, "perplexity": 40.0})
+    assert refs["acc_last_token"] == [{"value": 0.4667, "source": REFERENCES[("lambada_openai", "acc_last_token")][0][1]}]
+    assert [r["value"] for r in refs["acc"]] == [0.4599, 0.3256]
+    results = {"tasks": {"lambada_openai": {"metrics": {"acc_last_token": 0.4}, "references": refs}}}
+    (row,) = eval_rows(results)
+    assert row["references"] == [(0.4667, refs["acc_last_token"][0]["source"])]
+    del results["tasks"]["lambada_openai"]["references"]
+    assert eval_rows(results)[0]["references"] == []
