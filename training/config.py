@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
-from modeling.hf_argparser import HfArgumentParser
 
 from modeling import UserError
+from modeling.hf_argparser import HfArgumentParser
 
 # Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
 PYTHIA_EARLY_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
