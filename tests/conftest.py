@@ -55,3 +55,32 @@ def owt_data_dir(shared_data, tmp_path_factory) -> Path:
         "--val_fraction", "0.1", "--num_proc", "1", "--output_dir", str(root / "data"),
         "--cache_dir", str(root / "hf_cache"),
     ])
+
+
+@pytest.fixture(scope="session")
+def trained_run(owt_data_dir, tmp_path_factory):
+    """The one tiny-trainer fixture: `trained_run(**overrides)` is a real `training.train` run (in process, the tiny
+    recipe on `owt_data_dir`, overrides as TrainConfig fields), trained once per session for each set of overrides.
+    Treat the folder as read-only: copy it before changing it."""
+    from train_support import run_inprocess
+
+    root = tmp_path_factory.mktemp("trained")
+    runs: dict[str, Path] = {}
+
+    def get(**overrides) -> Path:
+        key = json.dumps(overrides, sort_keys=True, default=str)
+        if key not in runs:
+            out = root / f"run{len(runs)}"
+            assert run_inprocess(owt_data_dir, out, **overrides) == 0
+            runs[key] = out
+        return runs[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def release_run(trained_run) -> Path:
+    """The run the model-card and upload tests publish (tests/release_fixtures.py RELEASE_RUN)."""
+    from release_fixtures import RELEASE_RUN
+
+    return trained_run(**RELEASE_RUN)

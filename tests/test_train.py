@@ -25,10 +25,8 @@ RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, wa
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, owt_data_dir):
-    out = tmp_path_factory.mktemp("run") / "run"
-    assert run_inprocess(owt_data_dir, out, **RUN) == 0
-    return out
+def tiny_run(trained_run):
+    return trained_run(**RUN)
 
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -21,10 +21,8 @@ IDS = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
 
 
 @pytest.fixture(scope="module")
-def reference(owt_data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "run"
-    assert run_inprocess(owt_data_dir, out, **RUN) == 0
-    return out
+def reference(trained_run):
+    return trained_run(**RUN)
 
 
 def launch(config_file, data_dir, out, *launcher_args, num_processes=2, **overrides):

@@ -40,10 +40,8 @@ def copy_data(src: Path, dst: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished_run(owt_data_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("done") / "run"
-    assert run_inprocess(owt_data_dir, out, **SHORT) == 0
-    return out
+def finished_run(trained_run):
+    return trained_run(**SHORT)
 
 
 def test_unknown_field_in_yaml_and_on_the_command_line(capsys, owt_data_dir, tmp_path):

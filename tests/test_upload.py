@@ -26,17 +26,14 @@ BOB_TOKEN = "hf_bobSecretToken0123456789"
 
 
 @pytest.fixture(scope="module")
-def published_inputs(owt_data_dir, tmp_path_factory):
-    """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (single
-    process, 2 steps, exports step_0, step_1 and final: three different weights), the eval (owt_val), the card."""
+def published_inputs(release_run, owt_data_dir, tmp_path_factory):
+    """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (the
+    shared release run: single process, 2 steps, exports step_0, step_1 and final: three different weights), the
+    eval (owt_val), the card."""
     from eval.evaluate import main as eval_main
-    from train_support import run_inprocess
 
     root = tmp_path_factory.mktemp("upload")
-    run = root / "run"
-    assert run_inprocess(owt_data_dir, run, max_steps=2, warmup_steps=1, export_steps=[0, 1], seq_len=32,
-                         micro_batch_size=4, global_batch_size=4, eval_interval=2, eval_iters=1,
-                         checkpoint_interval=2) in (0, None)
+    run = release_run
     results = root / "results.json"
     eval_main(["--model", str(run / "hf" / "final"), "--tasks", "owt_val", "--data_dir", str(owt_data_dir),
                "--output", str(results), "--device", "cpu"])
