@@ -10,6 +10,9 @@ import pytest
 
 from modeling import EOT_TOKEN_ID, UserError
 from training import prepare_data
+from training.prepare import source as prepare_source
+from training.prepare import tokenize as prepare_tokenize
+from training.prepare.split import split_rows
 from training.data_dir import MANIFEST, SPLITS, all_files, open_split, tokens_file
 from training.manifest import main as verify_main
 from training.manifest import verify_data_dir
@@ -106,11 +109,11 @@ def test_split_is_datasets_train_test_split(owt_data_dir, sample_jsonl):
             if n - int(np.ceil(fraction * n)) < 1:
                 continue
             ref = Dataset.from_dict({"row": list(range(n))}).train_test_split(test_size=fraction, seed=7, shuffle=True)
-            ours = prepare_data.split_rows(n, fraction, 7)
+            ours = split_rows(n, fraction, 7)
             assert ours["val"].tolist() == ref["test"]["row"] and ours["train"].tolist() == ref["train"]["row"]
-    a, b = prepare_data.split_rows(1000, 0.1, 2357), prepare_data.split_rows(1000, 0.1, 2357)
+    a, b = split_rows(1000, 0.1, 2357), split_rows(1000, 0.1, 2357)
     assert np.array_equal(a["val"], b["val"])  # deterministic for a seed ...
-    assert not np.array_equal(a["val"], prepare_data.split_rows(1000, 0.1, 2358)["val"])  # ... and seed-dependent
+    assert not np.array_equal(a["val"], split_rows(1000, 0.1, 2358)["val"])  # ... and seed-dependent
 
 
 def test_document_index_maps_positions_back_to_documents(owt_data_dir, owt_documents, reference_tiktoken):
@@ -161,7 +164,7 @@ def test_sliced_source_split(sample_jsonl, owt_documents, reference_tiktoken, tm
     out = run(["--dataset", "json", "--data_files", str(sample_jsonl), "--split", "train[:20]", "--val_fraction", "0.1",
                "--num_proc", "1", "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache")])
     rows = {s: open_split(out, s).doc_rows.tolist() for s in SPLITS}
-    assert rows["val"] == prepare_data.split_rows(20, 0.1, 2357)["val"].tolist() and len(rows["train"]) == 18
+    assert rows["val"] == split_rows(20, 0.1, 2357)["val"].tolist() and len(rows["train"]) == 18
     train = open_split(out, "train")
     assert np.asarray(train.tokens).tolist() == [
         t for r in rows["train"] for t in reference_ids(reference_tiktoken, owt_documents[r])]
@@ -243,7 +246,7 @@ def test_completeness_guard(streaming, parquet_source, tmp_path, monkeypatch, ca
     """A local parquet copy stands in for the Hub corpus; the guard is keyed by source id like OpenWebText's."""
     flags = ["--dataset", str(parquet_source), "--data_files", "data/*.parquet", "--val_fraction", "0.1",
              "--num_proc", "1", "--cache_dir", str(tmp_path / "cache")] + (["--streaming"] if streaming else [])
-    monkeypatch.setattr(prepare_data, "EXPECTED_DOCUMENTS", {str(parquet_source): 40})
+    monkeypatch.setattr(prepare_source, "EXPECTED_DOCUMENTS", {str(parquet_source): 40})
     with pytest.raises(SystemExit) as exit_info:
         run([*flags, "--output_dir", str(tmp_path / "refused")])
     assert exit_info.value.code == 2
@@ -257,7 +260,7 @@ def test_completeness_guard(streaming, parquet_source, tmp_path, monkeypatch, ca
     assert (source["allow_partial"], source["complete"], source["expected_documents"], source["documents"]) == (
         True, False, 40, 37)
 
-    monkeypatch.setattr(prepare_data, "EXPECTED_DOCUMENTS", {str(parquet_source): 37})
+    monkeypatch.setattr(prepare_source, "EXPECTED_DOCUMENTS", {str(parquet_source): 37})
     out = run([*flags, "--output_dir", str(tmp_path / "complete")])
     assert manifest_of(out)["source"]["complete"] is True
 
@@ -269,8 +272,9 @@ def test_script_based_repo_gives_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(["--dataset", str(repo), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c")])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "script-based" in err[0] and "--data_files" in err[0] and "parquet" in err[0]
+    err = capsys.readouterr().err.strip().splitlines()  # status lines ("loading ..."), then the one error line
+    assert [line for line in err if line.startswith("error:")] == err[-1:] and "Traceback" not in "".join(err)
+    assert "script-based" in err[-1] and "--data_files" in err[-1] and "parquet" in err[-1]
     assert not (tmp_path / "out").exists()
 
 
@@ -404,6 +408,7 @@ def test_tokenizer_workers_die_on_sigterm_whatever_the_parent_handler():
     some of them, and the error path (terminate) in others; the parent's own handler and mask come back unchanged."""
     import os
     import signal
+    import threading
 
     caught = []
     flag_only = lambda signum, frame: caught.append(signum)  # noqa: E731
@@ -413,15 +418,23 @@ def test_tokenizer_workers_die_on_sigterm_whatever_the_parent_handler():
         for i in range(200):
             if i % 10 == 0:
                 with pytest.raises(ValueError, match="three"):
-                    list(prepare_data.ordered_parallel_map(_fail_on_three, range(6), 2, lambda: None))
+                    list(prepare_tokenize.ordered_parallel_map(_fail_on_three, range(6), 2, lambda: None))
             else:
-                got = list(prepare_data.ordered_parallel_map(_worker_stop_signals_are_default, range(4), 2,
+                got = list(prepare_tokenize.ordered_parallel_map(_worker_stop_signals_are_default, range(4), 2,
                                                              lambda: None))
                 assert got == [True] * 4
-        # A SIGTERM sent to the parent while it forks is deferred to its own handler: not lost, not fatal.
-        with prepare_data.forked_with_default_signals():
+        # A SIGTERM sent to the parent while it forks reaches its own handler: not lost, not fatal -- also when
+        # another thread of the parent (tqdm's monitor, say) is the one the kernel delivers it to.
+        with prepare_tokenize.forked_with_default_signals():
             os.kill(os.getpid(), signal.SIGTERM)
-        assert caught == [signal.SIGTERM]
+        other_thread_done = threading.Event()
+        other_thread = threading.Thread(target=other_thread_done.wait, daemon=True)
+        other_thread.start()
+        with prepare_tokenize.forked_with_default_signals():
+            os.kill(os.getpid(), signal.SIGTERM)
+        other_thread_done.set()
+        other_thread.join(timeout=10)
+        assert caught == [signal.SIGTERM] * 2
         assert signal.getsignal(signal.SIGTERM) is flag_only
         assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask_before
     finally:
@@ -432,6 +445,33 @@ def test_tokenizer_workers_die_on_sigterm_whatever_the_parent_handler():
 @pytest.mark.timeout(60)
 def test_tokenizer_pool_terminates_when_the_consumer_stops_early():
     """A consumer that stops reading (an error downstream) closes the generator: the pool is terminated, no hang."""
-    gen = prepare_data.ordered_parallel_map(_worker_stop_signals_are_default, range(100), 2, lambda: None)
+    gen = prepare_tokenize.ordered_parallel_map(_worker_stop_signals_are_default, range(100), 2, lambda: None)
     assert next(gen) is True
     gen.close()
+
+
+def _die(_):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sleep(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_tokenizer_worker_is_an_error_not_a_hang():
+    """A worker killed mid-task (the OOM killer) never returns its result: the bounded wait notices the death."""
+    with pytest.raises(UserError, match=r"a tokenizer worker process died \(pid \d+: killed by SIGKILL"):
+        list(prepare_tokenize.ordered_parallel_map(_die, range(4), 2, lambda: None))
+
+
+@pytest.mark.timeout(60)
+def test_a_stuck_tokenizer_batch_is_an_error_after_the_bound():
+    with pytest.raises(UserError, match="a tokenizer batch took longer than 2 s"):
+        list(prepare_tokenize.ordered_parallel_map(_sleep, [0, 30], 2, lambda: None, timeout_s=2))
