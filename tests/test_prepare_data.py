@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -222,6 +223,56 @@ def test_verification_catches_size_and_count_mismatch(owt_data_dir, tmp_path):
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="train.bin holds 33236 tokens, manifest says 33237"):
         verify_data_dir(copy, check_hashes=False)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("split.seed", 2358, "train.rows.npy does not hold the rows that val_fraction 0.1 and seed 2358 give"),
+    ("split.test_size", 0.05, "train.rows.npy does not hold the rows that val_fraction 0.05 and seed 2357 give"),
+    ("tokenizer.vocab_size", 50304, "says tokenizer vocab_size 50304, but the files hold 50257"),
+    ("tokenizer.dtype", "int32", "says tokenizer dtype 'int32', but the files hold 'uint16'"),
+    ("tokenizer.eot_token_id", 0, "says tokenizer eot_token_id 0, but the files hold 50256"),
+    ("source.documents", 36, "says source documents 36, but the splits hold 37"),
+])
+def test_verification_recomputes_edited_manifest_fields(field, value, message, owt_data_dir, tmp_path):
+    """Sizes and hashes stay right after such an edit: only recomputing the field from the files catches it."""
+    copy = tmp_path / "copy"
+    shutil.copytree(owt_data_dir, copy)
+    manifest = manifest_of(copy)
+    section, key = field.split(".")
+    manifest[section][key] = value
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=re.escape(message)):
+        verify_data_dir(copy, check_hashes=False)
+
+
+def test_verification_checks_token_ids_and_document_ends(owt_data_dir, tmp_path):
+    """A train.bin rewritten consistently (sizes and sha256 updated) is still caught if its ids are impossible."""
+    from modeling import sha256_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(owt_data_dir, copy)
+    for position, value, message in [(5, 60000, "holds token id 60000, outside the vocabulary of 50257"),
+                                     (int(open_split(copy, "train").doc_offsets[1]) - 1, 11, "ends with EOT")]:
+        tokens = np.fromfile(owt_data_dir / "train.bin", dtype=np.uint16)
+        tokens[position] = value
+        tokens.tofile(copy / "train.bin")
+        manifest = manifest_of(copy)
+        manifest["files"]["train.bin"]["sha256"] = sha256_file(copy / "train.bin")
+        (copy / MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(UserError, match=message):
+            verify_data_dir(copy)
+
+
+def test_manifest_that_is_a_json_list_is_one_error_line(owt_data_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(owt_data_dir, copy)
+    (copy / MANIFEST).write_text(json.dumps([manifest_of(copy)]))
+    with pytest.raises(SystemExit) as exit_info:
+        verify_main(["verify", "--data_dir", str(copy)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {copy / MANIFEST} holds a JSON list, not a manifest object: {copy} is not a data_dir made by "
+        f"`python -m training.prepare_data`"]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 `manifest.json` (written last, by `training.prepare_data`) records the source (dataset id, revision, data files,
 builder/config), the split parameters, the tokenizer fingerprint and engine, document and token counts per split,
-byte size + sha256 of every other file, package versions and the command line. `verify_data_dir` re-checks all of
-it; the trainer calls it before training.
+byte size + sha256 of every other file, package versions and the command line. `verify_data_dir` re-checks every
+field the files let it recompute (its docstring lists which cannot be); the trainer calls it before training.
 
     python -m training.manifest verify --data_dir data/owt      (console script: gpt2-owt-verify-data)
 """
@@ -13,14 +13,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from modeling import UserError, cli_main, sha256_file, tokenizer_fingerprint
+from modeling import EOT_TOKEN_ID, VOCAB_SIZE, UserError, cli_main, sha256_file, tokenizer_fingerprint
 from modeling.records import write_json_atomic
-from training.data_dir import MANIFEST, SPLITS, TOKEN_DTYPE, all_files, open_split, tokens_file
+from training.data_dir import (MANIFEST, SPLITS, TOKEN_DTYPE, TokenSplit, all_files, doc_rows_file, open_split,
+                               tokens_file)
+from training.prepare.split import split_info, split_rows
 
 FORMAT = "gpt2-owt-data/1"
 VERSIONED_PACKAGES = ("datasets", "tiktoken", "tokenizers", "transformers", "numpy", "pyarrow")
+ID_SCAN_CHUNK = 1 << 25  # token ids checked per step of the vocab_size scan (64 MB)
 
 
 def file_entries(data_dir: str | Path, known_sha256: dict[str, str] | None = None) -> dict[str, dict]:
@@ -44,8 +48,11 @@ def read_manifest(data_dir: str | Path) -> dict:
         raise UserError(f"{path} not found: {data_dir} is not a data_dir made by `python -m training.prepare_data`")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object: {data_dir} is not a "
+                        f"data_dir made by `python -m training.prepare_data`")
     if manifest.get("format") != FORMAT:
         raise UserError(f"{path}: unknown manifest format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest
@@ -60,14 +67,40 @@ def check_tokenizer_fingerprint(manifest: dict, where: str) -> None:
 
 
 def verify_data_dir(data_dir: str | Path, check_hashes: bool = True) -> dict:
-    """Check every file of `data_dir` against its manifest (size, sha256, token/document counts); return the manifest.
+    """Check every manifest field that the files let us recompute; return the manifest.
 
-    Raises UserError naming the first file that does not match.
+    Recomputed and compared: the tokenizer fingerprint (this package's), vocab_size / eot_token_id / dtype (the
+    tokenizer's, and the files': whole uint16 items, every document ends with EOT, with hashes also every id below
+    vocab_size), byte size and sha256 of every file, per-split token and document counts, source.documents, and the
+    split parameters: the stored document rows must be exactly `split_rows(documents, test_size, seed)`, so an
+    edited seed or val_fraction is caught. Not recomputable without the source itself (and so only recorded): that
+    the tokens are the text of source.dataset/revision/data_files/split/text_column, created_at, command, versions.
+
+    Raises UserError naming the first field or file that does not match.
     """
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
+    try:
+        check_tokenizer(data_dir, manifest)
+        check_files(data_dir, manifest["files"], check_hashes)
+        splits = {split: check_split(data_dir, split, manifest["splits"][split], check_hashes) for split in SPLITS}
+        check_split_rule(data_dir, manifest, splits)
+    except (KeyError, TypeError, IndexError) as e:
+        raise UserError(f"{data_dir / MANIFEST} is not a data_dir manifest: field {e} missing or malformed") from None
+    return manifest
+
+
+def check_tokenizer(data_dir: Path, manifest: dict) -> None:
+    recorded = manifest["tokenizer"]
     check_tokenizer_fingerprint(manifest, str(data_dir))
-    files = manifest["files"]
+    actual = {"vocab_size": VOCAB_SIZE, "eot_token_id": EOT_TOKEN_ID, "dtype": np.dtype(TOKEN_DTYPE).name}
+    for key, value in actual.items():
+        if recorded[key] != value:
+            raise UserError(f"{data_dir / MANIFEST} says tokenizer {key} {recorded[key]!r}, but the files hold "
+                            f"{value!r} (GPT-2 tokenizer {tokenizer_fingerprint()[:12]}...)")
+
+
+def check_files(data_dir: Path, files: dict, check_hashes: bool) -> None:
     for name in all_files():
         path = data_dir / name
         if name not in files:
@@ -82,16 +115,49 @@ def verify_data_dir(data_dir: str | Path, check_hashes: bool = True) -> dict:
             digest = sha256_file(data_dir / name)
             if digest != files[name]["sha256"]:
                 raise UserError(f"{data_dir / name} has sha256 {digest}, manifest says {files[name]['sha256']}")
-    for split in SPLITS:
-        split_data = open_split(data_dir, split)
-        expected = manifest["splits"][split]
-        if split_data.num_tokens != expected["tokens"]:
-            raise UserError(f"{data_dir / tokens_file(split)} holds {split_data.num_tokens} tokens, "
-                            f"manifest says {expected['tokens']}")
-        if split_data.num_documents != expected["documents"]:
-            raise UserError(f"{data_dir} split {split!r} indexes {split_data.num_documents} documents, "
-                            f"manifest says {expected['documents']}")
-    return manifest
+
+
+def check_split(data_dir: Path, split: str, expected: dict, check_ids: bool) -> TokenSplit:
+    """Counts, whole items, EOT after every document (and ids < vocab_size) of one split; return it opened."""
+    path = data_dir / tokens_file(split)
+    itemsize = np.dtype(TOKEN_DTYPE).itemsize
+    if path.stat().st_size % itemsize:
+        raise UserError(f"{path} has {path.stat().st_size} bytes, not a whole number of {itemsize}-byte "
+                        f"{np.dtype(TOKEN_DTYPE).name} token ids")
+    split_data = open_split(data_dir, split)
+    if split_data.num_tokens != expected["tokens"]:
+        raise UserError(f"{path} holds {split_data.num_tokens} tokens, manifest says {expected['tokens']}")
+    if split_data.num_documents != expected["documents"]:
+        raise UserError(f"{data_dir} split {split!r} indexes {split_data.num_documents} documents, "
+                        f"manifest says {expected['documents']}")
+    offsets = np.asarray(split_data.doc_offsets)
+    if split_data.num_documents and (offsets[0] != 0 or np.any(np.diff(offsets) < 1) or np.any(
+            split_data.tokens[offsets[1:] - 1] != EOT_TOKEN_ID)):
+        raise UserError(f"{path}: not every document of the index ends with EOT {EOT_TOKEN_ID}")
+    if check_ids:
+        for start in range(0, split_data.num_tokens, ID_SCAN_CHUNK):
+            top = int(split_data.tokens[start:start + ID_SCAN_CHUNK].max())
+            if top >= VOCAB_SIZE:
+                raise UserError(f"{path} holds token id {top}, outside the vocabulary of {VOCAB_SIZE}")
+    return split_data
+
+
+def check_split_rule(data_dir: Path, manifest: dict, splits: dict[str, TokenSplit]) -> None:
+    """The stored rows of every split are what the recorded split parameters give for this many documents."""
+    documents = sum(s.num_documents for s in splits.values())
+    if manifest["source"]["documents"] != documents:
+        raise UserError(f"{data_dir / MANIFEST} says source documents {manifest['source']['documents']}, but the "
+                        f"splits hold {documents}")
+    recorded = manifest["split"]
+    if recorded != split_info(recorded["test_size"], recorded["seed"]):
+        raise UserError(f"{data_dir / MANIFEST} records split {recorded}, not prepare_data's "
+                        f"datasets.Dataset.train_test_split(shuffle=True) with val = test")
+    expected = split_rows(documents, recorded["test_size"], recorded["seed"])
+    for split, rows in expected.items():
+        if not np.array_equal(np.asarray(splits[split].doc_rows), rows):
+            raise UserError(f"{data_dir / doc_rows_file(split)} does not hold the rows that val_fraction "
+                            f"{recorded['test_size']} and seed {recorded['seed']} give for {documents} documents: "
+                            f"the manifest's split parameters were edited, or the files")
 
 
 @dataclass

@@ -199,6 +199,8 @@ def prepare(args: PrepareArgs, command: list[str] | None = None) -> Path:
         return output_dir
 
     logger.info(f"loading {src.describe()} ({'streaming' if args.streaming else 'Arrow cache'})")
+    logger.debug(f"load_dataset({src.load_path!r}, name={src.dataset_config!r}, data_files={src.load_data_files}, "
+                 f"split={src.split!r}, revision={src.revision!r})")
     dataset = load_source(src, args.streaming, args.num_proc, args.cache_dir)
     total = None if args.streaming else len(dataset)
     if total == 0:
