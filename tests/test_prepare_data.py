@@ -526,3 +526,18 @@ def test_a_dead_tokenizer_worker_is_an_error_not_a_hang():
 def test_a_stuck_tokenizer_batch_is_an_error_after_the_bound():
     with pytest.raises(UserError, match="a tokenizer batch took longer than 2 s"):
         list(prepare_tokenize.ordered_parallel_map(_sleep, [0, 30], 2, lambda: None, timeout_s=2))
+
+
+def test_status_is_logged_and_quiet_leaves_only_the_result(sample_jsonl, tmp_path, capsys):
+    flags = ["--dataset", "json", "--data_files", str(sample_jsonl), "--val_fraction", "0.1", "--num_proc", "1",
+             "--cache_dir", str(tmp_path / "cache")]
+    run([*flags, "--output_dir", str(tmp_path / "a")])
+    out, err = capsys.readouterr()
+    assert out == f"wrote {tmp_path / 'a'} (train: 33 docs / 33,236 tokens, val: 4 docs / 3,658 tokens)\n"
+    assert "loading json (Arrow cache)" in err and "tokenized 37 documents into 36,894 tokens" in err
+    run([*flags, "--output_dir", str(tmp_path / "b"), "--quiet"])
+    out, err = capsys.readouterr()
+    assert out == f"wrote {tmp_path / 'b'} (train: 33 docs / 33,236 tokens, val: 4 docs / 3,658 tokens)\n"
+    assert err == ""  # no status, no progress bars (ours or datasets')
+    run([*flags, "--output_dir", str(tmp_path / "c"), "--verbose"])
+    assert "load_dataset('json'" in capsys.readouterr().err
