@@ -119,6 +119,8 @@ def named_write_errors(output_dir: Path):
     try:
         yield
     except OSError as e:
+        if e.filename is not None and not on_the_way_to(Path(e.filename), output_dir):
+            raise  # not a write of ours (reading a source file, say)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"no space left on the device of {output_dir.parent} ({e.strerror}"
                             f"{f' writing {e.filename}' if e.filename else ''}); nothing was left under "
@@ -128,6 +130,12 @@ def named_write_errors(output_dir: Path):
             raise UserError(f"cannot write {e.filename or output_dir}: {e.strerror}; choose a writable "
                             f"--output_dir") from None
         raise
+
+
+def on_the_way_to(path: Path, output_dir: Path) -> bool:
+    """Is `path` a folder prepare_data creates to reach `output_dir`, or inside the folder that holds it?"""
+    path, parent = path.resolve(), output_dir.parent.resolve()
+    return path == parent or path in parent.parents or parent in path.parents
 
 
 def make_temp_dir(output_dir: Path) -> Path:
