@@ -24,7 +24,6 @@ from training.prepare.split import split_info, split_rows
 
 FORMAT = "gpt2-owt-data/1"
 VERSIONED_PACKAGES = ("datasets", "tiktoken", "tokenizers", "transformers", "numpy", "pyarrow")
-ID_SCAN_CHUNK = 1 << 25  # token ids checked per step of the vocab_size scan (64 MB)
 
 
 def file_entries(data_dir: str | Path, known_sha256: dict[str, str] | None = None) -> dict[str, dict]:
@@ -70,8 +69,8 @@ def verify_data_dir(data_dir: str | Path, check_hashes: bool = True) -> dict:
     """Check every manifest field that the files let us recompute; return the manifest.
 
     Recomputed and compared: the tokenizer fingerprint (this package's), vocab_size / eot_token_id / dtype (the
-    tokenizer's, and the files': whole uint16 items, every document ends with EOT, with hashes also every id below
-    vocab_size), byte size and sha256 of every file, per-split token and document counts, source.documents, and the
+    tokenizer's, and the files': whole uint16 items, every document ends with EOT; that every id is below the
+    model's vocab_size is the trainer's check, against the model it builds), byte size and sha256 of every file, per-split token and document counts, source.documents, and the
     split parameters: the stored document rows must be exactly `split_rows(documents, test_size, seed)`, so an
     edited seed or val_fraction is caught. Not recomputable without the source itself (and so only recorded): that
     the tokens are the text of source.dataset/revision/data_files/split/text_column, created_at, command, versions.
@@ -83,7 +82,7 @@ def verify_data_dir(data_dir: str | Path, check_hashes: bool = True) -> dict:
     try:
         check_tokenizer(data_dir, manifest)
         check_files(data_dir, manifest["files"], check_hashes)
-        splits = {split: check_split(data_dir, split, manifest["splits"][split], check_hashes) for split in SPLITS}
+        splits = {split: check_split(data_dir, split, manifest["splits"][split]) for split in SPLITS}
         check_split_rule(data_dir, manifest, splits)
     except (KeyError, TypeError, IndexError) as e:
         raise UserError(f"{data_dir / MANIFEST} is not a data_dir manifest: field {e} missing or malformed") from None
@@ -117,8 +116,8 @@ def check_files(data_dir: Path, files: dict, check_hashes: bool) -> None:
                 raise UserError(f"{data_dir / name} has sha256 {digest}, manifest says {files[name]['sha256']}")
 
 
-def check_split(data_dir: Path, split: str, expected: dict, check_ids: bool) -> TokenSplit:
-    """Counts, whole items, EOT after every document (and ids < vocab_size) of one split; return it opened."""
+def check_split(data_dir: Path, split: str, expected: dict) -> TokenSplit:
+    """Counts, whole items and EOT after every document of one split; return it opened."""
     path = data_dir / tokens_file(split)
     itemsize = np.dtype(TOKEN_DTYPE).itemsize
     if path.stat().st_size % itemsize:
@@ -134,11 +133,6 @@ def check_split(data_dir: Path, split: str, expected: dict, check_ids: bool) -> 
     if split_data.num_documents and (offsets[0] != 0 or np.any(np.diff(offsets) < 1) or np.any(
             split_data.tokens[offsets[1:] - 1] != EOT_TOKEN_ID)):
         raise UserError(f"{path}: not every document of the index ends with EOT {EOT_TOKEN_ID}")
-    if check_ids:
-        for start in range(0, split_data.num_tokens, ID_SCAN_CHUNK):
-            top = int(split_data.tokens[start:start + ID_SCAN_CHUNK].max())
-            if top >= VOCAB_SIZE:
-                raise UserError(f"{path} holds token id {top}, outside the vocabulary of {VOCAB_SIZE}")
     return split_data
 
 
