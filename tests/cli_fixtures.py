@@ -94,10 +94,9 @@ class Workspace:
         if not _mount_tmpfs(where, "size=64k"):
             pytest.skip("cannot mount a small tmpfs here (needs root); the in-process ENOSPC test covers this")
         self.mounts.append(where)
-        with open(where / "filler", "wb") as f, contextlib.suppress(OSError):
+        with open(where / "filler", "wb", buffering=0) as f, contextlib.suppress(OSError):
             while True:
                 f.write(b"\0" * 4096)
-                f.flush()
         return where
 
     def unmount(self) -> None:
