@@ -87,5 +87,5 @@ def check_output_file(path: str | Path, flag: str) -> None:
     """A file output: not an existing folder, and its location is writable."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{flag} {path} is an existing folder; give a file path (e.g. {path / 'results.json'})")
+        raise UserError(f"{flag} {path} is an existing folder; give a file path")
     check_writable_location(path, flag)
