@@ -21,15 +21,16 @@ from train_support import REPO_ROOT, cli_env
 
 
 @pytest.fixture(scope="session")
-def cli_sources(owt_data_dir, tmp_path_factory) -> dict[str, Path]:
-    """name -> a read-only original: data, run, model (= run/hf/final), results, release, llmc."""
+def cli_sources(owt_data_dir, release_run, tmp_path_factory) -> dict[str, Path]:
+    """name -> a read-only original: data, run (the real tiny trainer run), model (= run/hf/final), results,
+    release, llmc."""
     from model_card.build import run as build_release
     from modeling import sha256_file
     from modeling.convert import export_checkpoint
-    from release_fixtures import make_results, make_run_dir
+    from release_fixtures import copy_run, make_results
 
     root = tmp_path_factory.mktemp("cli_sources")
-    run = make_run_dir(root / "run", owt_data_dir)
+    run = copy_run(release_run, root / "run")
     model = run / "hf" / "final"
     results = make_results(root / "results.json", sha256_file(model / "model.safetensors"))
     release = build_release(["--run_dir", str(run), "--eval_results", str(results), "--output_dir",
