@@ -18,6 +18,7 @@ printed, logged or put in an error message. This module needs only huggingface_h
 no torch/transformers (the layouts come from the torch-free training/run_dir.py and model_card/release_dir.py).
 """
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,11 +78,41 @@ def release_target(release: Path, revision: str) -> Target:
         raise UploadError(f"release folder {release} is incomplete: missing {', '.join(missing)} "
                           "(build it with `python -m model_card.build ... --eval_results results.json`)")
     sha = sha256_file(release / WEIGHTS)
-    manifest = read_json_if_present(release / RELEASE_MANIFEST)
+    manifest = read_release_manifest(release)
     if manifest.get("weights_sha256") not in (None, sha):
         raise UploadError(f"{release}/{WEIGHTS} has sha256 {sha}, but {RELEASE_MANIFEST} records "
                           f"{manifest['weights_sha256']}: the release was modified after it was built")
+    check_release_files(release, manifest["files"])
     return Target(revision, release, folder_files(release), sha, manifest.get("step"))
+
+
+def read_release_manifest(release: Path) -> dict:
+    path = release / RELEASE_MANIFEST
+    if not path.is_file():
+        raise UploadError(f"{path} not found: build the release with `python -m model_card.build`")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UploadError(f"{path} is damaged (not valid JSON: {e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise UploadError(f"{path} is damaged (no 'files' table)")
+    return manifest
+
+
+def check_release_files(release: Path, recorded: dict) -> None:
+    """Every file of the release is the one model_card.build recorded: same names, sizes and sha256."""
+    present = {name for name, _ in folder_files(release)} - {RELEASE_MANIFEST}
+    extra, missing = sorted(present - set(recorded)), sorted(set(recorded) - present)
+    if extra or missing:
+        what = "; ".join(filter(None, [extra and f"not in it: {', '.join(extra)}",
+                                       missing and f"missing: {', '.join(missing)}"]))
+        raise UploadError(f"{release} does not match its {RELEASE_MANIFEST} ({what}): the release was modified "
+                          "after it was built; rebuild it with `python -m model_card.build`")
+    for name in sorted(present):
+        entry = recorded[name] if isinstance(recorded[name], dict) else {}
+        if (release / name).stat().st_size != entry.get("bytes") or sha256_file(release / name) != entry.get("sha256"):
+            raise UploadError(f"{release}/{name} differs from the sha256 recorded in {RELEASE_MANIFEST}: the release "
+                              "was modified after it was built; rebuild it with `python -m model_card.build`")
 
 
 def checkpoint_targets(hf_dir: Path) -> list[Target]:

@@ -30,6 +30,8 @@ import torch
 from transformers import HfArgumentParser
 
 from modeling import UserError, cli_main, count_parameters, sha256_file
+from modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder, read_json_file
+from modeling.output_paths import check_output_file
 from modeling.records import package_versions, write_json_atomic
 
 from .data import SOURCES
@@ -87,6 +89,21 @@ def check_args(args: EvalArgs) -> None:
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    check_output(Path(args.output))
+
+
+def check_output(path: Path) -> None:
+    """Before any work: --output is a writable file location, and an existing file there is an earlier results.json
+    (never some other file of the user's)."""
+    check_output_file(path, "--output")
+    if path.is_file():
+        try:
+            previous = read_json_file(path, "existing --output")
+        except UserError:
+            previous = {}
+        if not {"model", "tasks"} <= set(previous):
+            raise UserError(f"--output {path} exists and is not a results.json written by eval.evaluate; "
+                            "refusing to replace it (choose another --output)")
 
 
 def _is_local(name: str) -> bool:
@@ -101,14 +118,19 @@ def load_model(args: EvalArgs, device: str):
     """The causal LM in eval mode on `device` (UserError for a missing folder or an unreachable Hub id)."""
     from transformers import AutoModelForCausalLM
 
+    from transformers import AutoConfig
+
     if _is_local(args.model):
-        path = Path(args.model).expanduser()
-        if not path.is_dir():
-            raise UserError(f"model folder {path} does not exist")
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path} is not a from_pretrained folder (no config.json)")
+        check_model_folder(Path(args.model).expanduser(), tokenizer=args.tokenizer is None)
+    if args.tokenizer and _is_local(args.tokenizer):
+        check_tokenizer_folder(Path(args.tokenizer).expanduser())
     try:
-        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, dtype=DTYPES[args.dtype])
+        config = AutoConfig.from_pretrained(args.model, revision=args.revision)
+        if config.model_type != SUPPORTED_MODEL_TYPE:  # before building: a llama config would build a 7B model
+            raise UserError(f"model {args.model!r} has model_type {config.model_type!r}; "
+                            f"only {SUPPORTED_MODEL_TYPE!r} is supported")
+        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, config=config,
+                                                     dtype=DTYPES[args.dtype])
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {args.model!r}: {_first_line(e)}") from None
     return model.to(device).eval()
@@ -166,6 +188,10 @@ def evaluate_model(args: EvalArgs) -> dict:
     """Run the asked tasks and return the results.json content."""
     check_args(args)
     tasks = parse_tasks(args)
+    if "owt_val" in tasks:  # a damaged data_dir fails now, not after the other tasks ran
+        from training.data_dir import open_split
+
+        open_split(args.data_dir, "val")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args, device)
     tokenizer = load_tokenizer_for(args, model)
@@ -193,8 +219,8 @@ def evaluate_model(args: EvalArgs) -> dict:
     return results
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> dict:
+def run(argv: list[str] | None = None) -> dict:
+    """Evaluate, write --output and print the reference table; returns the results.json content."""
     (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
     results = evaluate_model(args)
     results["command"] = ["python", "-m", "eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
@@ -203,6 +229,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(reference_table(results))
     print(f"wrote {args.output}")
     return results
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: returns None, so the `gpt2-owt-eval` script exits 0 on success."""
+    run(argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from transformers import HfArgumentParser
 
 from modeling import UserError, cli_main
+from modeling.output_paths import check_writable_location, os_error_message
 
 from . import data as eval_data
 
@@ -74,14 +75,31 @@ class HarnessTasksArgs:
     data_source: str = field(default="shipped", metadata={"help": "shipped (offline copies) or hub"})
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> list[str]:
+def run(argv: list[str] | None = None) -> list[str]:
+    """Write the task folder and print how to use it; returns the task names."""
     (args,) = HfArgumentParser(HarnessTasksArgs).parse_args_into_dataclasses(args=argv)
     if args.data_source not in eval_data.SOURCES:
         raise UserError(f"--data_source must be one of {', '.join(eval_data.SOURCES)}, got {args.data_source!r}")
-    names = write_harness_tasks(args.output_dir, args.data_source)
+    check_task_folder(Path(args.output_dir))
+    try:
+        names = write_harness_tasks(args.output_dir, args.data_source)
+    except OSError as e:
+        raise UserError(os_error_message(e.filename or args.output_dir, e)) from None
     print(f"wrote tasks {', '.join(names)} to {args.output_dir}; run lm_eval with --include_path {args.output_dir}")
     return names
+
+
+def check_task_folder(output_dir: Path) -> None:
+    """A folder (new or existing; only the files named in LOCAL_TASKS are written into it) that can be written."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output_dir {output_dir} is an existing file, not a folder")
+    check_writable_location(output_dir, "--output_dir", folder=True)
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: returns None, so `gpt2-owt-harness-tasks` exits 0 on success."""
+    run(argv)
 
 
 if __name__ == "__main__":

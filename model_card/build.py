@@ -21,6 +21,9 @@ from tqdm import tqdm
 
 import modeling
 from modeling import UserError, cli_main
+from modeling.model_folder import check_model_folder, read_json_file
+from modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
+                                   os_error_message)
 from training import run_dir as rd
 from training.manifest import check_tokenizer_fingerprint
 
@@ -51,10 +54,7 @@ class BuildArgs:
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
-    try:
-        return rd.read_json(path)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{what} {path} is not valid JSON: {e}") from None
+    return read_json_file(path, what)
 
 
 def export_dir(run_dir: Path, checkpoint: str) -> Path:
@@ -64,6 +64,7 @@ def export_dir(run_dir: Path, checkpoint: str) -> Path:
     missing = [name for name in MODEL_FILES if not (path / name).is_file()]
     if missing:
         raise UserError(f"export {path} is incomplete or missing (no {', '.join(missing)})")
+    check_model_folder(path)  # damaged weights header / config, another architecture: one line naming the file
     return path
 
 
@@ -194,6 +195,8 @@ def release_manifest(release: Path, args: BuildArgs, weights_sha256: str, export
 
 def finalize(tmp: Path, output: Path, overwrite: bool) -> str:
     """Rename the checked temp folder into place; an existing different release needs --overwrite."""
+    if output.is_dir() and not any(output.iterdir()):
+        output.rmdir()
     if output.exists():
         old = output / RELEASE_MANIFEST
         same = old.is_file() and rd.read_json(old)["files"] == rd.read_json(tmp / RELEASE_MANIFEST)["files"]
@@ -226,12 +229,15 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     results = load_eval_results(args.eval_results, weights_sha256)
     fingerprint = check_tokenizer(_read_json(run_dir / rd.DATA_MANIFEST, "data manifest"), run_dir)
 
-    output = Path(args.output_dir).resolve()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    output = check_release_output(args)
     tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as e:
+        raise UserError(os_error_message(e.filename or tmp, e)) from None
     try:
         pairs = [(export / n, tmp / n) for n in MODEL_FILES + OPTIONAL_MODEL_FILES if (export / n).is_file()]
         pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in modeling.TOKENIZER_FILES]
@@ -255,10 +261,21 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         card_mod.validate_offline(tmp / README, context["eval_rows"], context["dataset_id"])
         manifest = release_manifest(tmp, args, weights_sha256, export_info)
         (tmp / RELEASE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    except BaseException:
+        return output, finalize(tmp, output, args.overwrite)
+    except OSError as e:  # full disk, file system gone read-only: one line, the temp folder removed
+        raise UserError(os_error_message(e.filename or tmp, e)) from None
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return output, finalize(tmp, output, args.overwrite)
+
+
+def check_release_output(args: BuildArgs) -> Path:
+    """Before building: --output_dir is apart from every input, writable, and (if it exists) a release this command
+    made, so --overwrite can never delete a run or a user's files."""
+    output = Path(args.output_dir).resolve()
+    check_not_overlapping(output, {"run_dir": args.run_dir, "eval results file": args.eval_results}, "--output_dir")
+    check_replaceable_folder(output, RELEASE_MANIFEST, "model_card.build")
+    check_writable_location(output, "--output_dir")
+    return output
 
 
 def parse_args(argv=None) -> BuildArgs:
@@ -269,7 +286,13 @@ def parse_args(argv=None) -> BuildArgs:
 
 
 @cli_main
-def main(argv=None) -> Path:
+def main(argv=None) -> None:
+    """Console entry point: returns None, so `gpt2-owt-build-card` exits 0 on success."""
+    run(argv)
+
+
+def run(argv=None) -> Path:
+    """Build the release and print where it is; returns its path."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     output, outcome = build_release(args, argv)

@@ -11,6 +11,7 @@
 
 import sys
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from transformers.activations import ACT2FN
 from . import llmc, nanogpt
 from .errors import UserError, cli_main
 from .hf_folder import load_hf_model, save_hf_folder
+from .output_paths import (check_not_overlapping, check_output_file, check_replaceable_folder,
+                           check_writable_location, os_error_message)
 from .tokenizer import sha256_file, tokenizer_fingerprint
 
 FORMATS = ("nanogpt", "llmc")
+CONVERSION_INFO = "conversion.json"  # marks a folder this command imported (the only kind --overwrite replaces)
 
 
 @dataclass
@@ -73,6 +77,7 @@ def import_checkpoint(fmt: str, path: str | Path, output_dir: str | Path, *, kee
                       activation_function: str | None = None, overwrite: bool = False) -> Path:
     """nanoGPT `ckpt.pt` or llm.c `.bin` -> a `from_pretrained` folder with our tokenizer."""
     path = Path(path)
+    check_import_output(path, Path(output_dir), overwrite)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", nanogpt.ConversionWarning)
         if fmt == "nanogpt":
@@ -89,25 +94,59 @@ def import_checkpoint(fmt: str, path: str | Path, output_dir: str | Path, *, kee
     info = {"source_format": fmt, "source_file": path.name, "source_sha256": sha256_file(path),
             "activation_function": model.config.activation_function, "vocab_size": model.config.vocab_size,
             "tokenizer_fingerprint": tokenizer_fingerprint(), "notes": notes}
-    return save_hf_folder(model, output_dir, extra_json={"conversion.json": info}, overwrite=overwrite)
+    try:
+        return save_hf_folder(model, output_dir, extra_json={CONVERSION_INFO: info}, overwrite=overwrite)
+    except OSError as e:  # full disk, read-only location: save_hf_folder has removed its temp folder
+        raise UserError(os_error_message(e.filename or output_dir, e)) from None
+
+
+def check_import_output(source: Path, output_dir: Path, overwrite: bool) -> None:
+    """Before converting: the folder is apart from the source file, writable, and --overwrite replaces only a folder
+    this command imported (it holds conversion.json)."""
+    check_not_overlapping(output_dir, {"source checkpoint": source}, "--output_dir")
+    if overwrite:
+        check_replaceable_folder(output_dir, CONVERSION_INFO, "modeling.convert")
+    elif output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output_dir {output_dir} is an existing file, not a folder")
+    check_writable_location(output_dir, "--output_dir")
+
+
+def is_export_of(fmt: str, path: Path) -> bool:
+    """Whether `path` is a file of format `fmt` (what --overwrite may replace): a torch zip or an llm.c header."""
+    if fmt == "nanogpt":
+        return zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        return int.from_bytes(f.read(4), "little") == llmc.MAGIC
+
+
+def check_export_output(fmt: str, model_dir: Path, output: Path, overwrite: bool) -> None:
+    check_output_file(output, "--output")
+    check_not_overlapping(output, {"model folder": model_dir}, "--output")
+    if output.exists() and not overwrite:
+        raise UserError(f"output file {output} already exists (pass --overwrite)")
+    if output.exists() and not is_export_of(fmt, output):
+        raise UserError(f"--output {output} is not a {fmt} checkpoint file; --overwrite replaces only a file of the "
+                        "format being written, refusing to replace it")
+    if not output.parent.is_dir():
+        raise UserError(f"output folder {output.parent} does not exist")
 
 
 def export_checkpoint(fmt: str, model_dir: str | Path, output: str | Path, *, pad_vocab: int | None = None,
                       bias: bool | None = None, dtype: str = "float32", overwrite: bool = False) -> Path:
     """A `from_pretrained` folder -> nanoGPT `ckpt.pt` or llm.c `.bin` (written to a temp name, then renamed)."""
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise UserError(f"output file {output} already exists (pass --overwrite)")
-    if not output.parent.is_dir():
-        raise UserError(f"output folder {output.parent} does not exist")
+    check_export_output(fmt, Path(model_dir), output, overwrite)
     model = load_hf_model(model_dir)
-    if fmt == "nanogpt":
-        nanogpt.warn_activation(model.config, nanogpt.NANOGPT_ACTIVATION, "nanoGPT")
-        state_dict, model_args = nanogpt.to_nanogpt(model, bias=bias, pad_vocab=pad_vocab)
-        nanogpt.save_nanogpt_checkpoint(output, state_dict, model_args)
-    else:
-        header, tensors = llmc.to_llmc(model, dtype=dtype, pad_vocab=pad_vocab)
-        llmc.write_llmc(output, header, tensors)
+    try:
+        if fmt == "nanogpt":
+            nanogpt.warn_activation(model.config, nanogpt.NANOGPT_ACTIVATION, "nanoGPT")
+            state_dict, model_args = nanogpt.to_nanogpt(model, bias=bias, pad_vocab=pad_vocab)
+            nanogpt.save_nanogpt_checkpoint(output, state_dict, model_args)
+        else:
+            header, tensors = llmc.to_llmc(model, dtype=dtype, pad_vocab=pad_vocab)
+            llmc.write_llmc(output, header, tensors)
+    except OSError as e:  # full disk, read-only location: the writers have removed their temp file
+        raise UserError(os_error_message(output, e)) from None
     return output
 
 

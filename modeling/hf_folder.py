@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from .errors import UserError
+from .model_folder import check_model_folder
 from .records import sha256_file, write_json_atomic
 from .tokenizer import copy_tokenizer_files
 
@@ -60,7 +61,8 @@ def load_hf_model(model_dir: str | Path):
 
     from .config import load_config
 
-    config = load_config(model_dir)  # checks the folder, config.json and model_type
+    check_model_folder(model_dir)  # the folder, config.json, model_type and the safetensors header: one line each
+    config = load_config(model_dir)
     try:
         model = GPT2LMHeadModel.from_pretrained(str(model_dir), config=config, dtype=torch.float32)
     except (OSError, ValueError) as e:

@@ -15,8 +15,8 @@ The tokenizer is the folder's own, hash-checked against the shipped one; nothing
 
 from pathlib import Path
 
-from .config import load_config
 from .errors import UserError
+from .model_folder import check_model_folder
 from .tokenizer import load_tokenizer
 
 
@@ -26,7 +26,8 @@ def load_transformer_lens(release_dir: str | Path, device: str = "cpu", compatib
         from transformer_lens.model_bridge import TransformerBridge
     except ImportError:
         raise UserError('TransformerLens is not installed: pip install -e ".[interp]"') from None
-    load_config(release_dir)  # a clear error for a wrong path before TransformerLens tries the Hub
+    check_model_folder(release_dir, tokenizer=True)  # a clear error (wrong path, damaged file, another
+    # architecture) before TransformerLens builds anything or tries the Hub
     bridge = TransformerBridge.boot_transformers(str(release_dir), device=device,
                                                  tokenizer=load_tokenizer(release_dir))
     if compatibility_mode:

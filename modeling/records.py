@@ -11,6 +11,9 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from .errors import UserError
+from .output_paths import os_error_message
+
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -38,8 +41,12 @@ def package_versions(names) -> dict[str, str | None]:
 def write_json_atomic(path: str | Path, data: dict) -> Path:
     """Write `data` as indented JSON to `path` via a temp name in the same folder, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:  # full disk, read-only location, a folder under that name: one line, no partial file
+        tmp.unlink(missing_ok=True)
+        raise UserError(os_error_message(path, e)) from None
     return path

@@ -9,7 +9,7 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness not insta
 
 from eval.data import wikitext_pages  # noqa: E402
 from eval.evaluate import main  # noqa: E402
-from eval.harness_tasks import main as write_tasks  # noqa: E402
+from eval.harness_tasks import run as write_tasks  # noqa: E402
 from eval.tasks import wikitext_detokenizer  # noqa: E402
 from tests.eval_fixtures import save_tiny_model  # noqa: E402
 

@@ -78,5 +78,5 @@ def test_attention_pattern_example(release_dir, tmp_path, capsys):
 
 
 def test_missing_folder_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="config"):
+    with pytest.raises(UserError, match="model folder .*nope does not exist"):
         load_transformer_lens(tmp_path / "nope")

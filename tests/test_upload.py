@@ -237,6 +237,10 @@ def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_input
     shutil.copytree(release, changed)
     with open(changed / "README.md", "a") as f:
         f.write("\nErratum.\n")
+    manifest = json.loads((changed / "release_manifest.json").read_text())  # a rebuilt release: manifest matches
+    manifest["files"]["README.md"] = {"bytes": (changed / "README.md").stat().st_size,
+                                      "sha256": upload.sha256_file(changed / "README.md")}
+    (changed / "release_manifest.json").write_text(json.dumps(manifest))
     moved = run_upload(hub, changed, "--repo_id", "alice/c", "--tag", "v1")
     assert moved.returncode == 2 and "tag v1 already exists on alice/c at another commit" in moved.stderr
 

@@ -83,9 +83,16 @@ def open_split(data_dir: str | Path, split: str) -> TokenSplit:
         if not path.is_file():
             raise UserError(f"{path} not found: is {data_dir} a data_dir made by `python -m training.prepare_data`?")
     tokens_path, offsets_path, rows_path = paths
-    tokens = np.memmap(tokens_path, dtype=TOKEN_DTYPE, mode="r") if tokens_path.stat().st_size else np.zeros(0, TOKEN_DTYPE)
-    offsets = np.load(offsets_path, mmap_mode="r")
-    rows = np.load(rows_path, mmap_mode="r")
+    size = tokens_path.stat().st_size
+    if size % np.dtype(TOKEN_DTYPE).itemsize:
+        raise UserError(f"{tokens_path} is truncated or damaged: {size} bytes is not a whole number of "
+                        f"{np.dtype(TOKEN_DTYPE).itemsize}-byte token ids (re-run training.prepare_data)")
+    tokens = np.memmap(tokens_path, dtype=TOKEN_DTYPE, mode="r") if size else np.zeros(0, TOKEN_DTYPE)
+    try:
+        offsets = np.load(offsets_path, mmap_mode="r")
+        rows = np.load(rows_path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise UserError(f"document index of {data_dir} split {split!r} is damaged: {e}") from None
     if offsets.shape[0] != rows.shape[0] + 1 or int(offsets[-1]) != tokens.shape[0]:
         raise UserError(f"{data_dir}: document index of split {split!r} does not match {tokens_path.name}")
     return TokenSplit(tokens=tokens, doc_offsets=offsets, doc_rows=rows)

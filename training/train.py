@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from modeling import UserError, build_model, cli_main, load_config, sha256_file
 from modeling.flops import flops_per_token, peak_bf16_flops
 from modeling.hf_folder import save_hf_folder
+from modeling.output_paths import check_not_overlapping
 from modeling.records import package_versions
 from training import run_dir as rd
 from training.config import TrainConfig, parse_config
@@ -90,6 +91,11 @@ def check_token_ids(split: TokenSplit, name: str, vocab_size: int, chunk: int = 
         top = int(split.tokens[start : start + chunk].max())
         if top >= vocab_size:
             raise UserError(f"{name}.bin holds token id {top} >= the model's vocab_size {vocab_size}")
+
+
+def check_output_apart_from_data(cfg: TrainConfig) -> None:
+    """The run folder never is, lies inside or contains the data_dir (--overwrite_output_dir would delete it)."""
+    check_not_overlapping(cfg.output_dir, {"data_dir": cfg.data_dir}, "--output_dir")
 
 
 def open_data(cfg: TrainConfig, vocab_size: int) -> tuple[TokenSplit, TokenSplit, dict]:
@@ -260,6 +266,7 @@ class Trainer:
         self.model_config = load_config(cfg.model_config)
         if cfg.seq_len > self.model_config.n_positions:
             raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
+        check_output_apart_from_data(cfg)
         self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size)
         self.resume_path = find_checkpoint(cfg)
         self.resume_info = check_checkpoint(self.resume_path, cfg, self.model_config) if self.resume_path else None

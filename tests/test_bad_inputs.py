@@ -1,0 +1,257 @@
+"""Bad input -> one `error:` line, exit code 2, no traceback, every input byte-identical and nothing half-written
+(issues 11 and 17). The case list IS the table: each case runs the real command in a subprocess.
+
+argv placeholders: {data} {run} {model} {release} {results} {llmc} are fresh copies of the session inputs
+(tests/cli_fixtures.py), {ro} a read-only folder, {full} a full file system, {ws} the test's folder.
+The snapshot compares every file under {ws} before and after: a refused command must not change, add or leave
+behind anything (no temp files, no partial output).
+(prepare_data / manifest verify cases live in tests/test_bad_inputs_prepare.py.)
+"""
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+
+from cli_fixtures import Workspace, cli_sources, run_command, snapshot, workspace  # noqa: F401 (fixtures)
+from train_support import TINY_YAML
+
+
+@dataclass
+class Case:
+    id: str
+    argv: list[str]
+    setup: Callable[[Workspace], None] | None
+    message: str
+    code: int = 2
+
+
+# -- setups: each damages or creates something in the workspace ------------------------------------------------------
+def truncate(relative: str, keep: int | None = None):
+    def setup(ws):
+        p = ws.path(relative)
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 2 if keep is None else keep])
+    return setup
+
+
+def overwrite(relative: str, content: bytes, offset: int | None = None):
+    def setup(ws):
+        p = ws.path(relative)
+        if offset is None:
+            p.write_bytes(content)
+        else:
+            data = bytearray(p.read_bytes())
+            data[offset:offset + len(content)] = content
+            p.write_bytes(bytes(data))
+    return setup
+
+
+def edit_json(relative: str, **changes):
+    def setup(ws):
+        p = ws.path(relative)
+        p.write_text(json.dumps({**json.loads(p.read_text()), **changes}))
+    return setup
+
+
+def remove(*relatives: str):
+    def setup(ws):
+        for r in relatives:
+            ws.path(r).unlink()
+    return setup
+
+
+def user_folder(relative: str):
+    """A folder of the user's own files."""
+    def setup(ws):
+        (ws.root / relative).mkdir(parents=True)
+        (ws.root / relative / "notes.txt").write_text("my notes\n")
+    return setup
+
+
+def user_file(relative: str):
+    def setup(ws):
+        ws.path(relative).parent.mkdir(parents=True, exist_ok=True)
+        ws.path(relative).write_text("my notes\n")
+    return setup
+
+
+def copy_results_into(folder: str):
+    def setup(ws):
+        (ws.root / folder).mkdir()
+        shutil.copyfile(ws.get("results"), ws.root / folder / "results.json")
+    return setup
+
+
+def both(*setups):
+    def setup(ws):
+        for s in setups:
+            s(ws)
+    return setup
+
+
+HUGE_HEADER = (2**40).to_bytes(8, "little")  # a safetensors header length far past the end of the file
+EVAL = ["python", "-m", "eval.evaluate"]
+QUICK = ["--tasks", "lambada_openai", "--limit", "2", "--max_length", "32"]
+CARD = ["python", "-m", "model_card.build"]
+CONVERT = ["python", "-m", "modeling.convert"]
+UPLOAD = ["python", "-m", "upload"]
+ORDER = ["python", "-m", "training.data_order", "--config", str(TINY_YAML)]
+TRAIN = ["python", "-m", "training.train", "--config", str(TINY_YAML), "--report_to", "none"]
+HARNESS = ["python", "-m", "eval.harness_tasks"]
+
+CASES = [
+    # training.data_order
+    Case("order_missing_data_dir", ORDER + ["--data_dir", "{ws}/nope", "--step", "0"], None,
+         "{ws}/nope/train.bin not found: is {ws}/nope a data_dir made by `python -m training.prepare_data`?"),
+    Case("order_negative_step", ORDER + ["--data_dir", "{data}", "--step", "-1"], None, "--step must be >= 0, got -1"),
+    Case("order_truncated_train_bin", ORDER + ["--data_dir", "{data}", "--step", "0"], truncate("data/train.bin", 4097),
+         "{data}/train.bin is truncated or damaged: 4097 bytes is not a whole number of 2-byte token ids"),
+    Case("order_unknown_field", ORDER + ["--data_dir", "{data}", "--step", "0", "--learning_rat", "1"], None,
+         "learning_rat"),
+    # training.train (input checks, before anything is written)
+    Case("train_output_inside_data_dir", TRAIN + ["--data_dir", "{data}", "--output_dir", "{data}/run"], None,
+         "--output_dir {data}/run is inside the data_dir {data}: writing there could replace or delete the data_dir"),
+    Case("train_output_is_data_dir", TRAIN + ["--data_dir", "{data}", "--output_dir", "{data}",
+                                              "--overwrite_output_dir", "true"], None,
+         "--output_dir {data} is the data_dir {data}"),
+    Case("train_output_contains_data_dir", TRAIN + ["--data_dir", "{data}", "--output_dir", "{ws}"], None,
+         "--output_dir {ws} contains the data_dir {data}"),
+    Case("train_missing_data_dir", TRAIN + ["--data_dir", "{ws}/nope", "--output_dir", "{ws}/run"], None,
+         "data_dir {ws}/nope does not exist"),
+    Case("train_output_is_a_file", TRAIN + ["--data_dir", "{data}", "--output_dir", "{ws}/notes.txt"],
+         user_file("notes.txt"), "output_dir {ws}/notes.txt exists and is not a folder"),
+    Case("train_output_holds_another_run", TRAIN + ["--data_dir", "{data}", "--output_dir", "{run}"], None,
+         "output_dir {run} already holds a run: pass --resume_from_checkpoint auto"),
+    Case("train_batch_not_divisible", TRAIN + ["--data_dir", "{data}", "--output_dir", "{ws}/run",
+                                               "--micro_batch_size", "3"], None, "not divisible"),
+    # eval.evaluate
+    Case("eval_truncated_weights", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
+         truncate("model/model.safetensors"), "model weights {model}/model.safetensors are damaged or truncated"),
+    Case("eval_corrupt_weights_header", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
+         overwrite("model/model.safetensors", HUGE_HEADER, offset=0),
+         "model weights {model}/model.safetensors are damaged or truncated"),
+    Case("eval_damaged_config", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
+         overwrite("model/config.json", b'{"model_type": "gpt2", '),
+         "model config {model}/config.json is damaged (not valid JSON"),
+    Case("eval_llama_config", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
+         edit_json("model/config.json", model_type="llama"),
+         "model config {model}/config.json has model_type 'llama'; only 'gpt2' is supported"),
+    Case("eval_no_tokenizer_files", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
+         remove("model/tokenizer.json", "model/vocab.json", "model/merges.txt", "model/tokenizer_config.json"),
+         "{model} has no tokenizer files (tokenizer.json, or vocab.json + merges.txt): pass --tokenizer DIR"),
+    Case("eval_damaged_tokenizer", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
+         truncate("model/tokenizer.json"), "tokenizer file {model}/tokenizer.json is damaged (not valid JSON"),
+    Case("eval_truncated_val_bin", EVAL + ["--model", "{model}", "--tasks", "owt_val", "--data_dir", "{data}",
+                                           "--output", "{ws}/r.json"], truncate("data/val.bin", 1001),
+         "{data}/val.bin is truncated or damaged: 1001 bytes is not a whole number of 2-byte token ids"),
+    Case("eval_output_is_a_folder", EVAL + ["--model", "{model}", "--output", "{ws}/out"], user_folder("out"),
+         "--output {ws}/out is an existing folder; give a file path"),
+    Case("eval_output_is_a_user_file", EVAL + ["--model", "{model}", "--output", "{ws}/notes.txt"],
+         user_file("notes.txt"), "--output {ws}/notes.txt exists and is not a results.json written by eval.evaluate"),
+    Case("eval_output_read_only", EVAL + ["--model", "{model}", "--output", "{ro}/r.json"], None,
+         "--output {ro}/r.json cannot be written: {ro} is not writable"),
+    Case("eval_output_disk_full", EVAL + ["--model", "{model}", *QUICK, "--output", "{full}/r.json"], None,
+         "cannot write {full}/r.json: No space left on device"),
+    Case("eval_unknown_task", EVAL + ["--model", "{model}", "--tasks", "wikitxt", "--output", "{ws}/r.json"], None,
+         "unknown task(s) ['wikitxt']"),
+    # model_card.build
+    Case("card_output_is_run_dir", CARD + ["--run_dir", "{run}", "--output_dir", "{run}", "--overwrite"], None,
+         "--output_dir {run} is the run_dir {run}: writing there could replace or delete the run_dir"),
+    Case("card_output_above_run_dir", CARD + ["--run_dir", "{run}", "--output_dir", "{ws}", "--overwrite"], None,
+         "--output_dir {ws} contains the run_dir {run}"),
+    Case("card_output_inside_run_dir", CARD + ["--run_dir", "{run}", "--output_dir", "{run}/release"], None,
+         "--output_dir {run}/release is inside the run_dir {run}"),
+    Case("card_overwrite_user_folder", CARD + ["--run_dir", "{run}", "--output_dir", "{ws}/mine", "--overwrite"],
+         user_folder("mine"), "--output_dir {ws}/mine was not made by model_card.build (no release_manifest.json); "
+         "--overwrite would delete what it holds (notes.txt)"),
+    Case("card_output_holds_eval_results", CARD + ["--run_dir", "{run}", "--eval_results", "{ws}/out/results.json",
+                                                   "--output_dir", "{ws}/out", "--overwrite"],
+         copy_results_into("out"), "--output_dir {ws}/out contains the eval results file {ws}/out/results.json"),
+    Case("card_truncated_weights", CARD + ["--run_dir", "{run}", "--output_dir", "{ws}/rel"],
+         truncate("run/hf/final/model.safetensors"),
+         "model weights {run}/hf/final/model.safetensors are damaged or truncated"),
+    Case("card_llama_config", CARD + ["--run_dir", "{run}", "--output_dir", "{ws}/rel"],
+         edit_json("run/hf/final/config.json", model_type="llama"), "has model_type 'llama'"),
+    Case("card_damaged_run_info", CARD + ["--run_dir", "{run}", "--output_dir", "{ws}/rel"],
+         overwrite("run/run_info.json", b"\x00garbage"), "run info {run}/run_info.json is damaged (not valid JSON"),
+    Case("card_output_read_only", CARD + ["--run_dir", "{run}", "--output_dir", "{ro}/rel"], None,
+         "--output_dir {ro}/rel cannot be written: {ro} is not writable"),
+    # upload.py (--dry_run: every check runs, nothing goes to the network)
+    Case("upload_edited_config", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"],
+         edit_json("release/config.json", n_ctx=2048),
+         "{release}/config.json differs from the sha256 recorded in release_manifest.json"),
+    Case("upload_edited_card", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"],
+         overwrite("release/README.md", b"# my own card\n"),
+         "{release}/README.md differs from the sha256 recorded in release_manifest.json"),
+    Case("upload_extra_file", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"], user_file("release/notes.txt"),
+         "{release} does not match its release_manifest.json (not in it: notes.txt)"),
+    Case("upload_no_manifest", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"],
+         remove("release/release_manifest.json"), "{release}/release_manifest.json not found"),
+    Case("upload_damaged_manifest", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"],
+         truncate("release/release_manifest.json"), "{release}/release_manifest.json is damaged"),
+    # modeling.convert
+    Case("convert_truncated_weights", CONVERT + ["--to", "llmc", "--model", "{model}", "--output", "{ws}/m.bin"],
+         truncate("model/model.safetensors"), "model weights {model}/model.safetensors are damaged or truncated"),
+    Case("convert_corrupt_weights_header", CONVERT + ["--to", "nanogpt", "--model", "{model}", "--output",
+                                                      "{ws}/ckpt.pt"],
+         overwrite("model/model.safetensors", HUGE_HEADER, offset=0), "are damaged or truncated"),
+    Case("convert_llama_config", CONVERT + ["--to", "llmc", "--model", "{model}", "--output", "{ws}/m.bin"],
+         edit_json("model/config.json", model_type="llama"), "has model_type 'llama'; only 'gpt2' is supported"),
+    Case("convert_output_is_a_folder", CONVERT + ["--to", "nanogpt", "--model", "{model}", "--output", "{ws}/out",
+                                                  "--overwrite"], user_folder("out"),
+         "--output {ws}/out is an existing folder; give a file path"),
+    Case("convert_output_inside_model", CONVERT + ["--to", "llmc", "--model", "{model}", "--output",
+                                                   "{model}/model.safetensors", "--overwrite"], None,
+         "--output {model}/model.safetensors is inside the model folder {model}"),
+    Case("convert_overwrite_user_file", CONVERT + ["--to", "llmc", "--model", "{model}", "--output",
+                                                   "{ws}/notes.txt", "--overwrite"], user_file("notes.txt"),
+         "--output {ws}/notes.txt is not a llmc checkpoint file; --overwrite replaces only a file of the format"),
+    Case("convert_output_read_only", CONVERT + ["--to", "llmc", "--model", "{model}", "--output", "{ro}/m.bin"], None,
+         "--output {ro}/m.bin cannot be written: {ro} is not writable"),
+    Case("convert_import_overwrite_user_folder", CONVERT + ["--from", "llmc", "{llmc}", "--output_dir", "{ws}/mine",
+                                                            "--overwrite"], user_folder("mine"),
+         "--output_dir {ws}/mine was not made by modeling.convert (no conversion.json)"),
+    Case("convert_import_output_holds_source", CONVERT + ["--from", "llmc", "{llmc}", "--output_dir", "{ws}",
+                                                          "--overwrite"], None,
+         "--output_dir {ws} contains the source checkpoint {llmc}"),
+    # eval.harness_tasks
+    Case("harness_output_is_a_file", HARNESS + ["--output_dir", "{ws}/notes.txt"], user_file("notes.txt"),
+         "--output_dir {ws}/notes.txt is an existing file, not a folder"),
+    Case("harness_output_read_only", HARNESS + ["--output_dir", "{ro}/tasks"], None,
+         "--output_dir {ro}/tasks cannot be written: {ro} is not writable"),
+    Case("harness_bad_data_source", HARNESS + ["--output_dir", "{ws}/tasks", "--data_source", "web"], None,
+         "--data_source must be one of shipped, hub, got 'web'"),
+]
+
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill(text: str, ws: Workspace) -> str:
+    return PLACEHOLDER.sub(lambda m: str(ws.root if m.group(1) == "ws" else ws.get(m.group(1))), text)
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_one_clear_line(case: Case, workspace: Workspace):
+    argv = [fill(a, workspace) for a in case.argv]
+    if case.setup:
+        case.setup(workspace)
+    before = snapshot(workspace.root)
+    done = run_command(argv)
+    err = done.stderr.strip()
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert done.returncode == case.code and len(errors) == 1, err
+    assert fill(case.message, workspace) in errors[0], err
+    assert snapshot(workspace.root) == before  # inputs byte-identical, nothing written or left behind
+
+
+def test_the_table_covers_every_command():
+    commands = {c.argv[2] for c in CASES}
+    assert commands == {"training.data_order", "training.train", "eval.evaluate", "model_card.build", "upload",
+                        "modeling.convert", "eval.harness_tasks"}
+    assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)

