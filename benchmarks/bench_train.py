@@ -107,7 +107,7 @@ def run_child(kind: str, spec: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- driver
 def prepare_sample(root: Path) -> str:
-    from training.prepare_data import main as prepare
+    from training.prepare_data import run as prepare
 
     return str(prepare(["--dataset", "json", "--data_files",
                         str(SHARED_DATA / "openwebtext-sample" / "owt_first37_docs.jsonl"), "--val_fraction", "0.1",

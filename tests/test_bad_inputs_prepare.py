@@ -260,7 +260,7 @@ def test_simulated_enospc_at_the_write_leaves_nothing(sample_jsonl_copy, tmp_pat
     assert f"error: no space left on the device of {tmp_path / 'out'}" in capsys.readouterr().err
     assert os.listdir(tmp_path / "out") == []
     monkeypatch.setattr(prepare_data, "gather_split", real_gather)
-    assert prepare_data.main(argv) == tmp_path / "out" / "data"
+    assert prepare_data.run(argv) == tmp_path / "out" / "data"
 
 
 @pytest.fixture

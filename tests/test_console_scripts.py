@@ -41,10 +41,7 @@ def test_every_console_script_is_covered():
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("script", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="training.prepare_data main returns its Path to the "
-                                            "console-script wrapper (exit 1); owned by the prep helper"))
-    if s == "gpt2-owt-prepare" else s for s in sorted(SCRIPTS)])
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_console_script_exits_0_on_success(script, workspace: Workspace, shared_data):
     from test_bad_inputs import fill
 

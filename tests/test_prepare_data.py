@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling import EOT_TOKEN_ID, UserError
+from modeling import EOT_TOKEN_ID, UserError, cli_main
 from training import prepare_data
 from training.prepare import source as prepare_source
 from training.prepare import tokenize as prepare_tokenize
@@ -24,7 +24,7 @@ def reference_ids(encoding, text: str) -> list[int]:
 
 
 def run(argv: list[str]) -> Path:
-    return prepare_data.main(argv)
+    return cli_main(prepare_data.run)(argv)
 
 
 def manifest_of(data_dir) -> dict:

@@ -246,14 +246,20 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
         datasets.enable_progress_bars()
 
 
-@cli_main
-def main(argv: list[str] | None = None) -> Path:
+def run(argv: list[str] | None = None) -> Path:
+    """Parse the flags and prepare; returns the finished data_dir."""
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(PrepareArgs).parse_args_into_dataclasses(args=argv)
     configure_logging(args.quiet, args.verbose)
     return prepare(args, command=["python", "-m", "training.prepare_data", *argv])
+
+
+@cli_main
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: returns None, so the `gpt2-owt-prepare` script exits 0 on success."""
+    run(argv)
 
 
 if __name__ == "__main__":
