@@ -186,3 +186,31 @@ def test_series_over_hub_revisions_equals_the_local_series(run_hf, owt_data_dir,
     assert "step0, step1" in proc.stderr and not bad.exists()
     proc = run_cli(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/no-such-repo", "--output_dir", str(bad))
     assert proc.returncode == 2 and "not found" in proc.stderr and not bad.exists()
+
+
+@pytest.mark.timeout(900)
+def test_card_gets_the_series_table_and_plot_and_keeps_the_final_model_index(run_hf, owt_data_dir, tmp_path):
+    from model_card.build import main as build_main
+
+    out = tmp_path / "series"
+    main(["--checkpoints", str(run_hf), "--output_dir", str(out), *fast(owt_data_dir)])
+    rows = read_series(out)
+    release = tmp_path / "release"
+    build_main(["--run_dir", str(run_hf.parent), "--eval_results", str(out / "final" / "results.json"),
+                "--eval_series", str(out / "series.json"), "--output_dir", str(release), "--repo_id", "alice/tiny"])
+    card = (release / "README.md").read_text()
+    assert "### Evaluation over training" in card and "![eval_series.png](eval_series.png)" in card
+    assert (release / "eval_series.png").stat().st_size > 0
+    assert json.loads((release / "eval_series.json").read_text()) == rows
+    for row in rows:
+        wiki = row["metrics"]["wikitext"]["word_perplexity"]
+        assert f"| `{row['checkpoint']}` | {row['step']} | {row['tokens']:,} | {wiki:.4f} |" in card
+    owt_tokens = rows[-1]["counts"]["owt_val"]["tokens"]
+    assert f"over {owt_tokens:,} tokens of the run's data_dir val split" in card
+    final = json.loads((out / "final" / "results.json").read_text())["tasks"]["lambada_openai"]["metrics"]["acc"]
+    model_index = card.split("---")[1]
+    assert f"{final}" in model_index or f"{round(final, 4)}" in model_index
+    with pytest.raises(SystemExit):
+        build_main(["--run_dir", str(run_hf.parent), "--eval_series", str(out / "final" / "results.json"),
+                    "--output_dir", str(tmp_path / "bad_release")])
+    assert not (tmp_path / "bad_release").exists()
