@@ -4,6 +4,8 @@
     python -m eval.evaluate --model runs/r1/hf/step_2000 --tasks wikitext,lambada_openai --batch_size 16
     python -m eval.evaluate --model openai-community/gpt2 --revision main --device cuda --tasks lambada_openai
     python -m eval.evaluate --model DIR --tasks owt_val --data_dir data/owt
+    python -m eval.evaluate --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt   (a series)
+    python -m eval.evaluate --repo_id user/gpt2-owt --revisions all --output_dir evals/hub       (Hub step{N} branches)
 
 Tasks (eval/tasks.py): `wikitext` and `lambada_openai` exactly as lm-evaluation-harness 0.4.x computes them,
 `wikitext_sliding` as the transformers perplexity guide, `owt_val` on a prepared data_dir's val.bin. Default: the
@@ -18,6 +20,8 @@ results.json (read by model_card/build.py):
      "tasks": {task: {"metrics": {name: float}, "counts": {...}, "settings": {...}, "data": {"source", "sha256"},
                       "notes": [...], "references": {metric: [{"value", "source"}]}, "elapsed_seconds": float}}}
 Only the tasks that were run are present; metric names per task are in eval/tasks.py.
+A series (--checkpoints / --repo_id) writes one such file per checkpoint plus series.json and series.png into
+--output_dir (eval/series.py).
 """
 
 import sys
@@ -34,9 +38,10 @@ from modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, chec
 from modeling.output_paths import check_output_file
 from modeling.records import package_versions, write_json_atomic
 
+from . import series
 from .data import SOURCES
 from .references import task_references
-from .tasks import TASKS, TaskSetup
+from .tasks import TASKS, TaskSetup, TokenCache
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 DEFAULT_TASKS = "wikitext,lambada_openai,wikitext_sliding"
@@ -45,8 +50,17 @@ VERSIONED = ("torch", "transformers", "tokenizers", "datasets", "evaluate", "num
 
 @dataclass
 class EvalArgs:
-    model: str = field(metadata={"help": "a from_pretrained folder (release, run_dir/hf/step_N) or a Hub model id"})
+    model: str | None = field(default=None, metadata={
+        "help": "a from_pretrained folder (release, run_dir/hf/step_N) or a Hub model id"})
     output: str = field(default="results.json", metadata={"help": "where to write results.json"})
+    checkpoints: str | None = field(default=None, metadata={
+        "help": "series: a run's hf/ folder; evaluates every step_N and final into --output_dir"})
+    repo_id: str | None = field(default=None, metadata={
+        "help": "series: a Hub model repo whose step{N} branches (and main) are evaluated into --output_dir"})
+    revisions: str = field(default="all", metadata={
+        "help": "with --repo_id: all (every step{N} branch + main) or a comma-separated list, e.g. step1000,main"})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "series output: OUT/<checkpoint>/results.json, OUT/series.json, OUT/series.png"})
     tasks: str = field(default=DEFAULT_TASKS, metadata={
         "help": f"comma-separated, from {', '.join(TASKS)} (default: {DEFAULT_TASKS}, + owt_val with --data_dir)"})
     revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)"})
@@ -77,6 +91,12 @@ def parse_tasks(args: EvalArgs) -> list[str]:
 
 
 def check_args(args: EvalArgs) -> None:
+    sources = [flag for flag, value in (("--model", args.model), ("--checkpoints", args.checkpoints),
+                                        ("--repo_id", args.repo_id)) if value]
+    if len(sources) != 1:
+        raise UserError(f"give exactly one of --model, --checkpoints, --repo_id (got {', '.join(sources) or 'none'})")
+    if (args.checkpoints or args.repo_id) and not args.output_dir:
+        raise UserError(f"{sources[0]} evaluates a series: pass --output_dir for its results")
     if args.dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {args.dtype!r}")
     if args.data_source not in SOURCES:
@@ -184,8 +204,8 @@ def reference_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_model(args: EvalArgs) -> dict:
-    """Run the asked tasks and return the results.json content."""
+def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dict:
+    """Run the asked tasks and return the results.json content (token_cache: shared by a series)."""
     check_args(args)
     tasks = parse_tasks(args)
     if "owt_val" in tasks:  # a damaged data_dir fails now, not after the other tasks ran
@@ -200,7 +220,7 @@ def evaluate_model(args: EvalArgs) -> dict:
         raise UserError(f"--stride must be in [1, max_length={max_length}], got {args.stride}")
     setup = TaskSetup(model=model, tokenizer=tokenizer, max_length=max_length, batch_size=args.batch_size,
                       stride=args.stride or min(DEFAULT_STRIDE, max_length), data_source=args.data_source,
-                      data_dir=args.data_dir, limit=args.limit)
+                      data_dir=args.data_dir, limit=args.limit, token_cache=token_cache or TokenCache())
     results = {
         "model": {"name_or_path": args.model, "revision": args.revision, "weights_sha256": weights_sha256(args),
                   "num_parameters": count_parameters(model),
@@ -219,16 +239,29 @@ def evaluate_model(args: EvalArgs) -> dict:
     return results
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Evaluate, write --output and print the reference table; returns the results.json content."""
+def run(argv: list[str] | None = None) -> dict | list[dict]:
+    """The command: results.json content (--model) or the series rows (--checkpoints / --repo_id)."""
     (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
-    results = evaluate_model(args)
-    results["command"] = ["python", "-m", "eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
-    results["arguments"] = asdict(args)
-    write_json_atomic(Path(args.output), results)
-    print(reference_table(results))
-    print(f"wrote {args.output}")
-    return results
+    command = ["python", "-m", "eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
+    check_args(args)
+    parse_tasks(args)  # bad task names fail before any checkpoint is resolved
+    if args.model:
+        results = evaluate_model(args)
+        results["command"] = command
+        results["arguments"] = asdict(args)
+        write_json_atomic(Path(args.output), results)
+        print(reference_table(results))
+        print(f"wrote {args.output}")
+        return results
+    checkpoints = (series.local_checkpoints(args.checkpoints) if args.checkpoints
+                   else series.hub_checkpoints(args.repo_id, args.revisions))
+
+    def evaluate_one(one: EvalArgs, token_cache: TokenCache) -> dict:
+        return dict(evaluate_model(one, token_cache), command=command)
+
+    rows = series.evaluate_series(args, checkpoints, Path(args.output_dir), evaluate_one)
+    print(series.series_table(rows))
+    return rows
 
 
 @cli_main

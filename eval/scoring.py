@@ -1,9 +1,9 @@
 """Score windows with a causal LM in batches: summed log-probability of the scored targets and greedy checks.
 
 Batching: windows are sorted longest first (like lm-evaluation-harness, so the first batch is the widest and
-padding is small), right-padded, and read with an attention mask and explicit position ids 0..n-1. With right
-padding and causal attention a real token never sees a pad token, so a window's numbers do not depend on what it is
-batched with (tests check batch size B against 1). Only the scored positions go through the output layer: for
+padding is small), right-padded, and read with explicit position ids 0..n-1 and no attention mask: with right
+padding, causal attention alone keeps every pad token out of every real token's view, so a window's numbers do not
+depend on what it is batched with (tests check batch sizes 1, 3, 16 against unbatched full-logits scoring). Only the scored positions go through the output layer: for
 LAMBADA that is 1-3 positions of ~80, and a [batch, 1024, 50257] float32 logits tensor is never built.
 Log-probabilities are computed in float32 whatever the model dtype; per-window sums are accumulated in float64.
 """
@@ -46,19 +46,17 @@ def _score_batch(model, batch: list[Window], pad_token_id: int) -> list[WindowSc
     device = model.device
     width = max(len(w.input_ids) for w in batch)
     input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
     rows, cols, targets = [], [], []
     for r, w in enumerate(batch):
         n = len(w.input_ids)
         input_ids[r, :n] = _as_tensor(w.input_ids)
-        attention_mask[r, :n] = 1
         rows.append(torch.full((w.num_scored,), r, dtype=torch.long))
         cols.append(torch.arange(n - w.num_scored, n))
         targets.append(_as_tensor(w.target_ids[n - w.num_scored:]))
     position_ids = torch.arange(width).expand(len(batch), width)
-    hidden = model.base_model(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), position_ids=position_ids.to(device)
-    ).last_hidden_state
+    # No attention mask: with right padding the causal mask already hides every pad from every real token, and
+    # without a padding mask attention runs its fused causal kernel.
+    hidden = model.base_model(input_ids=input_ids.to(device), position_ids=position_ids.to(device)).last_hidden_state
     selected = hidden[torch.cat(rows).to(device), torch.cat(cols).to(device)]
     logprob, correct = _score_positions(model.get_output_embeddings(), selected, torch.cat(targets).to(device))
     scores, offset = [], 0

@@ -6,8 +6,9 @@ needs one). Definitions are lm-evaluation-harness 0.4.x (`wikitext`, `lambada_op
 (`wikitext_sliding`) and nanoGPT (`owt_val`); see each function.
 """
 
+import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Callable
@@ -23,6 +24,31 @@ from .windows import Window, contiguous_windows, loglikelihood_window, rolling_w
 METRICS_DIR = Path(__file__).parent / "metrics"
 
 
+def tokenizer_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's full definition (vocabulary, merges, normalisation, special tokens)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    spec = backend.to_str() if backend is not None else repr((type(tokenizer).__name__, tokenizer.get_vocab()))
+    return hashlib.sha256(spec.encode("utf-8")).hexdigest()
+
+
+class TokenCache:
+    """Token ids by (tokenizer, texts): a checkpoint series tokenizes each task's texts once, not per checkpoint."""
+
+    def __init__(self):
+        self._ids: dict[tuple[str, str], list[list[int]]] = {}
+
+    def encode(self, tokenizer, texts: list[str]) -> list[list[int]]:
+        """`tokenizer.encode(text)` with its default special tokens (what HFLM.tok_encode does for GPT-2)."""
+        if not texts:
+            return []
+        digest = hashlib.sha256("\0".join(texts).encode("utf-8"))
+        digest.update(str(len(texts)).encode())
+        key = (tokenizer_fingerprint(tokenizer), digest.hexdigest())
+        if key not in self._ids:
+            self._ids[key] = tokenizer(texts)["input_ids"]
+        return self._ids[key]
+
+
 @dataclass
 class TaskSetup:
     """Everything a task needs, resolved once by the command."""
@@ -35,6 +61,7 @@ class TaskSetup:
     data_source: str = "shipped"
     data_dir: str | None = None
     limit: int | None = None  # first N documents / examples / windows only (quick runs, tests)
+    token_cache: TokenCache = field(default_factory=TokenCache)  # shared across a checkpoint series
 
     @property
     def prefix_token_id(self) -> int:
@@ -43,8 +70,7 @@ class TaskSetup:
         return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
 
     def encode(self, texts: list[str]) -> list[list[int]]:
-        """`tokenizer.encode(text)` with its default special tokens (what HFLM.tok_encode does for GPT-2)."""
-        return self.tokenizer(texts)["input_ids"] if texts else []
+        return self.token_cache.encode(self.tokenizer, texts)
 
     def score(self, windows: list[Window], desc: str) -> list[WindowScore]:
         return score_windows(self.model, windows, self.batch_size, desc=desc)

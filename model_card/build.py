@@ -33,6 +33,7 @@ from .release_dir import (
     DATA_MANIFEST, DATA_NOTICE, EVAL_RESULTS, MODEL_FILES, OPTIONAL_MODEL_FILES, README, RELEASE_MANIFEST,
     TOKENIZER_NOTICE, TRAINING_CONFIG,
 )
+from .eval_series import load_eval_series, series_context
 
 DATA_NOTICE_SRC = Path(__file__).parent / "notices" / DATA_NOTICE
 
@@ -43,6 +44,9 @@ class BuildArgs:
     output_dir: str = field(metadata={"help": "release folder to create"})
     checkpoint: str = field(default="final", metadata={"help": "which export to release: final or step_N"})
     eval_results: str | None = field(default=None, metadata={"help": "results.json written by the eval stage"})
+    eval_series: str | None = field(default=None, metadata={
+        "help": "series.json of `eval.evaluate --checkpoints`: a table + plot over training (model-index stays "
+                "--eval_results)"})
     repo_id: str = field(default="your-username/gpt2-owt", metadata={"help": "Hub repo id used in the card's code"})
     model_name: str | None = field(default=None, metadata={"help": "card title / model-index name (default: repo name)"})
     gpu_hour_usd: float | None = field(default=None, metadata={"help": "price of one device-hour, for the cost estimate"})
@@ -227,6 +231,7 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     weights_sha256 = export_weights_sha256(export)
     export_info = rd.read_json(export / rd.EXPORT_INFO) if (export / rd.EXPORT_INFO).is_file() else {}
     results = load_eval_results(args.eval_results, weights_sha256)
+    series_rows = load_eval_series(args.eval_series)
     fingerprint = check_tokenizer(_read_json(run_dir / rd.DATA_MANIFEST, "data manifest"), run_dir)
 
     output = check_release_output(args)
@@ -257,6 +262,7 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         config = rd.read_json(tmp / "config.json")
         context = card_context(args, argv, run_dir, config, export_info, weights_sha256, results, num_parameters,
                                plots, fingerprint)
+        context["eval_series"] = series_context(series_rows, tmp)
         card_mod.render(context).save(tmp / README)
         card_mod.validate_offline(tmp / README, context["eval_rows"], context["dataset_id"])
         manifest = release_manifest(tmp, args, weights_sha256, export_info)

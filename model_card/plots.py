@@ -59,3 +59,39 @@ def write_plots(metrics: list[dict], out_dir: Path) -> list[str]:
         if plot(metrics, out_dir / name):
             written.append(name)
     return written
+
+
+EVAL_SERIES_PLOT = "eval_series.png"
+# (task, metric, axis label) panels of the checkpoint-series plot; a panel is drawn if any row has the metric.
+SERIES_PANELS = (
+    ("wikitext", "word_perplexity", "WikiText-2 word perplexity"),
+    ("lambada_openai", "acc", "LAMBADA accuracy"),
+    ("lambada_openai", "perplexity", "LAMBADA perplexity"),
+    ("owt_val", "loss", "OpenWebText val loss (nats/token)"),
+)
+
+
+def plot_eval_series(rows: list[dict], path: Path) -> bool:
+    """Evaluation metrics against tokens seen, one panel per metric, log x (eval/series.py rows).
+
+    Rows without a token count (a Hub revision with no metadata) are left out; the tokens-0 checkpoint sits at
+    the linear part of a symlog axis. False (nothing written) if no row has a plotted metric and a token count."""
+    panels = []
+    for task, metric, label in SERIES_PANELS:
+        points = sorted((r["tokens"], r["metrics"][task][metric]) for r in rows
+                        if r.get("tokens") is not None and metric in r["metrics"].get(task, {}))
+        if points:
+            panels.append((label, points))
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    positive = [t for _, points in panels for t, _ in points if t > 0]
+    for ax, (label, points) in zip(axes[0], panels):
+        ax.plot(*zip(*points), "o-", markersize=3)
+        if positive:
+            ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xlabel("tokens seen")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+    return True

@@ -36,9 +36,9 @@ class FakeLM(torch.nn.Module):
 
 
 class _OneHotBody(torch.nn.Module):
-    def forward(self, input_ids, attention_mask, position_ids):
+    def forward(self, input_ids, position_ids):
         hidden = torch.cat([torch.nn.functional.one_hot(input_ids, V), torch.nn.functional.one_hot(position_ids, P)], -1)
-        return SimpleNamespace(last_hidden_state=hidden.float() * attention_mask[..., None])
+        return SimpleNamespace(last_hidden_state=hidden.float())
 
 
 @pytest.fixture

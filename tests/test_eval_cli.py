@@ -149,3 +149,65 @@ def test_vocab_mismatch_and_empty_val_split(tmp_path, capsys, owt_data_dir):
     with pytest.raises(SystemExit):
         main(["--model", str(tiny), "--tasks", "owt_val", "--data_dir", str(empty), "--output", str(tmp_path / "r.json")])
     assert "needs at least 2" in capsys.readouterr().err
+
+
+def full_logits_scores(model, windows):
+    """The straightforward scoring (what the harness's HFLM does): one window at a time, logits at every position,
+    a float64 log-softmax over the whole [positions, vocab] block, then the scored targets picked out."""
+    scores = []
+    with torch.no_grad():
+        for w in windows:
+            logits = model(torch.tensor([list(w.input_ids)])).logits[0].double()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            n, k = len(w.input_ids), w.num_scored
+            targets = torch.tensor(list(w.target_ids[n - k:]))
+            picked = logprobs[n - k:].gather(-1, targets[:, None]).squeeze(-1)
+            greedy = logits[n - k:].argmax(-1) == targets
+            scores.append((float(picked.sum()), bool(greedy.all()), bool(greedy[-1])))
+    return scores
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 16])
+def test_fast_scoring_equals_full_logits_scoring(tiny_dir, batch_size):
+    """Head only at scored positions, length-sorted right-padded batches without a mask, chunked log-softmax: the
+    same numbers as full-logits scoring of each window alone, on a mix of LAMBADA and rolling WikiText windows."""
+    from eval.scoring import score_windows
+    from eval.tasks import TaskSetup, lambada_request, wikitext_detokenizer
+    from eval.windows import loglikelihood_window, rolling_windows
+    from eval.data import lambada_texts, wikitext_pages
+
+    model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
+    setup = TaskSetup(model=model, tokenizer=modeling.load_tokenizer(), max_length=100, batch_size=batch_size)
+    (doc,) = setup.encode([wikitext_detokenizer(wikitext_pages().items[0])[:1500]])
+    windows = rolling_windows(doc, setup.prefix_token_id, 100)  # full windows and a short right-aligned last one
+    for context, target in map(lambada_request, lambada_texts().items[:12]):
+        (ctx,), (whole,) = setup.encode([context]), setup.encode([context + target])
+        windows.append(loglikelihood_window(ctx, whole[len(ctx):], 100))
+    windows.append(loglikelihood_window([50256], [11], 100))  # a 1-token window next to 100-token ones
+    assert len({len(w.input_ids) for w in windows}) > 5
+    expected = full_logits_scores(model, windows)
+    got = score_windows(model, windows, batch_size)
+    assert [s.logprob for s in got] == pytest.approx([e[0] for e in expected], rel=1e-6)
+    assert [(s.greedy, s.last_correct) for s in got] == [e[1:] for e in expected]
+
+
+def test_tokens_are_cached_across_setups(tiny_dir):
+    """A series shares one TokenCache: the second checkpoint's tasks do not tokenize again, same ids."""
+    from eval.tasks import TokenCache
+
+    cache, tokenizer = TokenCache(), modeling.load_tokenizer()
+    calls = []
+
+    class Counting:
+        def __init__(self, tok):
+            self.backend_tokenizer = tok.backend_tokenizer
+
+        def __call__(self, texts):
+            calls.append(len(texts))
+            return tokenizer(texts)
+
+    first = cache.encode(Counting(tokenizer), ["hello world", "a b"])
+    again = cache.encode(Counting(tokenizer), ["hello world", "a b"])
+    assert first == again == tokenizer(["hello world", "a b"])["input_ids"] and calls == [2]
+    cache.encode(Counting(tokenizer), ["hello world"])  # other texts: tokenized
+    assert calls == [2, 1]
