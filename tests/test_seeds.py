@@ -22,6 +22,11 @@ def test_seeds_default_to_seed_and_override_separately():
     split = parse_config(["--data_dir", "d", "--output_dir", "o", "--max_steps", "10", "--warmup_steps", "1",
                           "--seed", "7", "--init_seed", "1", "--data_seed", "2"])
     assert (split.seed, split.init_seed, split.data_seed) == (7, 1, 2)
+    from train_support import TINY_YAML  # a YAML `seed:` with a `--seed` flag over it: the flag sets both seeds
+
+    flag = parse_config(["--config", str(TINY_YAML), "--data_dir", "d", "--output_dir", "o", "--seed", "7",
+                         "--data_seed", "3"])
+    assert (flag.seed, flag.init_seed, flag.data_seed) == (7, 7, 3)
 
 
 @pytest.fixture(scope="module")

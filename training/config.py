@@ -149,6 +149,7 @@ class TrainConfig:
 
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
+SEEDS_DEFAULTING_TO_SEED = ("init_seed", "data_seed")
 
 
 def coerce_field(name: str, value, annotation):
@@ -243,7 +244,9 @@ def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainC
             (from_yaml,) = parser.parse_dict(values)
         except UserError as e:
             raise UserError(f"{known.config}: {e}") from None
-        parser.set_defaults(**asdict(from_yaml))
+        # Seeds the YAML leaves unset stay unset, so a `--seed` flag still sets them (resolved in __post_init__).
+        unset = {name: None for name in SEEDS_DEFAULTING_TO_SEED if name not in values}
+        parser.set_defaults(**(asdict(from_yaml) | unset))
     config, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     if remaining:
         flag = next((a for a in remaining if a.startswith("-")), remaining[0])
