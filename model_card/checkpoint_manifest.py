@@ -17,9 +17,10 @@ import json
 import struct
 from pathlib import Path
 
+from modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
+
 CHECKPOINTS_JSON = "checkpoints.json"
 FORMAT = 1
-WEIGHTS = "model.safetensors"
 # Files every step branch shares byte for byte with the release branch (when the release has them).
 SHARED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
                 "merges.txt", "special_tokens_map.json")

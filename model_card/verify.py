@@ -33,11 +33,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
-
 from model_card import checkpoint_manifest as cm
 from model_card.facts import fmt
-from modeling import UserError, cli_main, sha256_file  # torch-free once modeling/__init__ is lazy ("core")
+from modeling.errors import UserError, cli_main
+from modeling.hf_argparser import HfArgumentParser
+from modeling.records import sha256_file
 
 STEP_BRANCH = re.compile(r"^step(\d+)$")
 HPARAM_ROW = re.compile(r"^\| `([^`]+)` \| (.*) \|$")
