@@ -7,7 +7,14 @@
 2. Every `RUN/hf/step_N` export goes to its own branch `step{N}` (the Pythia convention), created from the repo's
    initial commit so it holds only that checkpoint. Each branch's weights are checked by sha256 before upload: a
    step that carries the release's (or another step's) weights is refused, never published.
-3. `--tag` tags the release commit.
+3. `checkpoints.json` (model_card/checkpoint_manifest.py) goes to the release branch: every published step and the
+   release, with branch, step, tokens, weights sha256, per-tensor sha256, the commit that published them and the
+   data-order identity (seeds, seq_len, global batch, data manifest sha256). `python -m model_card.verify
+   --repo_id ID` checks a download against it.
+4. `--with_optimizer_states`: each kept Accelerate checkpoint `RUN/checkpoints/step_N` of a published step goes to
+   `checkpoints/step_N/` on branch `step{N}` (the final step's, when it has no step branch, on the release branch);
+   `--resume_from_checkpoint` on a downloaded copy continues the run exactly like a local resume.
+5. `--tag` tags the release branch once everything above is on it.
 
 Rerunning after a failure resumes: files whose remote sha256 (LFS) / git oid already match are skipped by
 `upload_folder`, LFS objects already stored are not sent again, and a step branch whose weights already match is
@@ -27,8 +34,11 @@ from modeling.errors import UserError, cli_main
 from modeling.hf_argparser import HfArgumentParser
 from modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from modeling.records import read_json, sha256_file
-from model_card.release_dir import EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES
-from training.run_dir import list_step_dirs
+from model_card import checkpoint_manifest as cm
+from model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
+from training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, RUN_INFO, list_step_dirs
+
+RELEASE_TITLE, STEP_TITLE = "Release (", "Checkpoint step "  # commit titles; checkpoints.json records those commits
 
 
 class UploadError(UserError):
@@ -47,6 +57,9 @@ class UploadArgs:
     dry_run: bool = field(default=False, metadata={"help": "print what would be written; no token, no network"})
     allow_duplicate_weights: bool = field(
         default=False, metadata={"help": "publish steps whose weights equal another step's (e.g. lr was 0)"})
+    with_optimizer_states: bool = field(default=False, metadata={
+        "help": "also publish each kept RUN/checkpoints/step_N (optimizer, scheduler, RNG) to checkpoints/step_N/ "
+                "on branch step{N}; needs --checkpoints RUN/hf"})
 
 
 @dataclass
@@ -58,6 +71,7 @@ class Target:
     files: list[tuple[str, int]]
     weights_sha256: str
     step: int | None
+    tokens: int | None = None
 
 
 def folder_files(folder: Path) -> list[tuple[str, int]]:
@@ -83,7 +97,7 @@ def release_target(release: Path, revision: str) -> Target:
         raise UploadError(f"{release}/{WEIGHTS} has sha256 {sha}, but {RELEASE_MANIFEST} records "
                           f"{manifest['weights_sha256']}: the release was modified after it was built")
     check_release_files(release, manifest["files"])
-    return Target(revision, release, folder_files(release), sha, manifest.get("step"))
+    return Target(revision, release, folder_files(release), sha, manifest.get("step"), manifest.get("tokens"))
 
 
 def read_release_manifest(release: Path) -> dict:
@@ -130,10 +144,30 @@ def checkpoint_targets(hf_dir: Path) -> list[Target]:
             raise UploadError(f"{path}/{WEIGHTS} has sha256 {sha} but {EXPORT_INFO} records {info['weights_sha256']}")
         if info.get("step") not in (None, step):
             raise UploadError(f"{path} holds step {info['step']} according to {EXPORT_INFO}, not {step}")
-        targets.append(Target(f"step{step}", path, folder_files(path), sha, step))
+        targets.append(Target(f"step{step}", path, folder_files(path), sha, step, info.get("tokens")))
     if not targets:
         raise UploadError(f"no step_N exports found in {hf_dir}")
     return sorted(targets, key=lambda t: t.step)
+
+
+def optimizer_state_targets(hf_dir: Path, release: Target, steps: list[Target]) -> list[Target]:
+    """Every complete RUN/checkpoints/step_N of a published step, as a Target for `checkpoints/step_N/` on that step's
+    branch (the release branch for the final step when it has no branch of its own). Pruned steps have none."""
+    branch_of = {t.step: t.branch for t in steps}
+    if release.step is not None:
+        branch_of.setdefault(release.step, release.branch)
+    targets = []
+    for step, path in list_step_dirs(hf_dir.parent / CHECKPOINTS):
+        if (path / CHECKPOINT_INFO).is_file() and step in branch_of:
+            targets.append(Target(branch_of[step], path, folder_files(path), "", step))
+    if not targets:
+        raise UploadError(f"--with_optimizer_states: no complete checkpoint of a published step in "
+                          f"{hf_dir.parent / CHECKPOINTS} (kept: last keep_last_checkpoints + milestones)")
+    return sorted(targets, key=lambda t: t.step)
+
+
+def state_path(step: int) -> str:
+    return f"checkpoints/step_{step}"
 
 
 def check_plan(args: UploadArgs, release: Target, steps: list[Target]) -> None:
@@ -158,7 +192,7 @@ def check_plan(args: UploadArgs, release: Target, steps: list[Target]) -> None:
         seen[t.weights_sha256] = t
 
 
-def print_plan(args: UploadArgs, release: Target, steps: list[Target], root_note: str) -> None:
+def print_plan(args: UploadArgs, release: Target, steps: list[Target], states: list[Target], root_note: str) -> None:
     print(f"dry run: nothing is uploaded. repo {args.repo_id} (created {'private' if args.private else 'public'} "
           "if missing)")
     for t, note in [(release, "pull request" if args.create_pr else "release")] + [(t, root_note) for t in steps]:
@@ -167,6 +201,11 @@ def print_plan(args: UploadArgs, release: Target, steps: list[Target], root_note
               f"weights sha256 {t.weights_sha256}")
         for name, size in t.files:
             print(f"  {name}  {size:,} bytes")
+    for t in states:
+        print(f"branch {t.branch} <- {t.folder} as {state_path(t.step)}/: optimizer state, {len(t.files)} files, "
+              f"{sum(size for _, size in t.files):,} bytes")
+    print(f"branch {release.branch} <- {cm.CHECKPOINTS_JSON}: {len(steps) + 1} checkpoints (written after the upload)"
+          + (" (skipped with --create_pr)" if args.create_pr else ""))
     if args.tag:
         print(f"tag {args.tag} -> the release commit on {release.branch}"
               + (" (skipped with --create_pr: tag after merging)" if args.create_pr else ""))
@@ -195,7 +234,7 @@ def publish_release(api, args: UploadArgs, release: Target, branches: dict) -> s
         api.create_branch(args.repo_id, branch=release.branch, exist_ok=True)
     info = api.upload_folder(
         repo_id=args.repo_id, folder_path=str(release.folder), revision=release.branch, create_pr=args.create_pr,
-        commit_message=f"Release (step {release.step}, weights sha256 {release.weights_sha256[:12]})",
+        commit_message=f"{RELEASE_TITLE}step {release.step}, weights sha256 {release.weights_sha256[:12]})",
     )
     if not args.create_pr and remote_weights_sha256(api, args.repo_id, release.branch) != release.weights_sha256:
         raise UploadError(f"after upload, {release.branch} does not hold {release.folder}/{WEIGHTS}")
@@ -215,10 +254,52 @@ def publish_step(api, repo_id: str, t: Target, branches: dict, root: str) -> Non
     else:
         api.create_branch(repo_id, branch=t.branch, revision=root, exist_ok=True)
     api.upload_folder(repo_id=repo_id, folder_path=str(t.folder), revision=t.branch,
-                      commit_message=f"Checkpoint step {t.step} (weights sha256 {t.weights_sha256[:12]})")
+                      commit_message=f"{STEP_TITLE}{t.step} (weights sha256 {t.weights_sha256[:12]})")
     if remote_weights_sha256(api, repo_id, t.branch) != t.weights_sha256:
         raise UploadError(f"after upload, branch {t.branch} does not hold {t.folder}/{WEIGHTS}")
     print(f"{t.branch}: uploaded from {t.folder}")
+
+
+def publish_optimizer_state(api, repo_id: str, t: Target) -> None:
+    """upload_folder skips files already there, so a rerun resumes; a state with nothing new makes no commit."""
+    total = sum(size for _, size in t.files)
+    api.upload_folder(repo_id=repo_id, folder_path=str(t.folder), path_in_repo=state_path(t.step), revision=t.branch,
+                      commit_message=f"Optimizer state step {t.step} ({total:,} bytes)")
+    print(f"{t.branch}: optimizer state {state_path(t.step)}/ ({len(t.files)} files, {total:,} bytes)")
+
+
+def published_commit(api, repo_id: str, branch: str, title: str) -> str | None:
+    """The newest commit on `branch` that published its weights (stable across reruns and later state uploads)."""
+    return next((c.commit_id for c in api.list_repo_commits(repo_id, revision=branch) if c.title.startswith(title)),
+                None)
+
+
+def data_manifest_sha256(args: UploadArgs, release: Target) -> str | None:
+    """The data manifest hash the run recorded (run_info.json next to RUN/hf), else the release's manifest.json's."""
+    run_info = read_json_if_present(Path(args.checkpoints).parent / RUN_INFO) if args.checkpoints else {}
+    if run_info.get("data_manifest_sha256"):
+        return run_info["data_manifest_sha256"]
+    manifest = release.folder / DATA_MANIFEST
+    return sha256_file(manifest) if manifest.is_file() else None
+
+
+def publish_checkpoints_json(api, args: UploadArgs, release: Target, steps: list[Target],
+                             states: list[Target]) -> None:
+    state_of = {(t.branch, t.step): {"path": f"{state_path(t.step)}/", "files": len(t.files),
+                                     "bytes": sum(size for _, size in t.files)} for t in states}
+    entries = []
+    for t, title in [(release, RELEASE_TITLE)] + [(t, STEP_TITLE) for t in steps]:
+        commit = published_commit(api, args.repo_id, t.branch, title)
+        entries.append(cm.checkpoint_entry(t.branch, t.step, t.tokens, t.folder / WEIGHTS, t.weights_sha256, commit,
+                                           state_of.get((t.branch, t.step))))
+    data_order = cm.data_order_identity(read_json_if_present(release.folder / TRAINING_CONFIG),
+                                        data_manifest_sha256(args, release))
+    content = cm.render(args.repo_id, release.branch, data_order, entries)
+    from huggingface_hub import CommitOperationAdd
+
+    api.create_commit(args.repo_id, operations=[CommitOperationAdd(cm.CHECKPOINTS_JSON, content)],
+                      revision=release.branch, commit_message=f"{cm.CHECKPOINTS_JSON}: {len(entries)} checkpoints")
+    print(f"{cm.CHECKPOINTS_JSON}: {len(entries)} checkpoints on {release.branch}")
 
 
 def publish_tag(api, args: UploadArgs, commit: str, tags: dict) -> None:
@@ -232,7 +313,7 @@ def publish_tag(api, args: UploadArgs, commit: str, tags: dict) -> None:
     print(f"tag {args.tag} -> {commit[:12]}")
 
 
-def publish(api, args: UploadArgs, release: Target, steps: list[Target]) -> None:
+def publish(api, args: UploadArgs, release: Target, steps: list[Target], states: list[Target]) -> None:
     api.create_repo(args.repo_id, private=args.private, exist_ok=True)
     refs = api.list_repo_refs(args.repo_id)
     branches = {b.name: b.target_commit for b in refs.branches}
@@ -248,6 +329,11 @@ def publish(api, args: UploadArgs, release: Target, steps: list[Target]) -> None
         root = api.list_repo_commits(args.repo_id, revision="main")[-1].commit_id
         for t in steps:
             publish_step(api, args.repo_id, t, branches, root)
+    for t in states:
+        publish_optimizer_state(api, args.repo_id, t)
+    if commit is not None:  # a pull request gets no checkpoints.json (rerun without --create_pr after merging)
+        publish_checkpoints_json(api, args, release, steps, states)
+        commit = api.list_repo_commits(args.repo_id, revision=release.branch)[0].commit_id
     if args.tag and commit is not None:
         publish_tag(api, args, commit, tags)
     elif args.tag:
@@ -298,14 +384,17 @@ def run(argv=None) -> None:
     release = release_target(Path(args.release_dir), args.revision)
     steps = checkpoint_targets(Path(args.checkpoints)) if args.checkpoints else []
     check_plan(args, release, steps)
+    if args.with_optimizer_states and not args.checkpoints:
+        raise UploadError("--with_optimizer_states needs --checkpoints RUN/hf (the states are in RUN/checkpoints)")
+    states = optimizer_state_targets(Path(args.checkpoints), release, steps) if args.with_optimizer_states else []
     if args.dry_run:
-        print_plan(args, release, steps, "from the initial commit")
+        print_plan(args, release, steps, states, "from the initial commit")
         return
     token = get_token()
     from huggingface_hub import HfApi
 
     try:
-        publish(HfApi(token=token), args, release, steps)
+        publish(HfApi(token=token), args, release, steps, states)
     except UploadError as e:
         raise UploadError(scrub(str(e), token)) from None
     except Exception as e:  # HTTP, network and Hub-side failures: one line, token scrubbed, no chained traceback

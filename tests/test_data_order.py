@@ -77,7 +77,7 @@ def test_data_order_table_and_errors(capsys, owt_data_dir):
     lines = capsys.readouterr().out.splitlines()
     split = open_split(owt_data_dir, "train")
     windows = WindowSampler(split.num_tokens, 64, 8, 1337).global_batch_windows(5)
-    assert lines[0].startswith("step 5: 8 sequences of 64 + 1 tokens (seed 1337")
+    assert lines[0].startswith("step 5: 8 sequences of 64 + 1 tokens (data_seed 1337")
     assert [int(line.split()[1]) for line in lines[2:]] == windows.tolist()
     with pytest.raises(SystemExit) as exc:
         data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--step", "1", "--seq_lenn", "3"])

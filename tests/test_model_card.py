@@ -132,7 +132,7 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     assert "![loss.png](loss.png)" in card and "![lr.png](lr.png)" in card
     assert "Subset evaluation" not in card and "Note on" not in card
 
-    assert f"`{run_info['git_commit']}`" in card and "**Seed:** 1337" in card
+    assert f"`{run_info['git_commit']}`" in card and "**Seeds:** init_seed 1337 (initial weights = `hf/step_0`), data_seed 1337" in card
     assert facts.command_line(run_info["command"]) in card and "training/configs/tiny.yaml" in card
     assert " ".join(manifest["command"][1:]) in card  # the prepare command line from the data manifest
     assert "python -m model_card.build --run_dir" in card

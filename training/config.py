@@ -59,7 +59,9 @@ class TrainConfig:
     adam_beta2: float = 0.95
     adam_eps: float = 1e-8
     grad_clip: float = field(default=1.0, metadata={"help": "max global grad norm (0 = no clipping)"})
-    seed: int = field(default=1337, metadata={"help": "seeds the model init and the data order"})
+    seed: int = field(default=1337, metadata={"help": "default for init_seed and data_seed"})
+    init_seed: int | None = field(default=None, metadata={"help": "seeds the model init (default: seed)"})
+    data_seed: int | None = field(default=None, metadata={"help": "seeds the data order (default: seed)"})
     mixed_precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, fp32 elsewhere), no, bf16"})
     attn_implementation: str = field(default="sdpa", metadata={"help": "sdpa, eager or flash_attention_2"})
     # --- evaluation, logging, checkpoints, exports ---
@@ -87,6 +89,9 @@ class TrainConfig:
         hints = typing.get_type_hints(type(self))
         for f in fields(self):
             setattr(self, f.name, coerce_field(f.name, getattr(self, f.name), hints[f.name]))
+        # Resolved here, so training_config.json, checkpoints and data_order all record the seeds actually used.
+        self.init_seed = self.seed if self.init_seed is None else self.init_seed
+        self.data_seed = self.seed if self.data_seed is None else self.data_seed
 
     # ---- derived values ----
     def tokens_per_step(self) -> int:
@@ -144,6 +149,7 @@ class TrainConfig:
 
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
+SEEDS_DEFAULTING_TO_SEED = ("init_seed", "data_seed")
 
 
 def coerce_field(name: str, value, annotation):
@@ -238,7 +244,9 @@ def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainC
             (from_yaml,) = parser.parse_dict(values)
         except UserError as e:
             raise UserError(f"{known.config}: {e}") from None
-        parser.set_defaults(**asdict(from_yaml))
+        # Seeds the YAML leaves unset stay unset, so a `--seed` flag still sets them (resolved in __post_init__).
+        unset = {name: None for name in SEEDS_DEFAULTING_TO_SEED if name not in values}
+        parser.set_defaults(**(asdict(from_yaml) | unset))
     config, remaining = parser.parse_args_into_dataclasses(args=rest, return_remaining_strings=True)
     if remaining:
         flag = next((a for a in remaining if a.startswith("-")), remaining[0])

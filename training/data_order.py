@@ -3,7 +3,7 @@
     python -m training.data_order --data_dir data/owt --config training/configs/gpt2-124m-owt.yaml --step 1000
 
 Uses the trainer's own sampler (`training/data_dir.py: WindowSampler`) with the config's seq_len,
-global_batch_size and seed, so the answer is by construction what the trainer fed at that step, at any world
+global_batch_size and data_seed (default: seed), so the answer is by construction what the trainer fed at that step, at any world
 size: with R processes, rank r trained on sequences [r * B/R, (r + 1) * B/R) of this list, in micro batches of
 micro_batch_size in order. Update N (0-based; it produces checkpoints/step_{N+1}) trains on step N's batch.
 Other `--field value` training-config overrides (e.g. `--global_batch_size 256`) are accepted after the arguments.
@@ -40,13 +40,13 @@ def batch_order(split: TokenSplit, sampler: WindowSampler, step: int) -> dict:
         sequences.append({"index": index, "window": int(window), "token_start": start, "token_end": end,
                           "documents": docs, "source_rows": [int(split.doc_rows[d]) for d in docs]})
     return {"step": step, "seq_len": sampler.seq_len, "global_batch_size": sampler.global_batch_size,
-            "seed": sampler.seed, "epoch": step * sampler.global_batch_size // sampler.num_windows,
+            "data_seed": sampler.seed, "epoch": step * sampler.global_batch_size // sampler.num_windows,
             "tokens_sha256": batch_sha256(read_windows(split, windows, sampler.seq_len)), "sequences": sequences}
 
 
 def format_table(order: dict) -> str:
     lines = [f"step {order['step']}: {order['global_batch_size']} sequences of {order['seq_len']} + 1 tokens "
-             f"(seed {order['seed']}, epoch {order['epoch']}), tokens sha256 {order['tokens_sha256']}",
+             f"(data_seed {order['data_seed']}, epoch {order['epoch']}), tokens sha256 {order['tokens_sha256']}",
              f"{'seq':>6} {'window':>10} {'tokens [start, end)':>27}  source rows of the documents"]
     for s in order["sequences"]:
         rows = ", ".join(map(str, s["source_rows"]))
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.step < 0:
         raise UserError(f"--step must be >= 0, got {args.step}")
     split = open_split(data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed)
     order = batch_order(split, sampler, args.step)
     print(json.dumps(order, indent=1) if args.json else format_table(order))
 

@@ -144,7 +144,7 @@ def restarts_same_run(cfg: TrainConfig, out: Path) -> bool:
     if cfg.resume_from_checkpoint != "auto" or not (out / rd.TRAINING_CONFIG).is_file():
         return False
     previous = rd.read_json(out / rd.TRAINING_CONFIG)
-    keys = ("model_config", "data_dir", "seq_len", "global_batch_size", "seed")
+    keys = ("model_config", "data_dir", "seq_len", "global_batch_size", "init_seed", "data_seed")
     return all(previous.get(k) == getattr(cfg, k) for k in keys)
 
 
@@ -279,8 +279,8 @@ class Trainer:
         self.zero_stage = configure_deepspeed(acc, cfg, self.grad_accum)
         self.total_steps = cfg.total_steps()
         self.tokens_per_step = cfg.tokens_per_step()
-        self.sampler = WindowSampler(self.train_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
-        self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed,
+        self.sampler = WindowSampler(self.train_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed)
+        self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed,
                                          shuffle=False)
         self.flops_per_token = flops_per_token(self.model_config.to_dict(), cfg.seq_len)
         self.peak_flops = peak_flops(acc.device, acc.mixed_precision)
@@ -342,7 +342,7 @@ class Trainer:
     # -------------------------------------------------------------------------------- model
     def build(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.seed)
+        model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.init_seed)
         if acc.is_main_process:
             self.run_dir.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
         optimizer = build_optimizer(model, cfg)
@@ -416,7 +416,7 @@ class Trainer:
             info = {"step": step, "tokens": step * self.tokens_per_step, "elapsed_seconds": self.elapsed(),
                     "model": model_identity(self.model_config), "seq_len": self.cfg.seq_len,
                     "global_batch_size": self.cfg.global_batch_size, "world_size": self.world,
-                    "zero_stage": self.zero_stage}
+                    "zero_stage": self.zero_stage, "init_seed": self.cfg.init_seed, "data_seed": self.cfg.data_seed}
             self.run_dir.commit_checkpoint(tmp, info, self.cfg.keep_last_checkpoints,
                                            self.cfg.checkpoint_milestone_interval)
             self.update_run_info(step, "running")

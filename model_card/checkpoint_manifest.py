@@ -1,0 +1,80 @@
+"""`checkpoints.json`: what a published checkpoint series holds, written by upload.py to the release branch and read
+by model_card/verify.py. Torch-free (json, hashlib): safetensors files are hashed tensor by tensor from their
+header's byte ranges.
+
+    {"format": 1, "repo_id": ..., "release_branch": "main",
+     "data_order": {"data_seed", "init_seed", "seq_len", "global_batch_size", "data_manifest_sha256"},
+     "checkpoints": [{"branch": "step0", "step": 0, "tokens": 0, "commit": <oid the weights were published in>,
+                      "weights_sha256": <sha256 of model.safetensors>, "tensors_sha256": <digest of the tensors>,
+                      "tensors": {name: sha256 of "dtype shape" + raw bytes}, "optimizer_state": {...} | null},
+                     ..., {"branch": "main", "step": <final step>, ...}]}
+
+`commit` is informative: verify judges content (hashes), so a branch re-committed with identical files passes.
+"""
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+from modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
+
+CHECKPOINTS_JSON = "checkpoints.json"
+FORMAT = 1
+# Files every step branch shares byte for byte with the release branch (when the release has them).
+SHARED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
+                "merges.txt", "special_tokens_map.json")
+DATA_ORDER_KEYS = ("data_seed", "init_seed", "seq_len", "global_batch_size")
+
+
+def safetensors_header(path: str | Path) -> tuple[dict, int]:
+    """(header dict, byte offset where the tensor data starts) of a .safetensors file."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(length)), 8 + length
+
+
+def tensor_digests(path: str | Path) -> dict[str, str]:
+    """sha256 of every tensor (dtype, shape and raw bytes), by name; independent of the file's layout/metadata."""
+    header, start = safetensors_header(path)
+    digests = {}
+    with open(path, "rb") as f:
+        for name, meta in sorted(header.items()):
+            if name == "__metadata__":
+                continue
+            begin, end = meta["data_offsets"]
+            f.seek(start + begin)
+            h = hashlib.sha256(f"{meta['dtype']} {meta['shape']}\n".encode())
+            h.update(f.read(end - begin))
+            digests[name] = h.hexdigest()
+    return digests
+
+
+def tensors_sha256(digests: dict[str, str]) -> str:
+    """One digest over all tensors: two files hold the same tensors iff this is equal."""
+    return hashlib.sha256("".join(f"{n} {d}\n" for n, d in sorted(digests.items())).encode()).hexdigest()
+
+
+def data_order_identity(training_config: dict, data_manifest_sha256: str | None) -> dict:
+    """What fixes the data order and the initial weights of a run (seeds default to `seed`, as in TrainConfig)."""
+    seed = training_config.get("seed")
+    identity = {key: training_config.get(key, seed if key.endswith("_seed") else None) for key in DATA_ORDER_KEYS}
+    return identity | {"data_manifest_sha256": data_manifest_sha256}
+
+
+def checkpoint_entry(branch: str, step: int | None, tokens: int | None, weights: Path, weights_sha256: str,
+                     commit: str | None, optimizer_state: dict | None = None) -> dict:
+    digests = tensor_digests(weights)
+    return {"branch": branch, "step": step, "tokens": tokens, "commit": commit, "weights_sha256": weights_sha256,
+            "tensors_sha256": tensors_sha256(digests), "tensors": digests, "optimizer_state": optimizer_state}
+
+
+def render(repo_id: str, release_branch: str, data_order: dict, entries: list[dict]) -> bytes:
+    manifest = {"format": FORMAT, "repo_id": repo_id, "release_branch": release_branch, "data_order": data_order,
+                "checkpoints": sorted(entries, key=lambda e: (e["step"] is None, e["step"] or 0, e["branch"]))}
+    return (json.dumps(manifest, indent=1) + "\n").encode()
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """The git object id of a regular (non-LFS) file: what the Hub reports as its `oid`/`blob_id`."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
