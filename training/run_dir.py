@@ -55,13 +55,14 @@ DATA_MANIFEST = "data_manifest.json"
 METRICS = "metrics.jsonl"
 FED_BATCHES = "fed_batches.jsonl"
 CHECKPOINTS = "checkpoints"
+SEQUENCE_LOSSES = "sequence_losses"  # per-sequence training losses (training/sequence_losses.py)
 CHECKPOINT_INFO = "checkpoint_info.json"
 HF_EXPORTS = "hf"
 FINAL = "final"
 LOGS = "logs"
 PER_UPDATE_ROWS = (FED_BATCHES,)  # jsonl files whose "step" is the 0-based update index
 RUN_FILES = (TRAINING_CONFIG, RUN_INFO, DATA_MANIFEST, METRICS, FED_BATCHES)
-RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS)
+RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS, SEQUENCE_LOSSES)
 COMPLETED = "completed"
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")

@@ -445,6 +445,11 @@ def checkpoints_of(run_dir: str | None, repo_id: str | None) -> list[tuple[int, 
             raise UserError(f"{run_dir} is not a run folder (no {rd.TRAINING_CONFIG})")
         found = [(s, f"hf/{p.name}", {"pretrained_model_name_or_path": str(p)})
                  for s, p in rd.list_step_dirs(Path(run_dir) / rd.HF_EXPORTS)]
+        final = Path(run_dir) / rd.HF_EXPORTS / rd.FINAL
+        if (final / "export_info.json").is_file():  # the last step, when it is not also an hf/step_N export
+            step = rd.read_json(final / "export_info.json")["step"]
+            if step not in {s for s, _, _ in found}:
+                found.append((step, f"hf/{rd.FINAL}", {"pretrained_model_name_or_path": str(final)}))
     else:
         import re
 
