@@ -156,7 +156,9 @@ def test_zero2_two_processes_records_the_global_order(run, owt_data_dir, tmp_pat
     proc = run_cli(cmd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = read_sequence_losses(out)
-    np.testing.assert_allclose(got, read_sequence_losses(run), atol=1e-5, rtol=0)
+    # the same sequences in the same order as one process; the weights drift apart by DeepSpeed's other reduction
+    # order (measured 1.2e-5 after 8 steps), the per-step recomputation below is the exact check
+    np.testing.assert_allclose(got, read_sequence_losses(run), atol=5e-5, rtol=0)
     for step in (0, 3, 5):
         np.testing.assert_allclose(got[step], recomputed(out, owt_data_dir, step), atol=1e-5, rtol=0)
     # the 2-process run fed exactly the sampler's global batches, rank 0 rows first

@@ -195,10 +195,13 @@ class TraceIndex:
         """Sorted train.bin positions of an id sequence that lies inside one document."""
         found = self.engine.find(input_ids=[int(i) for i in ids])
         start, end = found["segment_by_shard"][0]
-        raw = np.asarray(self.table[start * self.ptr_size : end * self.ptr_size]).reshape(-1, self.ptr_size)
-        byte_offsets = (raw.astype(np.int64) << (8 * np.arange(self.ptr_size, dtype=np.int64))).sum(axis=1)
+        # suffix-array entries [start, end): little-endian byte offsets into tokenized.0, ptr_size bytes each
+        padded = np.zeros((end - start, 8), dtype=np.uint8)
+        padded[:, : self.ptr_size] = np.asarray(self.table[start * self.ptr_size : end * self.ptr_size]).reshape(
+            -1, self.ptr_size)
+        byte_offsets = np.sort(padded.view("<u8").ravel().astype(np.int64))  # sorted: searchsorted runs in order
         docs = np.searchsorted(self.doc_byte_offsets, byte_offsets, side="right") - 1
-        return np.sort(byte_offsets // TOKEN_BYTES - docs - 1)
+        return byte_offsets // TOKEN_BYTES - docs - 1
 
     def positions(self, ids: list[int]) -> np.ndarray:
         """Sorted train.bin token positions p with train.bin[p : p + len(ids)] == ids (also across documents)."""
