@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from transformers import HfArgumentParser
+from modeling.hf_argparser import HfArgumentParser
 
 from modeling import EOT_TOKEN_ID, sha256_file, tiktoken_encoding
 from training import trace

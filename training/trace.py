@@ -58,11 +58,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
-from transformers import HfArgumentParser
+from modeling.hf_argparser import HfArgumentParser
 
 from modeling import EOT_TOKEN_ID, UserError, cli_main, sha256_file, tiktoken_encoding
 from training import run_dir as rd
-from training.config import FIELD_NAMES, TrainConfig, parse_config
+from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TOKEN_DTYPE, TokenSplit, WindowSampler, open_split
 
 INDEX_DIR = "trace_index"
