@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test,track,interp,harness]"
+	$(PY) -m pip install --quiet -e ".[test,track,interp,harness,trace]"
 	touch $@
 
 demo: setup

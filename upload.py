@@ -1,7 +1,7 @@
 """Publish a release folder and intermediate checkpoints to the Hugging Face Hub (issue #6).
 
     gpt2-owt-upload RELEASE --repo_id user/name [--private] [--revision main] [--create_pr] [--tag v1.0]
-                    [--checkpoints RUN/hf] [--dry_run]
+                    [--checkpoints RUN/hf] [--with_training_logs RUN] [--dry_run]
 
 1. `create_repo(exist_ok=True)`; the release folder goes to `--revision` (default `main`) with `upload_folder`.
 2. Every `RUN/hf/step_N` export goes to its own branch `step{N}` (the Pythia convention), created from the repo's
@@ -14,7 +14,9 @@
 4. `--with_optimizer_states`: each kept Accelerate checkpoint `RUN/checkpoints/step_N` of a published step goes to
    `checkpoints/step_N/` on branch `step{N}` (the final step's, when it has no step branch, on the release branch);
    `--resume_from_checkpoint` on a downloaded copy continues the run exactly like a local resume.
-5. `--tag` tags the release branch once everything above is on it.
+5. `--with_training_logs RUN` also commits the run's metrics.jsonl, fed_batches.jsonl (if traced) and
+   sequence_losses/ to the release branch under training_logs/ (what `python -m training.trace` reads).
+6. `--tag` tags the release branch once everything above is on it.
 
 Rerunning after a failure resumes: files whose remote sha256 (LFS) / git oid already match are skipped by
 `upload_folder`, LFS objects already stored are not sent again, and a step branch whose weights already match is
@@ -25,6 +27,7 @@ printed, logged or put in an error message. This module needs only huggingface_h
 no torch/transformers (the layouts come from the torch-free training/run_dir.py and model_card/release_dir.py).
 """
 
+import fnmatch
 import json
 import sys
 from dataclasses import dataclass, field
@@ -36,7 +39,8 @@ from modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from modeling.records import read_json, sha256_file
 from model_card import checkpoint_manifest as cm
 from model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
-from training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, RUN_INFO, list_step_dirs
+from training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, METRICS, RUN_INFO, SEQUENCE_LOSSES,
+                              list_step_dirs)
 
 RELEASE_TITLE, STEP_TITLE = "Release (", "Checkpoint step "  # commit titles; checkpoints.json records those commits
 
@@ -54,6 +58,8 @@ class UploadArgs:
     create_pr: bool = field(default=False, metadata={"help": "open a pull request with the release instead of pushing"})
     tag: str | None = field(default=None, metadata={"help": "tag to put on the release commit, e.g. v1.0"})
     checkpoints: str | None = field(default=None, metadata={"help": "RUN/hf: publish each step_N to branch step{N}"})
+    with_training_logs: str | None = field(
+        default=None, metadata={"help": "RUN: also publish its metrics, fed batches and sequence losses to training_logs/"})
     dry_run: bool = field(default=False, metadata={"help": "print what would be written; no token, no network"})
     allow_duplicate_weights: bool = field(
         default=False, metadata={"help": "publish steps whose weights equal another step's (e.g. lr was 0)"})
@@ -170,6 +176,29 @@ def state_path(step: int) -> str:
     return f"checkpoints/step_{step}"
 
 
+TRAINING_LOGS = "training_logs"
+TRAINING_LOG_PATTERNS = [METRICS, FED_BATCHES, f"{SEQUENCE_LOSSES}/*"]
+
+
+def training_log_files(run_dir: Path) -> list[tuple[str, int]]:
+    """The run's training logs (relative name, size) that --with_training_logs publishes."""
+    if not (run_dir / METRICS).is_file():
+        raise UploadError(f"--with_training_logs {run_dir}: not a run folder (no {METRICS})")
+    return [(name, size) for name, size in folder_files(run_dir)
+            if any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_LOG_PATTERNS)]  # as upload_folder filters
+
+
+def publish_training_logs(api, args: UploadArgs, branch: str) -> str | None:
+    """Commit the training logs under training_logs/ of the release branch; the commit oid (None if not asked)."""
+    if not args.with_training_logs:
+        return None
+    info = api.upload_folder(repo_id=args.repo_id, folder_path=args.with_training_logs, revision=branch,
+                             path_in_repo=TRAINING_LOGS, allow_patterns=TRAINING_LOG_PATTERNS,
+                             commit_message="Training logs: metrics, fed batches, per-sequence losses")
+    print(f"training logs -> {info.commit_url}")
+    return info.oid
+
+
 def check_plan(args: UploadArgs, release: Target, steps: list[Target]) -> None:
     """Refuse branch-name collisions and step branches that would not hold their own weights."""
     names = [t.branch for t in steps]
@@ -206,6 +235,12 @@ def print_plan(args: UploadArgs, release: Target, steps: list[Target], states: l
               f"{sum(size for _, size in t.files):,} bytes")
     print(f"branch {release.branch} <- {cm.CHECKPOINTS_JSON}: {len(steps) + 1} checkpoints (written after the upload)"
           + (" (skipped with --create_pr)" if args.create_pr else ""))
+    if args.with_training_logs:
+        files = training_log_files(Path(args.with_training_logs))
+        print(f"branch {release.branch} {TRAINING_LOGS}/ <- {args.with_training_logs}: {len(files)} files, "
+              f"{sum(size for _, size in files):,} bytes")
+        for name, size in files:
+            print(f"  {TRAINING_LOGS}/{name}  {size:,} bytes")
     if args.tag:
         print(f"tag {args.tag} -> the release commit on {release.branch}"
               + (" (skipped with --create_pr: tag after merging)" if args.create_pr else ""))
@@ -324,6 +359,7 @@ def publish(api, args: UploadArgs, release: Target, steps: list[Target], states:
     if args.tag in branches:
         raise UploadError(f"--tag {args.tag} collides with the existing branch {args.tag} on {args.repo_id}")
     commit = publish_release(api, args, release, branches)
+    commit = publish_training_logs(api, args, release.branch) or commit
     if steps:
         # Step branches start from the initial commit (just .gitattributes), so each holds only its checkpoint.
         root = api.list_repo_commits(args.repo_id, revision="main")[-1].commit_id
@@ -387,6 +423,10 @@ def run(argv=None) -> None:
     if args.with_optimizer_states and not args.checkpoints:
         raise UploadError("--with_optimizer_states needs --checkpoints RUN/hf (the states are in RUN/checkpoints)")
     states = optimizer_state_targets(Path(args.checkpoints), release, steps) if args.with_optimizer_states else []
+    if args.with_training_logs:  # a bad run folder or flag combination fails before any network
+        if args.create_pr:
+            raise UploadError("--with_training_logs cannot go into a pull request: publish them after merging")
+        training_log_files(Path(args.with_training_logs))
     if args.dry_run:
         print_plan(args, release, steps, states, "from the initial commit")
         return

@@ -272,3 +272,27 @@ def test_card_validate_runs_when_the_hub_answers(hub, published_inputs):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith(f"passed ({hub.url}/api/validate-yaml)")
     assert ("POST", "/api/validate-yaml", 200) in hub.state.log
+
+
+def test_with_training_logs_publishes_metrics_and_sequence_losses(hub, published_inputs, capsys):
+    """`--with_training_logs RUN` commits metrics.jsonl and sequence_losses/ under training_logs/ of main, and the
+    tag points at that commit; the dry run lists them."""
+    release, hf = published_inputs
+    run = hf.parent
+    logs = upload.training_log_files(run)
+    names = [name for name, _ in logs]
+    assert "metrics.jsonl" in names and "sequence_losses/info.json" in names
+    assert any(n.startswith("sequence_losses/steps_") for n in names) and not any("checkpoints" in n for n in names)
+    upload.main([str(release), "--repo_id", "alice/x", "--with_training_logs", str(run), "--dry_run"])
+    out = capsys.readouterr().out
+    assert "branch main training_logs/ <- " in out and "  training_logs/metrics.jsonl  " in out
+    repo = "alice/gpt2-owt-logs"
+    proc = run_upload(hub, release, "--repo_id", repo, "--with_training_logs", run, "--tag", "v1.0")
+    assert proc.returncode == 0, proc.stderr
+    snapshot = hub.state.snapshot(repo, "main")
+    for name in names:
+        assert snapshot[f"training_logs/{name}"] == upload.sha256_file(run / name)
+    tagged = hub.state.snapshot(repo, "v1.0")
+    assert "training_logs/metrics.jsonl" in tagged and "model.safetensors" in tagged
+    bad = run_upload(hub, release, "--repo_id", repo, "--with_training_logs", hf)
+    assert bad.returncode == 2 and "not a run folder (no metrics.jsonl)" in bad.stderr

@@ -83,6 +83,9 @@ class TrainConfig:
     trace_batches: bool = field(
         default=False, metadata={"help": "write sha256 of every fed batch to fed_batches.jsonl (data-order audits)"}
     )
+    record_sequence_losses: bool = field(
+        default=True, metadata={"help": "write every sequence's training loss to sequence_losses/ (training/trace.py)"}
+    )
 
     def __post_init__(self):
         """Type-check every field (YAML values arrive untyped: `6e-4` is a string to YAML 1.1, `1` may be a float)."""

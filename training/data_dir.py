@@ -173,6 +173,44 @@ class WindowSampler:
         return start, start + self.seq_len + 1
 
 
+    # ---- the inverse: which sequences (hence steps and rows) read a given token range. `training/trace.py` uses it.
+    def windows_holding(self, starts, ends) -> tuple[np.ndarray, np.ndarray]:
+        """Every window holding a whole token range [start, end): w * seq_len <= start and
+        end <= w * seq_len + seq_len + 1 (at most two: consecutive windows share one token). Returns (index into the
+        ranges, window id) pairs, grouped by range in order; a range no window holds whole has no pair."""
+        starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+        first = np.maximum(0, -(-(ends - self.seq_len - 1) // self.seq_len))  # ceil((end - seq_len - 1) / seq_len)
+        last = np.minimum(starts // self.seq_len, self.num_windows - 1)
+        counts = np.maximum(0, last - first + 1)
+        which = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
+        rank_in_range = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        return which, np.repeat(first, counts) + rank_in_range
+
+    def sequences_reading(self, windows, num_sequences: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every global sequence id g < num_sequences that read one of `windows`, by inverting each epoch's
+        permutation (no loop over steps). Returns (index into `windows`, g), sorted by g; step = g // global_batch_size,
+        row in the global batch = g % global_batch_size, epoch = g // num_windows."""
+        windows = np.asarray(windows, dtype=np.int64)
+        if windows.size and (windows.min() < 0 or windows.max() >= self.num_windows):
+            raise IndexError(f"window id out of range [0, {self.num_windows})")
+        which, ids = [], []
+        for epoch in range(-(-num_sequences // self.num_windows)):
+            if self.shuffle:
+                inverse = np.empty(self.num_windows, dtype=np.int64)
+                inverse[epoch_permutation(self.num_windows, self.seed, epoch)] = np.arange(self.num_windows)
+                positions = inverse[windows]
+            else:
+                positions = windows
+            g = epoch * self.num_windows + positions
+            keep = g < num_sequences
+            which.append(np.flatnonzero(keep))
+            ids.append(g[keep])
+        which = np.concatenate(which) if which else np.zeros(0, np.int64)
+        ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        order = np.argsort(ids, kind="stable")
+        return which[order], ids[order]
+
+
 def read_windows(split: TokenSplit, windows: np.ndarray, seq_len: int) -> np.ndarray:
     """int64 [len(windows), seq_len + 1] tokens of the given windows, read from the memmap."""
     starts = np.asarray(windows, dtype=np.int64) * seq_len

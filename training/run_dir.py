@@ -14,6 +14,9 @@ the one writer of everything in it except the Accelerate state inside checkpoint
       hf/final/              the export at the end of training
       logs/                  tracker output (tensorboard), when report_to is not "none"
       fed_batches.jsonl      sha256 of every batch fed, when trace_batches is on (data-order audits)
+      sequence_losses/       float32 training loss of every sequence of every global batch (record_sequence_losses,
+                             on by default): info.json + steps_SSSSSSSS.f32 shards of [1000 steps, global_batch_size],
+                             row = update step (0-based), column = row of the global batch (training/sequence_losses.py)
 
 Row index rule: metrics.jsonl "step" = updates done (1-based: the row logged after update N-1 says step N);
 per-update rows (fed_batches.jsonl) "step" = the update's index (0-based, the sampler's step). On resume from
@@ -55,13 +58,14 @@ DATA_MANIFEST = "data_manifest.json"
 METRICS = "metrics.jsonl"
 FED_BATCHES = "fed_batches.jsonl"
 CHECKPOINTS = "checkpoints"
+SEQUENCE_LOSSES = "sequence_losses"  # per-sequence training losses (training/sequence_losses.py)
 CHECKPOINT_INFO = "checkpoint_info.json"
 HF_EXPORTS = "hf"
 FINAL = "final"
 LOGS = "logs"
 PER_UPDATE_ROWS = (FED_BATCHES,)  # jsonl files whose "step" is the 0-based update index
 RUN_FILES = (TRAINING_CONFIG, RUN_INFO, DATA_MANIFEST, METRICS, FED_BATCHES)
-RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS)
+RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS, SEQUENCE_LOSSES)
 COMPLETED = "completed"
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")

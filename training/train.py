@@ -33,6 +33,7 @@ from training import run_dir as rd
 from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 from training.run_dir import RunDir
+from training.sequence_losses import SequenceLossWriter
 
 # Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
 MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
@@ -246,10 +247,19 @@ def build_scheduler(optimizer, cfg: TrainConfig):
                          num_training_steps=cfg.total_steps(), scheduler_specific_kwargs={"min_lr": cfg.min_lr})
 
 
-def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:]."""
+def lm_token_losses(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy [B, seq_len] of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:].
+    Training takes its loss as the mean of this tensor whether or not per-sequence losses are recorded, so recording
+    them cannot change the weights."""
     logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), tokens[:, 1:].reshape(-1))
+    targets = tokens[:, 1:]
+    losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+    return losses.view_as(targets)
+
+
+def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy of windows [B, seq_len + 1]."""
+    return lm_token_losses(model, tokens).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -356,6 +366,9 @@ class Trainer:
             if acc.is_main_process:  # drop rows the killed run wrote after this checkpoint: they are recomputed
                 self.run_dir.truncate_rows(self.step)
             acc.print(f"resumed from {self.resume_path} at step {self.step}")
+        # opened at the (resumed) step: keeps the rows of updates < step, so none is missing or duplicated
+        self.sequence_loss_writer = SequenceLossWriter(self.out, cfg.global_batch_size, self.step) \
+            if cfg.record_sequence_losses and acc.is_main_process else None
 
     # -------------------------------------------------------------------------------- one update
     def rank_batch(self, step: int, sampler: WindowSampler, split: TokenSplit) -> torch.Tensor:
@@ -368,11 +381,16 @@ class Trainer:
         if self.cfg.trace_batches:
             self.trace(step, tokens)
         loss_sum = torch.zeros((), device=acc.device)
+        sequence_losses = []
         for m in range(self.grad_accum):
             with acc.accumulate(self.model):
-                loss = lm_loss(self.model, tokens[m * micro : (m + 1) * micro])
+                token_losses = lm_token_losses(self.model, tokens[m * micro : (m + 1) * micro])
+                loss = token_losses.mean()
                 acc.backward(loss)  # divides by grad_accum; under DeepSpeed it also steps at the boundary
             loss_sum += loss.detach()
+            sequence_losses.append(token_losses.detach().mean(dim=1))
+        if self.cfg.record_sequence_losses:
+            self.record_sequence_losses(step, torch.cat(sequence_losses))
         assert acc.sync_gradients, "gradient accumulation boundary out of step with the global batch"
         # Outside DeepSpeed this clips; under DeepSpeed the engine already clipped (gradient_clipping) and stepped,
         # and this returns the norm it measured.
@@ -381,6 +399,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / self.grad_accum, None if grad_norm is None else float(grad_norm)
+
+    def record_sequence_losses(self, step: int, losses: torch.Tensor) -> None:
+        """Append the step's per-sequence losses, gathered across ranks in rank = global row order."""
+        losses = self.accelerator.gather(losses).cpu().numpy()
+        if self.sequence_loss_writer is not None:
+            self.sequence_loss_writer.append(step, losses)
 
     def trace(self, step: int, tokens: torch.Tensor) -> None:
         """Record a hash of the global batch exactly as fed (gathered across ranks in rank = global order)."""
@@ -470,7 +494,11 @@ class Trainer:
         if cfg.report_to != "none":
             acc.init_trackers(cfg.run_name, config=self.tracker_config())
         with self.stop_signals_caught():
-            return self.train_loop()
+            try:
+                return self.train_loop()
+            finally:
+                if self.sequence_loss_writer is not None:
+                    self.sequence_loss_writer.close()
 
     def train_loop(self) -> int:
         from tqdm.auto import tqdm

@@ -1,0 +1,121 @@
+"""The trace index (training/trace.py) at >= 50M tokens: build tokens/s and peak memory, and `find` latency against a
+vectorised numpy scan of train.bin.
+
+    python benchmarks/bench_trace.py [--tokens 50_000_000] [--num_proc 2] [--mem_gb 4] [--workdir /tmp/bench_trace]
+
+The corpus is the bundled OpenWebText sample (training/sample_data, 5,038 documents), encoded as the data pipeline
+does (tiktoken encode_ordinary + EOT) and repeated with a varied suffix per copy (" [copy k]") until it holds
+--tokens tokens, written as a data_dir (train.bin, document index, a manifest hashing them). The baseline is the
+fastest plain numpy scan: candidate positions of the first id, then each further id checked on the survivors.
+"""
+
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from modeling.hf_argparser import HfArgumentParser
+
+from modeling import EOT_TOKEN_ID, sha256_file, tiktoken_encoding
+from training import trace
+from training.config import parse_config
+from training.data_dir import MANIFEST
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = [REPO_ROOT / "training/sample_data/owt_first37_docs.jsonl",
+           REPO_ROOT / "training/sample_data/owt20p_lines_sample5001.jsonl"]
+
+
+@dataclass
+class BenchArgs:
+    tokens: int = 50_000_000
+    num_proc: int = 2
+    mem_gb: int = 4
+    workdir: str = "/tmp/bench_trace"
+    repeats: int = 5  # best of N per query
+
+
+def write_corpus(folder: Path, target_tokens: int) -> int:
+    enc = tiktoken_encoding()
+    texts = [json.loads(line)["text"] for path in SAMPLES for line in path.read_text().splitlines() if line.strip()]
+    docs = [np.asarray(enc.encode_ordinary(t), dtype=np.uint16) for t in texts]
+    chunks, lengths, copy = [], [], 0
+    total = 0
+    while total < target_tokens:
+        suffix = np.asarray(enc.encode_ordinary(f" [copy {copy}]") + [EOT_TOKEN_ID], dtype=np.uint16)
+        for d in docs:
+            chunks += [d, suffix]
+            lengths.append(d.size + suffix.size)
+        total += sum(d.size for d in docs) + len(docs) * suffix.size
+        copy += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    np.concatenate(chunks).tofile(folder / "train.bin")
+    np.save(folder / "train.docs.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    np.save(folder / "train.rows.npy", np.arange(len(lengths), dtype=np.int64))
+    val = np.concatenate(docs[:4] + [np.asarray([EOT_TOKEN_ID], np.uint16)])
+    val.tofile(folder / "val.bin")
+    np.save(folder / "val.docs.npy", np.asarray([0, val.size], np.int64))
+    np.save(folder / "val.rows.npy", np.asarray([0], np.int64))
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".bin", ".npy")}
+    (folder / MANIFEST).write_text(json.dumps({"benchmark": "bench_trace", "files": files}) + "\n")
+    return total
+
+
+def numpy_scan(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
+    n = len(ids)
+    cand = np.flatnonzero(tokens[: tokens.size - n + 1] == ids[0])
+    for k in range(1, n):
+        cand = cand[tokens[cand + k] == ids[k]]
+    return cand
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def main() -> None:
+    args = HfArgumentParser(BenchArgs).parse_args_into_dataclasses()[0]
+    data = Path(args.workdir) / "data"
+    n = write_corpus(data, args.tokens)
+    print(f"corpus: {n:,} tokens in {data} ({(data / 'train.bin').stat().st_size / 1e6:.0f} MB)")
+
+    t = time.perf_counter()
+    trace.build_index(data, data / trace.INDEX_DIR, args.num_proc, args.mem_gb)
+    build = time.perf_counter() - t
+    rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
+    size = sum(p.stat().st_size for p in (data / trace.INDEX_DIR).iterdir())
+    print(f"index build: {build:.1f} s = {n / build / 1e6:.2f}M tokens/s with {args.num_proc} threads; "
+          f"peak RSS {rss_self:.2f} GB (this process) / {rss_children:.2f} GB (infini-gram indexer); "
+          f"index {size / 1e6:.0f} MB = {size / n:.1f} bytes/token")
+
+    index = trace.TraceIndex(data)
+    tokens = np.fromfile(data / "train.bin", dtype=np.uint16)
+    cfg = parse_config(["--config", str(REPO_ROOT / "training/configs/gpt2-124m-owt.yaml")], validate=False)
+    cfg.max_steps = max(1, n // cfg.tokens_per_step())  # one epoch of this corpus with the 124M recipe
+    enc = tiktoken_encoding()
+    queries = {"rare 8-gram": tokens[123_456:123_464].tolist(), "10-gram": tokens[9_000_000:9_000_010].tolist(),
+               "'Barack Obama'": enc.encode_ordinary(" Barack Obama"), "' the' (common)": [262],
+               "' of the'": enc.encode_ordinary(" of the"), "absent": enc.encode_ordinary(" zzqx qqzv wwxq")}
+    print(f"{'query':>18} {'count':>9} {'index s':>9} {'find s':>8} {'scan s':>8} {'scan/index':>10} {'scan/find':>9}")
+    for name, ids in queries.items():
+        t_index, positions = best_of(lambda: index.positions(ids), args.repeats)
+        t_find, report = best_of(lambda: trace.find(index, cfg, ids, limit=10), args.repeats)
+        t_scan, scanned = best_of(lambda: numpy_scan(tokens, ids), max(1, args.repeats // 2))
+        assert np.array_equal(positions, scanned) and report["count"] == scanned.size
+        print(f"{name:>18} {scanned.size:>9,} {t_index:>9.4f} {t_find:>8.4f} {t_scan:>8.3f} "
+              f"{t_scan / t_index:>9.0f}x {t_scan / t_find:>8.0f}x")
+    print(f"hardware: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), shared")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""`python -m training.trace index|find`: the infini-gram index of train.bin and the exposures of an occurrence,
+against brute force (a scan of train.bin and the batches `training.data_order` lists, step by step)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from modeling import EOT_TOKEN_ID
+from training.config import parse_config
+from training.data_dir import WindowSampler, open_split, read_windows
+from training.data_order import batch_order
+from training import trace
+from train_support import TINY_YAML
+
+# ~2.5 epochs of the 33-document sample: exposures repeat across epochs and windows
+SEQ_LEN, BATCH, STEPS = 32, 8, 400
+CONFIG_ARGS = ["--seq_len", str(SEQ_LEN), "--global_batch_size", str(BATCH), "--micro_batch_size", "4",
+               "--max_steps", str(STEPS), "--warmup_steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(owt_data_dir, tmp_path_factory):
+    """A copy of the sample data_dir with its trace index built by the CLI."""
+    copy = tmp_path_factory.mktemp("trace") / "data"
+    shutil.copytree(owt_data_dir, copy)
+    trace.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
+    return copy
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return parse_config(["--config", str(TINY_YAML), *CONFIG_ARGS], validate=False)
+
+
+def brute_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
+    n = len(ids)
+    view = np.lib.stride_tricks.sliding_window_view(np.asarray(tokens, dtype=np.int64), n)
+    return np.flatnonzero((view == np.asarray(ids)).all(axis=1))
+
+
+@pytest.fixture(scope="module")
+def all_batches(data_dir, cfg):
+    """Every step's batch as `training.data_order` lists it: (step, row, token_start, token_end)."""
+    split = open_split(data_dir, "train")
+    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+    rows = []
+    for step in range(STEPS):
+        for s in batch_order(split, sampler, step)["sequences"]:
+            rows.append((step, s["index"], s["token_start"], s["token_end"]))
+    return np.array(rows, dtype=np.int64)
+
+
+def brute_exposures(all_batches, p: int, n: int, num_windows: int, until: int) -> list[dict]:
+    step, row, start, end = all_batches.T
+    hit = (start <= p) & (p + n <= end) & (step < until)
+    return [{"epoch": int((s * BATCH + r) // num_windows), "step": int(s), "row": int(r)}
+            for s, r in zip(step[hit], row[hit])]
+
+
+def query_set(split) -> list[list[int]]:
+    """n-grams of 1-12 tokens: random, at window boundaries, across document boundaries, common and absent."""
+    rng = np.random.default_rng(0)
+    tokens = np.asarray(split.tokens, dtype=np.int64)
+    starts = list(rng.integers(0, split.num_tokens - 12, 40))
+    starts += [w * SEQ_LEN + d for w in rng.integers(1, split.num_tokens // SEQ_LEN - 1, 12) for d in (-3, -1, 0, 1)]
+    starts += [int(o) - d for o in split.doc_offsets[1:6] for d in (1, 2, 4)]  # the EOT and the next document
+    queries = [tokens[s : s + n].tolist() for i, s in enumerate(starts) for n in (1 + i % 12,)]
+    queries += [[262], [13], [EOT_TOKEN_ID], [11, 262], [50000, 50001, 50002]]  # common, EOT alone, absent
+    return queries
+
+
+def test_index_layout_and_manifest(data_dir):
+    split = open_split(data_dir, "train")
+    index_dir = data_dir / trace.INDEX_DIR
+    info = json.loads((index_dir / trace.INDEX_INFO).read_text())
+    assert info["num_tokens"] == split.num_tokens and info["num_documents"] == split.num_documents == 33
+    from modeling import sha256_file
+
+    assert info["data_manifest_sha256"] == sha256_file(data_dir / "manifest.json")
+    raw = np.fromfile(index_dir / "tokenized.0", dtype="<u2")
+    offsets = np.fromfile(index_dir / "offset.0", dtype="<u8")
+    assert raw.size == split.num_tokens + split.num_documents and offsets.size == split.num_documents
+    for d in (0, 7, 32):
+        a, b = int(split.doc_offsets[d]), int(split.doc_offsets[d + 1])
+        at = offsets[d] // 2
+        assert raw[at] == 0xFFFF and np.array_equal(raw[at + 1 : at + 1 + b - a], split.tokens[a:b])
+    assert not [p for p in data_dir.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_positions_equal_a_scan_of_train_bin(data_dir):
+    index = trace.TraceIndex(data_dir)
+    split = index.split
+    straddling = 0
+    for ids in query_set(split):
+        want = brute_positions(split.tokens, ids)
+        got = index.positions(ids)
+        assert np.array_equal(got, want), ids
+        straddling += EOT_TOKEN_ID in ids[:-1] and want.size > 0
+        if EOT_TOKEN_ID not in ids[:-1]:
+            assert index.count(ids) == want.size
+    assert straddling >= 5  # the set really has n-grams across documents
+    # the rank -> document mapping of infini-gram's own API agrees with ours
+    found = index.engine.find(input_ids=[262])
+    start, _ = found["segment_by_shard"][0]
+    doc = index.engine.get_doc_by_rank(s=0, rank=start, max_disp_len=10)["doc_ix"]
+    assert doc in set(split.document_index(index.positions([262])).tolist())
+
+
+def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
+    index = trace.TraceIndex(data_dir)
+    split = index.split
+    sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
+    saw_split = saw_two_windows = 0
+    for k, ids in enumerate(query_set(split)):
+        until = STEPS if k % 3 else 150
+        report = trace.find(index, cfg, ids, until_step=until, limit=10**6, context=3)
+        positions = brute_positions(split.tokens, ids)
+        assert report["count"] == positions.size
+        assert [o["token_position"] for o in report["occurrences"]] == positions.tolist()
+        every = []
+        for occ, p in zip(report["occurrences"], positions):
+            want = brute_exposures(all_batches, int(p), len(ids), sampler.num_windows, until)
+            assert occ["exposures"] == want, (ids, p)
+            assert occ["split"] == (sampler.windows_holding([p], [p + len(ids)])[1].size == 0)
+            assert occ["document"] == int(np.searchsorted(split.doc_offsets, p, side="right") - 1)
+            assert occ["source_row"] == int(split.doc_rows[occ["document"]])
+            saw_split += occ["split"]
+            saw_two_windows += sampler.windows_holding([p], [p + len(ids)])[1].size == 2
+            every += [e["step"] for e in want]
+        assert report["first_step"] == (min(every) if every else None)
+        assert report["num_exposures"] == len(every)
+        schedule = [s for s in trace.export_schedule(cfg, STEPS) if s <= until]
+        assert report["exposures_by_step"] == [{"step": s, "exposures": sum(e < s for e in every)} for s in schedule]
+    assert saw_split > 0 and saw_two_windows > 0
+
+
+def test_exposed_rows_hold_the_occurrence(data_dir, cfg):
+    """Each exposure's (step, row) of the trainer's batch really holds the occurrence whole."""
+    index = trace.TraceIndex(data_dir)
+    split = index.split
+    sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
+    ids = split.tokens[1000:1006].tolist()
+    report = trace.find(index, cfg, ids, limit=100)
+    assert report["num_exposures"] > 0
+    for occ in report["occurrences"]:
+        for e in occ["exposures"]:
+            window = sampler.global_batch_windows(e["step"])[e["row"]]
+            row = read_windows(split, [window], SEQ_LEN)[0]
+            offset = occ["token_position"] - window * SEQ_LEN
+            assert row[offset : offset + len(ids)].tolist() == ids
+
+
+def test_sampler_inverse_round_trips():
+    sampler = WindowSampler(num_tokens=10_001, seq_len=10, global_batch_size=7, seed=3)
+    windows = np.arange(sampler.num_windows)
+    total = 3 * sampler.num_windows + 123  # three epochs and a partial one
+    which, g = sampler.sequences_reading(windows, total)
+    assert np.array_equal(g, np.arange(total))  # every sequence read exactly one window
+    step, row = np.divmod(g, 7)
+    for s in (0, 1, 300, total // 7 - 1):
+        sel = step == s
+        assert np.array_equal(windows[which[sel]][np.argsort(row[sel])], sampler.global_batch_windows(s))
+    unshuffled = WindowSampler(10_001, 10, 7, 3, shuffle=False)
+    assert np.array_equal(unshuffled.sequences_reading([5], 2500)[1], [5, 1005, 2005])
+    which, w = sampler.windows_holding([0, 10, 10, 15, 995], [1, 11, 12, 26, 1001])
+    assert which.tolist() == [0, 1, 1, 2, 4] and w.tolist() == [0, 0, 1, 1, 99]  # [15, 26) fits no window
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        trace.main(list(argv))
+    return e.value.code, capsys.readouterr()
+
+
+def test_find_cli_json_and_text(data_dir, capsys):
+    common = ["find", "--data_dir", str(data_dir), "--config", str(TINY_YAML), *CONFIG_ARGS]
+    trace.main([*common, "--text", "the", "--json", "--limit", "2"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["token_ids"] == [1169] and report["text"] == "the"
+    assert len(report["occurrences"]) == 2 and report["leading_space_variant"]["token_ids"] == [262]
+    split = open_split(data_dir, "train")
+    assert report["leading_space_variant"]["count"] == brute_positions(split.tokens, [262]).size
+    assert {"count", "first_step", "occurrences", "exposures_by_step"} <= report.keys()
+    assert {"token_position", "document", "source_row", "exposures", "split", "context"} <= \
+        report["occurrences"][0].keys()
+    trace.main([*common, "--text", "zzqxv never in the sample qqqzz"])
+    out = capsys.readouterr().out
+    assert out.startswith("0 occurrences of 'zzqxv never in the sample qqqzz'")
+
+
+def test_bad_inputs_are_one_error_line(data_dir, owt_data_dir, tmp_path, capsys):
+    common = ["--config", str(TINY_YAML), *CONFIG_ARGS]
+    cases = {
+        "no trace index at": ["find", "--data_dir", str(owt_data_dir), *common, "--text", "the"],
+        "the text is empty": ["find", "--data_dir", str(data_dir), *common, "--text", ""],
+        "longer than a training window": ["find", "--data_dir", str(data_dir), *common, "--text", "word " * 40],
+        "beyond the run's 400 steps": ["find", "--data_dir", str(data_dir), *common, "--text", "the",
+                                       "--until_step", "401"],
+        "does not exist": ["find", "--data_dir", str(data_dir), "--run_dir", str(tmp_path / "nope"), "--text", "a"],
+        "usage: python -m training.trace": ["frobnicate"],
+        "is not a data_dir": ["index", "--data_dir", str(tmp_path)],
+    }
+    for message, argv in cases.items():
+        code, captured = run_cli(capsys, *argv)
+        lines = captured.err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (message,
+                                                                                                           lines)
+
+
+def test_index_of_another_data_dir_is_refused(data_dir, tmp_path, capsys):
+    """A stale index (the data_dir re-prepared: its manifest changed) and one copied next to another data_dir."""
+    other = tmp_path / "other"
+    shutil.copytree(data_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["note"] = "re-prepared"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    code, captured = run_cli(capsys, "find", "--data_dir", str(other), "--config", str(TINY_YAML), *CONFIG_ARGS,
+                             "--text", "the")
+    assert code == 2 and "was built from another data_dir" in captured.err
