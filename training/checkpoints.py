@@ -23,7 +23,7 @@ from modeling import UserError, sha256_file
 from modeling.records import write_json_atomic
 from training import run_dir as rd
 
-INFO = "checkpoint_info.json"
+INFO = rd.CHECKPOINT_INFO
 # Training-config fields that define the run: a resume that changes one is a different run unless allowed.
 IDENTITY_FIELDS = ("seq_len", "global_batch_size", "total_steps", "learning_rate", "min_lr", "warmup_steps",
                    "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "grad_clip", "seed")
