@@ -62,3 +62,15 @@ def load_export(folder: Path) -> torch.nn.Module:
 def read_rows(output_dir: Path, key: str) -> list[dict]:
     with open(output_dir / "metrics.jsonl") as f:
         return [row for row in map(json.loads, f) if key in row]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+# metrics.jsonl keys that measure speed: the only ones allowed to differ between a resumed and an uninterrupted run
+TIMING_KEYS = {"tokens_per_sec", "elapsed_seconds", "memory_gb", "mfu"}
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]

@@ -40,6 +40,10 @@ class TrainConfig:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "'auto' (latest checkpoint in output_dir, if any) or a checkpoints/step_N path"}
     )
+    allow_changed_config: bool = field(
+        default=False, metadata={"help": "let a resume change the data, batch layout or optimizer/schedule values "
+                                         "(recorded as a new segment in run_info.json)"}
+    )
     # --- batch and length ---
     seq_len: int = field(default=1024, metadata={"help": "tokens per training sequence (<= model n_positions)"})
     micro_batch_size: int = field(default=16, metadata={"help": "sequences per process per forward/backward"})
@@ -69,7 +73,9 @@ class TrainConfig:
     eval_iters: int = field(default=8, metadata={"help": "validation batches of global_batch_size sequences"})
     log_interval: int = field(default=10, metadata={"help": "steps between metrics rows"})
     checkpoint_interval: int = field(default=1000, metadata={"help": "steps between checkpoints (0 = only at end)"})
-    keep_last_checkpoints: int = field(default=3, metadata={"help": "checkpoints kept besides milestones"})
+    keep_last_checkpoints: int = field(
+        default=3, metadata={"help": "checkpoints kept besides milestones (the latest is always kept)"}
+    )
     checkpoint_milestone_interval: int = field(
         default=10000, metadata={"help": "checkpoints at multiples of this are never deleted (0 = none)"}
     )

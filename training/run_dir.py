@@ -132,6 +132,9 @@ class RunDir:
         previous = read_json(self.path / RUN_INFO) if resuming and (self.path / RUN_INFO).is_file() else {}
         self.run_info = {"started_at": previous.get("started_at", now_iso()), "finished_at": None,
                          "wall_time_seconds": previous.get("wall_time_seconds", 0.0), **run_info, "status": "running"}
+        if previous.get("status") == COMPLETED:  # its status never goes back; keep what it completed with
+            self.run_info |= {k: previous.get(k) for k in ("status", "finished_at", "steps_done", "tokens_seen",
+                                                           "num_parameters")}
         write_json_atomic(self.path / RUN_INFO, self.run_info)
 
     def update_run_info(self, status: str | None = None, **fields) -> None:
@@ -163,7 +166,7 @@ class RunDir:
             if not path.is_file():
                 continue
             last_kept = steps_done if name == METRICS else steps_done - 1
-            lines = [line for line in path.read_text().splitlines()
+            lines = [line for line in path.read_text().split("\n")[:-1]  # after the last newline: a torn row
                      if line.strip() and json.loads(line)["step"] <= last_kept]
             tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
             tmp.write_text("".join(line + "\n" for line in lines))

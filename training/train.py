@@ -29,6 +29,7 @@ from modeling.flops import flops_per_token, peak_bf16_flops
 from modeling.hf_folder import save_hf_folder
 from modeling.output_paths import check_not_overlapping
 from modeling.records import package_versions
+from training import checkpoints as ckpt
 from training import run_dir as rd
 from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
@@ -117,39 +118,31 @@ def model_identity(model_config) -> dict:
     return {k: d.get(k) for k in MODEL_IDENTITY_KEYS}
 
 
-def find_checkpoint(cfg: TrainConfig) -> Path | None:
-    """The checkpoint to resume from: None (fresh start), the latest complete one ('auto'), or the given path."""
+def find_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
+    """(path, verified info) of the checkpoint to resume from: None (fresh start), the newest intact one ('auto',
+    skipping damaged newer ones), or the given path, which must be intact (training/checkpoints.py)."""
     if cfg.resume_from_checkpoint is None:
         return None
     if cfg.resume_from_checkpoint == "auto":
-        return RunDir(cfg.output_dir).latest_checkpoint()
+        return ckpt.find_resumable(Path(cfg.output_dir) / rd.CHECKPOINTS)
     path = Path(cfg.resume_from_checkpoint)
-    if not (path / rd.CHECKPOINT_INFO).is_file():
-        raise UserError(f"{path} is not a complete checkpoint (no {rd.CHECKPOINT_INFO})")
-    return path
+    return path, ckpt.read_info(path)
 
 
-def check_checkpoint(path: Path, cfg: TrainConfig, model_config) -> dict:
-    """Refuse a checkpoint made with another model shape or batch layout; returns its info."""
-    info = rd.read_json(path / rd.CHECKPOINT_INFO)
-    mine = {"model": model_identity(model_config), "seq_len": cfg.seq_len, "global_batch_size": cfg.global_batch_size}
-    for key, value in mine.items():
-        if info.get(key) != value:
-            raise UserError(f"checkpoint {path} was made with {key}={info.get(key)}, this run has {key}={value}")
-    return info
-
-
-def restarts_same_run(cfg: TrainConfig, out: Path) -> bool:
+def restarts_same_run(cfg: TrainConfig, out: Path, identity: dict) -> bool:
     """`--resume_from_checkpoint auto` on a folder whose run never reached a checkpoint: start it again if it is
-    the same run (same model, data and batch layout), e.g. a job preempted or crashed before its first save."""
+    the same run (same model, data and run identity), e.g. a job preempted or crashed before its first save."""
     if cfg.resume_from_checkpoint != "auto" or not (out / rd.TRAINING_CONFIG).is_file():
         return False
     previous = rd.read_json(out / rd.TRAINING_CONFIG)
-    keys = ("model_config", "data_dir", "seq_len", "global_batch_size", "init_seed", "data_seed")
-    return all(previous.get(k) == getattr(cfg, k) for k in keys)
+    manifest = out / rd.DATA_MANIFEST
+    same_data = previous.get("data_dir") == cfg.data_dir or (
+        manifest.is_file() and sha256_file(manifest) == identity["data_manifest_sha256"])  # (copy may be missing)
+    changes = ckpt.identity_changes(ckpt.run_identity(previous, identity["model"], None), identity)
+    return previous.get("model_config") == cfg.model_config and same_data and set(changes) <= {"data_manifest_sha256"}
 
 
-def check_output_dir(cfg: TrainConfig, resuming: bool) -> bool:
+def check_output_dir(cfg: TrainConfig, resuming: bool, identity: dict) -> bool:
     """A fresh run must not land on top of another run, unless --overwrite_output_dir. Returns whether the folder
     holds an earlier run's files that the fresh start replaces."""
     out = Path(cfg.output_dir)
@@ -157,7 +150,7 @@ def check_output_dir(cfg: TrainConfig, resuming: bool) -> bool:
         raise UserError(f"output_dir {out} exists and is not a folder")
     if resuming or not RunDir(out).holds_run():
         return False
-    if cfg.overwrite_output_dir or restarts_same_run(cfg, out):
+    if cfg.overwrite_output_dir or restarts_same_run(cfg, out, identity):
         return True
     raise UserError(
         f"output_dir {out} already holds a run: pass --resume_from_checkpoint auto to continue it or "
@@ -247,6 +240,21 @@ def build_scheduler(optimizer, cfg: TrainConfig):
                          num_training_steps=cfg.total_steps(), scheduler_specific_kwargs={"min_lr": cfg.min_lr})
 
 
+def apply_changed_hyperparameters(optimizer, scheduler, cfg: TrainConfig) -> None:
+    """load_state restores the optimizer's and schedule's own copies of lr, betas, eps and weight decay; after an
+    allowed config change (--allow_changed_config) the new values govern from the resumed step on. The schedule's
+    shape (warmup, total steps, min_lr) already comes from the new lambda; only its base lr is stored state."""
+    decay_group = optimizer.param_groups[0]
+    for group in optimizer.param_groups:
+        group.update(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, initial_lr=cfg.learning_rate)
+    decay_group["weight_decay"] = cfg.weight_decay
+    schedule = getattr(scheduler, "scheduler", scheduler)  # inside Accelerate's wrapper
+    schedule.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
+    schedule._last_lr = [base * fn(schedule.last_epoch) for base, fn in zip(schedule.base_lrs, schedule.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, schedule._last_lr):
+        group["lr"] = lr
+
+
 def lm_token_losses(model, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy [B, seq_len] of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:].
     Training takes its loss as the mean of this tensor whether or not per-sequence losses are recorded, so recording
@@ -278,15 +286,21 @@ class Trainer:
             raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
         check_output_apart_from_data(cfg)
         self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size)
-        self.resume_path = find_checkpoint(cfg)
-        self.resume_info = check_checkpoint(self.resume_path, cfg, self.model_config) if self.resume_path else None
-        self.replace_previous = check_output_dir(cfg, resuming=self.resume_path is not None)
+        self.manifest_sha256 = sha256_file(Path(cfg.data_dir) / MANIFEST)
+        self.identity = ckpt.run_identity(asdict(cfg) | {"total_steps": cfg.total_steps()},
+                                          model_identity(self.model_config), self.manifest_sha256)
+        self.resume_path, self.resume_info = find_checkpoint(cfg) or (None, None)
+        self.config_changes = ckpt.check_identity(self.resume_path, self.resume_info, self.identity,
+                                                  cfg.allow_changed_config) if self.resume_path else {}
+        self.replace_previous = check_output_dir(cfg, self.resume_path is not None, self.identity)
 
         self.accelerator = acc = make_accelerator(cfg)
         self.world = acc.num_processes
         self.grad_accum = cfg.gradient_accumulation_steps(self.world)
         acc.gradient_accumulation_steps = self.grad_accum
         self.zero_stage = configure_deepspeed(acc, cfg, self.grad_accum)
+        if self.resume_path:
+            ckpt.check_layout(self.resume_path, self.resume_info, self.world, self.zero_stage)
         self.total_steps = cfg.total_steps()
         self.tokens_per_step = cfg.tokens_per_step()
         self.sampler = WindowSampler(self.train_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed)
@@ -335,7 +349,14 @@ class Trainer:
             "flops_per_token": self.flops_per_token,
             "data_dir": str(Path(self.cfg.data_dir).resolve()),
             "data_manifest_sha256": manifest_sha256,
+            # resumes that changed the run identity (--allow_changed_config): [{"from_step", "changes", ...}]
+            "segments": ckpt.add_segment(self.previous_segments(),
+                                         self.resume_info["step"] if self.resume_info else 0, self.config_changes),
         }
+
+    def previous_segments(self) -> list[dict]:
+        path = self.out / rd.RUN_INFO
+        return rd.read_json(path).get("segments", []) if self.resume_path and path.is_file() else []
 
     def update_run_info(self, step: int, status: str) -> None:
         if self.accelerator.is_main_process:
@@ -361,6 +382,8 @@ class Trainer:
         self.step, self.elapsed_before = 0, 0.0
         if self.resume_path is not None:
             acc.load_state(str(self.resume_path))
+            if self.config_changes:
+                apply_changed_hyperparameters(self.optimizer, self.scheduler, cfg)
             self.step = int(self.resume_info["step"])
             self.elapsed_before = float(self.resume_info.get("elapsed_seconds", 0.0))
             if acc.is_main_process:  # drop rows the killed run wrote after this checkpoint: they are recomputed
@@ -434,13 +457,17 @@ class Trainer:
         if acc.is_main_process:
             self.run_dir.begin_checkpoint(step)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
+        with ckpt.complete_or_absent(tmp, self.out / rd.CHECKPOINTS / rd.step_dir_name(step)):
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                info = ckpt.write_info(tmp, {"step": step, "tokens": step * self.tokens_per_step,
+                                             "elapsed_seconds": self.elapsed(), "world_size": self.world,
+                                             "zero_stage": self.zero_stage, "identity": self.identity,
+                                             "model": self.identity["model"], "seq_len": self.cfg.seq_len,
+                                             "global_batch_size": self.cfg.global_batch_size,
+                                             "init_seed": self.cfg.init_seed, "data_seed": self.cfg.data_seed})
         if acc.is_main_process:
-            info = {"step": step, "tokens": step * self.tokens_per_step, "elapsed_seconds": self.elapsed(),
-                    "model": model_identity(self.model_config), "seq_len": self.cfg.seq_len,
-                    "global_batch_size": self.cfg.global_batch_size, "world_size": self.world,
-                    "zero_stage": self.zero_stage, "init_seed": self.cfg.init_seed, "data_seed": self.cfg.data_seed}
             self.run_dir.commit_checkpoint(tmp, info, self.cfg.keep_last_checkpoints,
                                            self.cfg.checkpoint_milestone_interval)
             self.update_run_info(step, "running")
@@ -451,8 +478,10 @@ class Trainer:
         acc = self.accelerator
         state_dict = acc.get_state_dict(self.model)  # collective: the full weights, gathered under ZeRO-3
         if acc.is_main_process:
-            save_hf_folder(acc.unwrap_model(self.model), self.run_dir.export_dir(name), overwrite=True,
-                           state_dict=state_dict, export_info={"step": step, "tokens": step * self.tokens_per_step})
+            final = self.run_dir.export_dir(name)
+            with ckpt.complete_or_absent(final.with_name(f".{name}.tmp-{os.getpid()}"), final):  # its temp name
+                save_hf_folder(acc.unwrap_model(self.model), final, overwrite=True, state_dict=state_dict,
+                               export_info={"step": step, "tokens": step * self.tokens_per_step})
         acc.wait_for_everyone()
 
     # -------------------------------------------------------------------------------- signals
