@@ -171,3 +171,17 @@ def test_deterministic_mode_sets_and_records_its_flags(owt_data_dir, tmp_path, r
     }
     # CPU kernels were deterministic already: the pinned run computes exactly what the default run does
     assert [r["train_loss"] for r in read_rows(det, "train_loss")] == [r["train_loss"] for r in read_rows(plain, "train_loss")]
+
+
+@pytest.mark.timeout(120)
+def test_bench_gpu_exits_with_one_line_without_cuda():
+    import subprocess
+    import sys
+
+    from train_support import REPO_ROOT, cli_env
+
+    proc = subprocess.run([sys.executable, "benchmarks/bench_gpu.py"], cwd=REPO_ROOT, env=cli_env(),
+                          capture_output=True, text=True, timeout=100)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "error: bench_gpu needs a CUDA GPU (torch.cuda.is_available() is False): nothing measured"]
