@@ -27,7 +27,8 @@ def test_zero2_bf16_exports_the_fp32_master_weights(owt_data_dir, tmp_path):
     cmd = accelerate_cmd("cpu_zero2.yaml", 2, "-m", "training.train", *train_args(owt_data_dir, zero2, **RUN))
     proc = run_cli(cmd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert rd.read_json(zero2 / rd.RUN_INFO)["hardware"]["mixed_precision"] == "bf16"
+    hw = rd.read_json(zero2 / rd.RUN_INFO)["hardware"]
+    assert (hw["mixed_precision"], hw["deepspeed_zero_stage"], hw["deepspeed_torch_autocast"]) == ("bf16", 2, True)
 
     exported = load_file(str(zero2 / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
     assert {t.dtype for t in exported.values()} == {torch.float32}

@@ -305,6 +305,8 @@ class Trainer:
             raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
         levers.check_attn_implementation(cfg.attn_implementation)
         self.accelerator = acc = make_accelerator(cfg)
+        # the precision asked for (under DeepSpeed, Accelerate reports "no" once bf16 becomes torch_autocast)
+        self.mixed_precision = str(acc.mixed_precision)
         self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size, acc)
         self.resume_path = find_checkpoint(cfg)
         self.resume_info = check_checkpoint(self.resume_path, cfg, self.model_config) if self.resume_path else None
@@ -314,7 +316,7 @@ class Trainer:
         cfg.compile = levers.resolve_auto(cfg.compile, on_cuda)  # resolved values go to training_config.json
         cfg.fused_adamw = levers.resolve_auto(cfg.fused_adamw, on_cuda)
         levers.set_matmul_precision(cfg.tf32, on_cuda)
-        self.determinism = determinism.configure(cfg.deterministic, on_cuda, acc.mixed_precision)
+        self.determinism = determinism.configure(cfg.deterministic, on_cuda, self.mixed_precision)
         self.world = acc.num_processes
         self.grad_accum = cfg.gradient_accumulation_steps(self.world)
         acc.gradient_accumulation_steps = self.grad_accum
@@ -325,7 +327,7 @@ class Trainer:
         self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed,
                                          shuffle=False)
         self.flops_per_token = flops_per_token(self.model_config.to_dict(), cfg.seq_len)
-        self.peak_flops = peak_flops(acc.device, acc.mixed_precision)
+        self.peak_flops = peak_flops(acc.device, self.mixed_precision)
         self.stop_signal = None
         acc.wait_for_everyone()  # every process has passed its checks before the main one writes anything
 
@@ -358,8 +360,10 @@ class Trainer:
                 "num_processes": self.world,
                 "num_machines": max(1, self.world // max(1, local_world)),
                 "distributed_type": str(acc.distributed_type.value),
-                "mixed_precision": str(acc.mixed_precision),
+                "mixed_precision": self.mixed_precision,
                 "deepspeed_zero_stage": self.zero_stage,
+                "deepspeed_torch_autocast": bool(acc.state.deepspeed_plugin and acc.state.deepspeed_plugin
+                                                 .deepspeed_config.get("torch_autocast", {}).get("enabled")),
             },
             "steps_done": self.resume_info["step"] if self.resume_info else 0,
             "tokens_seen": self.resume_info["tokens"] if self.resume_info else 0,
