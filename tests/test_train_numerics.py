@@ -13,9 +13,9 @@ pytestmark = pytest.mark.slow
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=6, warmup_steps=2, eval_interval=0,
            eval_iters=1, checkpoint_interval=6, export_steps=[0], export_interval=0, mixed_precision="bf16")
-# Measured: the two paths agree to ~1e-6 in loss (same bf16 micro-batch compute; only the fp32 gradient sum order
-# differs). The bound leaves room for that order to flip a bf16 rounding somewhere in 6 steps.
-LOSS_TOL = 2e-3
+# Measured on the 2-core CPU: loss differences 0, 1e-6, 1.2e-4, 4e-6, 8e-6, 6e-5 over the 6 steps (the same bf16
+# micro-batch compute; the fp32 gradient sums differ in order, which flips some bf16 roundings). Bound: 1e-3.
+LOSS_TOL = 1e-3
 
 
 @pytest.mark.timeout(900)

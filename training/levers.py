@@ -91,6 +91,11 @@ def exported_state_dict(state_dict: dict, vocab_size: int) -> dict:
                 cut[ptr] = tensor[:vocab_size].clone()
             tensor = cut[ptr]
         out[key] = tensor
+    # DeepSpeed's state dict clones each tensor on its own, which unties them: tie equal ones again, so
+    # save_pretrained drops the duplicate lm_head.weight as for an unwrapped model
+    wte, head = "transformer.wte.weight", "lm_head.weight"
+    if wte in out and head in out and out[head] is not out[wte] and torch.equal(out[head], out[wte]):
+        out[head] = out[wte]
     return out
 
 
