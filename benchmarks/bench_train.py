@@ -223,7 +223,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or prepare_sample(Path(tmp))
         for name, overrides, seq_len, global_bs, micro in CASES:
-            config_path = Path(tmp) / f"{name.split()[0]}.json"
+            config_path = Path(tmp) / f"{name.split()[0].replace('/', 'x')}.json"
             config_path.write_text(json.dumps(json.loads((CONFIGS_DIR / "tiny.json").read_text()) | overrides))
             spec = {"model_config": str(config_path), "data_dir": data_dir, "seq_len": seq_len, "global": global_bs,
                     "micro": micro, "steps": args.steps}
