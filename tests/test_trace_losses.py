@@ -36,7 +36,7 @@ def recomputed(run_dir, data_dir, step: int) -> np.ndarray:
     sampler = WindowSampler(split.num_tokens, RUN["seq_len"], RUN["global_batch_size"], 1337)
     tokens = torch.from_numpy(read_windows(split, sampler.global_batch_windows(step), RUN["seq_len"]))
     with torch.no_grad():
-        return lm_token_losses(load_export(run_dir / rd.HF_EXPORTS / f"step_{step}"), tokens).mean(dim=1).numpy()
+        return lm_token_losses(load_export(run_dir / rd.HF_EXPORTS / f"step_{step}"), tokens, 50257).mean(dim=1).numpy()
 
 
 def test_losses_equal_recomputation_from_the_exports(run, owt_data_dir):

@@ -18,6 +18,7 @@ from training import run_dir as rd
 from training.config import parse_config
 from modeling.flops import flops_per_token
 from training.train import build_optimizer, build_scheduler, peak_flops
+from training.levers import exported_state_dict
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
@@ -90,10 +91,11 @@ def test_export_loads_and_gives_the_trained_logits(tiny_run):
     info = rd.read_json(final / "export_info.json")
     assert info == {"step": 30, "tokens": 30 * 128, "weights_sha256": sha256_file(final / "model.safetensors")}
     exported = load_export(final)
-    # the trained model = the weights Accelerate saved in the final checkpoint
+    # the trained model = the weights Accelerate saved in the final checkpoint (training layout: padded rows cut)
     trained = build_model("tiny")
-    missing, unexpected = trained.load_state_dict(tensors(tiny_run / rd.CHECKPOINTS / "step_30" / "model.safetensors"),
-                                                  strict=False)
+    saved = tensors(tiny_run / rd.CHECKPOINTS / "step_30" / "model.safetensors")
+    assert saved["transformer.wte.weight"].shape[0] == 50304
+    missing, unexpected = trained.load_state_dict(exported_state_dict(saved, 50257), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
     trained.eval()
     ids = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])

@@ -137,3 +137,10 @@ def test_auto_resume_without_a_checkpoint_restarts_only_the_same_run(capsys, owt
                  **SHORT | {"seq_len": 16, "resume_from_checkpoint": "auto"})
     assert run_inprocess(owt_data_dir, out, **SHORT | {"resume_from_checkpoint": "auto"}) == 0
     assert [r["step"] for r in read_rows(out, "train_loss")] == [1, 2]  # the old rows were replaced, not appended
+
+
+def test_unavailable_attention_kernel_is_refused_before_anything_is_written(capsys, owt_data_dir, tmp_path):
+    out = tmp_path / "run"  # flash_attention_2 needs the flash_attn package (and CUDA): neither is here
+    expect_error(capsys, owt_data_dir, out, "flash_attention_2 needs the flash_attn package", **SHORT,
+                 attn_implementation="flash_attention_2")
+    assert not out.exists()

@@ -92,6 +92,23 @@ class TrainConfig:
     record_sequence_losses: bool = field(
         default=True, metadata={"help": "write every sequence's training loss to sequence_losses/ (training/trace.py)"}
     )
+    # --- speed levers that keep the model's numerics (training/levers.py); unset = on exactly on CUDA ---
+    compile: bool | None = field(
+        default=None, metadata={"help": "torch.compile each transformer block (default: true on CUDA, else false)"}
+    )
+    fused_adamw: bool | None = field(
+        default=None, metadata={"help": "fused AdamW kernel (default: true on CUDA; on CPU it is not bit-equal)"}
+    )
+    tf32: bool = field(default=True, metadata={"help": "TF32 tensor cores for fp32 matmuls (CUDA only)"})
+    fused_gelu: bool = field(
+        default=True, metadata={"help": "train with the one-kernel tanh GELU (same function as gelu_new)"}
+    )
+    pad_vocab_to_multiple_of: int = field(
+        default=64, metadata={"help": "pad the output layer's rows while training (0 = off); exports stay 50,257"}
+    )
+    deterministic: bool = field(
+        default=False, metadata={"help": "deterministic kernels (training/determinism.py; slower on GPU)"}
+    )
 
     def __post_init__(self):
         """Type-check every field (YAML values arrive untyped: `6e-4` is a string to YAML 1.1, `1` may be a float)."""
@@ -138,7 +155,7 @@ class TrainConfig:
                 raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
         non_negative = ["min_lr", "warmup_steps", "weight_decay", "adam_eps", "grad_clip", "eval_interval",
                         "checkpoint_interval", "keep_last_checkpoints", "checkpoint_milestone_interval",
-                        "export_interval"]
+                        "export_interval", "pad_vocab_to_multiple_of"]
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -30,11 +30,13 @@ from modeling.hf_folder import save_hf_folder
 from modeling.output_paths import check_not_overlapping
 from modeling.records import package_versions
 from training import checkpoints as ckpt
+from training import determinism, levers
 from training import run_dir as rd
 from training.config import TrainConfig, parse_config
 from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 from training.run_dir import RunDir
 from training.sequence_losses import SequenceLossWriter
+from training.timing import IntervalTimer
 
 # Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
 MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
@@ -100,22 +102,50 @@ def check_output_apart_from_data(cfg: TrainConfig) -> None:
     check_not_overlapping(cfg.output_dir, {"data_dir": cfg.data_dir}, "--output_dir")
 
 
-def open_data(cfg: TrainConfig, vocab_size: int) -> tuple[TokenSplit, TokenSplit, dict]:
+def check_data(cfg: TrainConfig, vocab_size: int) -> dict:
+    """Every check of the data_dir (file hashes, tokenizer, lengths, token ids); returns its manifest."""
     data_dir = Path(cfg.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"data_dir {data_dir} does not exist")
     manifest = verify_manifest(data_dir, cfg.verify_data_hashes)
-    train, val = open_split(data_dir, "train"), open_split(data_dir, "val")
-    for name, split in (("train", train), ("val", val)):
+    for name in ("train", "val"):
+        split = open_split(data_dir, name)
         if split.num_tokens < cfg.seq_len + 1:
             raise UserError(f"{data_dir}: {name} split has {split.num_tokens} tokens, fewer than seq_len + 1")
         check_token_ids(split, name, vocab_size)
-    return train, val, manifest
+    return manifest
 
 
-def model_identity(model_config) -> dict:
+def once_per_node(acc, check):
+    """check() on each node's local main process only (the others would re-read the same files); every process
+    gets the verdict: the result, or the first UserError raised on any node. The others wait in one all-gather,
+    bounded by the process-group timeout."""
+    verdict = None
+    if acc.is_local_main_process:
+        try:
+            verdict = ("ok", check())
+        except UserError as e:
+            verdict = ("error", str(e))
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        verdicts = [v for v in gather_object([verdict]) if v is not None]
+        verdict = next((v for v in verdicts if v[0] == "error"), verdicts[0])
+    if verdict[0] == "error":
+        raise UserError(verdict[1])
+    return verdict[1]
+
+
+def open_data(cfg: TrainConfig, vocab_size: int, acc) -> tuple[TokenSplit, TokenSplit, dict]:
+    manifest = once_per_node(acc, lambda: check_data(cfg, vocab_size))
+    return open_split(cfg.data_dir, "train"), open_split(cfg.data_dir, "val"), manifest
+
+
+def model_identity(model_config, pad_vocab_to_multiple_of: int) -> dict:
+    """The model's shape as a checkpoint must match it: config keys plus the output rows it trains with (padding)."""
     d = model_config.to_dict()
-    return {k: d.get(k) for k in MODEL_IDENTITY_KEYS}
+    return {k: d.get(k) for k in MODEL_IDENTITY_KEYS} | {
+        "vocab_rows": levers.padded_rows(model_config.vocab_size, pad_vocab_to_multiple_of)}
 
 
 def find_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
@@ -214,6 +244,8 @@ def configure_deepspeed(accelerator, cfg: TrainConfig, grad_accum: int) -> int |
     for key in ("optimizer", "scheduler"):
         if key in ds:
             raise UserError(f"remove {key!r} from the DeepSpeed config: the trainer builds AdamW and its schedule")
+    if accelerator.mixed_precision == "bf16":
+        use_torch_autocast(ds)
     zero = ds.setdefault("zero_optimization", {})
     stage = int(zero.get("stage", 0))
     if stage == 3 and zero.get("stage3_gather_16bit_weights_on_model_save", "auto") == "auto":
@@ -221,14 +253,25 @@ def configure_deepspeed(accelerator, cfg: TrainConfig, grad_accum: int) -> int |
     return stage
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def use_torch_autocast(ds: dict) -> None:
+    """The numerics of single-GPU and DDP runs under DeepSpeed too: fp32 weights (the master weights, which exports
+    then publish) with bf16 autocast compute, instead of Accelerate's `bf16.enabled` (module cast to bf16, bf16
+    gradients accumulated and reduced, bf16 copies exported). No module is marked lower-precision-safe, so every
+    gradient is reduced in fp32 (DeepSpeed would reduce Linear gradients in bf16 otherwise)."""
+    ds["bf16"] = {"enabled": False}
+    ds["fp16"] = {"enabled": False}
+    ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16", "lower_precision_safe_modules": []}
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on >=2-D weights (matmuls, embeddings) only; none on biases and LayerNorm."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                             **levers.optimizer_kwargs(fused))
 
 
 def build_scheduler(optimizer, cfg: TrainConfig):
@@ -255,19 +298,19 @@ def apply_changed_hyperparameters(optimizer, scheduler, cfg: TrainConfig) -> Non
         group["lr"] = lr
 
 
-def lm_token_losses(model, tokens: torch.Tensor) -> torch.Tensor:
+def lm_token_losses(model, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Next-token cross-entropy [B, seq_len] of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:].
-    Training takes its loss as the mean of this tensor whether or not per-sequence losses are recorded, so recording
-    them cannot change the weights."""
-    logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+    Logits of padded output rows (>= vocab_size, training/levers.py) are left out. Training takes its loss as the
+    mean of this tensor whether or not per-sequence losses are recorded, so recording them cannot change the weights."""
+    logits = levers.vocab_logits(model(input_ids=tokens[:, :-1], use_cache=False).logits, vocab_size)
     targets = tokens[:, 1:]
     losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
     return losses.view_as(targets)
 
 
-def lm_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+def lm_loss(model, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """Mean next-token cross-entropy of windows [B, seq_len + 1]."""
-    return lm_token_losses(model, tokens).mean()
+    return lm_token_losses(model, tokens, vocab_size).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -285,16 +328,25 @@ class Trainer:
         if cfg.seq_len > self.model_config.n_positions:
             raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
         check_output_apart_from_data(cfg)
-        self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size)
+        levers.check_attn_implementation(cfg.attn_implementation)
+        self.accelerator = acc = make_accelerator(cfg)
+        # the precision asked for (under DeepSpeed, Accelerate reports "no" once bf16 becomes torch_autocast)
+        self.mixed_precision = str(acc.mixed_precision)
+        self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size, acc)
         self.manifest_sha256 = sha256_file(Path(cfg.data_dir) / MANIFEST)
         self.identity = ckpt.run_identity(asdict(cfg) | {"total_steps": cfg.total_steps()},
-                                          model_identity(self.model_config), self.manifest_sha256)
+                                          model_identity(self.model_config, cfg.pad_vocab_to_multiple_of),
+                                          self.manifest_sha256)
         self.resume_path, self.resume_info = find_checkpoint(cfg) or (None, None)
         self.config_changes = ckpt.check_identity(self.resume_path, self.resume_info, self.identity,
                                                   cfg.allow_changed_config) if self.resume_path else {}
         self.replace_previous = check_output_dir(cfg, self.resume_path is not None, self.identity)
 
-        self.accelerator = acc = make_accelerator(cfg)
+        on_cuda = acc.device.type == "cuda"
+        cfg.compile = levers.resolve_auto(cfg.compile, on_cuda)  # resolved values go to training_config.json
+        cfg.fused_adamw = levers.resolve_auto(cfg.fused_adamw, on_cuda)
+        levers.set_matmul_precision(cfg.tf32, on_cuda)
+        self.determinism = determinism.configure(cfg.deterministic, on_cuda, self.mixed_precision)
         self.world = acc.num_processes
         self.grad_accum = cfg.gradient_accumulation_steps(self.world)
         acc.gradient_accumulation_steps = self.grad_accum
@@ -307,7 +359,7 @@ class Trainer:
         self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed,
                                          shuffle=False)
         self.flops_per_token = flops_per_token(self.model_config.to_dict(), cfg.seq_len)
-        self.peak_flops = peak_flops(acc.device, acc.mixed_precision)
+        self.peak_flops = peak_flops(acc.device, self.mixed_precision)
         self.stop_signal = None
         acc.wait_for_everyone()  # every process has passed its checks before the main one writes anything
 
@@ -340,8 +392,10 @@ class Trainer:
                 "num_processes": self.world,
                 "num_machines": max(1, self.world // max(1, local_world)),
                 "distributed_type": str(acc.distributed_type.value),
-                "mixed_precision": str(acc.mixed_precision),
+                "mixed_precision": self.mixed_precision,
                 "deepspeed_zero_stage": self.zero_stage,
+                "deepspeed_torch_autocast": bool(acc.state.deepspeed_plugin and acc.state.deepspeed_plugin
+                                                 .deepspeed_config.get("torch_autocast", {}).get("enabled")),
             },
             "steps_done": self.resume_info["step"] if self.resume_info else 0,
             "tokens_seen": self.resume_info["tokens"] if self.resume_info else 0,
@@ -352,6 +406,7 @@ class Trainer:
             # resumes that changed the run identity (--allow_changed_config): [{"from_step", "changes", ...}]
             "segments": ckpt.add_segment(self.previous_segments(),
                                          self.resume_info["step"] if self.resume_info else 0, self.config_changes),
+            "determinism": self.determinism,
         }
 
     def previous_segments(self) -> list[dict]:
@@ -376,7 +431,8 @@ class Trainer:
         model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.init_seed)
         if acc.is_main_process:
             self.run_dir.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
-        optimizer = build_optimizer(model, cfg)
+        self.vocab_rows = levers.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)
+        optimizer = build_optimizer(model, cfg, fused=cfg.fused_adamw)
         scheduler = build_scheduler(optimizer, cfg)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.step, self.elapsed_before = 0, 0.0
@@ -399,28 +455,32 @@ class Trainer:
         return torch.from_numpy(read_windows(split, windows, self.cfg.seq_len)).to(self.accelerator.device)
 
     def train_step(self, step: int) -> tuple[torch.Tensor, float | None]:
-        acc, micro = self.accelerator, self.cfg.micro_batch_size
-        tokens = self.rank_batch(step, self.sampler, self.train_split)
-        if self.cfg.trace_batches:
-            self.trace(step, tokens)
-        loss_sum = torch.zeros((), device=acc.device)
-        sequence_losses = []
-        for m in range(self.grad_accum):
-            with acc.accumulate(self.model):
-                token_losses = lm_token_losses(self.model, tokens[m * micro : (m + 1) * micro])
-                loss = token_losses.mean()
-                acc.backward(loss)  # divides by grad_accum; under DeepSpeed it also steps at the boundary
-            loss_sum += loss.detach()
-            sequence_losses.append(token_losses.detach().mean(dim=1))
-        if self.cfg.record_sequence_losses:
-            self.record_sequence_losses(step, torch.cat(sequence_losses))
+        acc, micro, timer = self.accelerator, self.cfg.micro_batch_size, self.timer
+        with timer.phase("data"):
+            tokens = self.rank_batch(step, self.sampler, self.train_split)
+            if self.cfg.trace_batches:
+                self.trace(step, tokens)
+        with timer.phase("forward_backward"):
+            loss_sum = torch.zeros((), device=acc.device)
+            sequence_losses = []
+            for m in range(self.grad_accum):
+                with acc.accumulate(self.model):
+                    token_losses = lm_token_losses(self.model, tokens[m * micro : (m + 1) * micro],
+                                                   self.model_config.vocab_size)
+                    loss = token_losses.mean()
+                    acc.backward(loss)  # divides by grad_accum; under DeepSpeed it also steps at the boundary
+                loss_sum += loss.detach()
+                sequence_losses.append(token_losses.detach().mean(dim=1))
+            if self.cfg.record_sequence_losses:
+                self.record_sequence_losses(step, torch.cat(sequence_losses))
         assert acc.sync_gradients, "gradient accumulation boundary out of step with the global batch"
-        # Outside DeepSpeed this clips; under DeepSpeed the engine already clipped (gradient_clipping) and stepped,
-        # and this returns the norm it measured.
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with timer.phase("optimizer"):
+            # Outside DeepSpeed this clips; under DeepSpeed the engine already clipped (gradient_clipping) and
+            # stepped, and this returns the norm it measured.
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / self.grad_accum, None if grad_norm is None else float(grad_norm)
 
     def record_sequence_losses(self, step: int, losses: torch.Tensor) -> None:
@@ -444,7 +504,7 @@ class Trainer:
         for b in range(self.cfg.eval_iters):
             tokens = self.rank_batch(b, self.val_sampler, self.val_split)
             for m in range(0, tokens.size(0), micro):
-                losses.append(lm_loss(self.model, tokens[m : m + micro]))
+                losses.append(lm_loss(self.model, tokens[m : m + micro], self.model_config.vocab_size))
         self.model.train()
         return float(acc.reduce(torch.stack(losses).mean(), reduction="mean"))
 
@@ -466,7 +526,8 @@ class Trainer:
                                              "zero_stage": self.zero_stage, "identity": self.identity,
                                              "model": self.identity["model"], "seq_len": self.cfg.seq_len,
                                              "global_batch_size": self.cfg.global_batch_size,
-                                             "init_seed": self.cfg.init_seed, "data_seed": self.cfg.data_seed})
+                                             "init_seed": self.cfg.init_seed, "data_seed": self.cfg.data_seed,
+                                             "vocab_rows": self.vocab_rows})
         if acc.is_main_process:
             self.run_dir.commit_checkpoint(tmp, info, self.cfg.keep_last_checkpoints,
                                            self.cfg.checkpoint_milestone_interval)
@@ -476,7 +537,8 @@ class Trainer:
     def export(self, name: str, step: int) -> None:
         """A from_pretrained folder at hf/<name> (modeling/hf_folder.py), with export_info.json."""
         acc = self.accelerator
-        state_dict = acc.get_state_dict(self.model)  # collective: the full weights, gathered under ZeRO-3
+        # collective: the full weights, gathered under ZeRO-3; the plain GPT-2 layout whatever levers trained it
+        state_dict = levers.exported_state_dict(acc.get_state_dict(self.model), self.model_config.vocab_size)
         if acc.is_main_process:
             final = self.run_dir.export_dir(name)
             with ckpt.complete_or_absent(final.with_name(f".{name}.tmp-{os.getpid()}"), final):  # its temp name
@@ -538,7 +600,7 @@ class Trainer:
         acc.print(f"training {self.total_steps} steps x {self.tokens_per_step} tokens; world {self.world}, "
                   f"micro batch {cfg.micro_batch_size}, grad accumulation {self.grad_accum}")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not acc.is_local_main_process, desc="train")
-        t_log, steps_since_log = time.time(), 0
+        self.timer, steps_since_log = IntervalTimer(acc.device), 0
         while self.step < self.total_steps:
             lr = self.scheduler.get_last_lr()[0]
             loss, grad_norm = self.train_step(self.step)
@@ -548,25 +610,29 @@ class Trainer:
             last = self.step == self.total_steps
             if self.step % cfg.log_interval == 0 or last:
                 loss = float(acc.reduce(loss, reduction="mean"))
-                dt = time.time() - t_log
-                tps = steps_since_log * self.tokens_per_step / dt
+                tps = steps_since_log * self.tokens_per_step / self.timer.training_seconds()  # no eval/saving time
                 mfu = tps * self.flops_per_token / (self.peak_flops * self.world) if self.peak_flops else None
                 row = {"step": self.step, "tokens": self.step * self.tokens_per_step, "train_loss": loss, "lr": lr,
                        "grad_norm": grad_norm, "tokens_per_sec": tps, "mfu": mfu,
                        "elapsed_seconds": round(self.elapsed(), 3), "memory_gb": round(memory_gb(acc.device), 3)}
+                row |= self.timer.row()
                 self.log_row(row)
                 acc.log({k: v for k, v in row.items() if isinstance(v, float)}, step=self.step)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
-                t_log, steps_since_log = time.time(), 0
+                self.timer.reset()
+                steps_since_log = 0
             if (cfg.eval_interval and self.step % cfg.eval_interval == 0) or last:
-                val = self.evaluate()
+                with self.timer.phase("eval"):
+                    val = self.evaluate()
                 self.log_row({"step": self.step, "tokens": self.step * self.tokens_per_step, "val_loss": val})
                 acc.log({"val_loss": val}, step=self.step)
             if cfg.is_export_step(self.step) and not last:
-                self.export(rd.step_dir_name(self.step), self.step)
+                with self.timer.phase("export"):
+                    self.export(rd.step_dir_name(self.step), self.step)
             stop = self.should_stop()
             if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or stop:
-                self.save_checkpoint(self.step)
+                with self.timer.phase("checkpoint"):
+                    self.save_checkpoint(self.step)
             if stop:
                 return self.interrupted(bar)
         bar.close()
