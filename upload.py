@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modeling.errors import UserError, cli_main
-from modeling.hf_argparser import HfArgumentParser
+from modeling.hf_argparser import parse_with_positional
 from modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from modeling.records import read_json, sha256_file
 from model_card import checkpoint_manifest as cm
@@ -400,14 +400,7 @@ def scrub(text: str, token: str | None) -> str:
 
 
 def parse_args(argv) -> UploadArgs:
-    args, rest = HfArgumentParser(UploadArgs).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    positional = [a for a in rest if not a.startswith("-")]
-    unknown = [a for a in rest if a.startswith("-")]
-    if unknown:
-        raise UploadError(f"unrecognized arguments: {' '.join(unknown)}")
-    if len(positional) > 1 or (positional and args.release_dir):
-        raise UploadError("give exactly one release folder")
-    args.release_dir = positional[0] if positional else args.release_dir
+    args = parse_with_positional(UploadArgs, argv, "release_dir", UploadError)
     if not args.release_dir:
         raise UploadError("missing the release folder: gpt2-owt-upload RELEASE --repo_id user/name")
     if args.repo_id.count("/") != 1:

@@ -36,7 +36,7 @@ from pathlib import Path
 from model_card import checkpoint_manifest as cm
 from model_card.facts import fmt
 from modeling.errors import UserError, cli_main
-from modeling.hf_argparser import HfArgumentParser
+from modeling.hf_argparser import parse_with_positional
 from modeling.records import sha256_file
 
 STEP_BRANCH = re.compile(r"^step(\d+)$")
@@ -324,17 +324,7 @@ def verify(source, data_dir: str | None) -> Report:
 
 
 def parse_args(argv) -> VerifyArgs:
-    class Parser(HfArgumentParser):
-        def error(self, message):
-            raise UserError(message)
-
-    args, rest = Parser(VerifyArgs).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    unknown = [a for a in rest if a.startswith("-")]
-    if unknown:
-        raise UserError(f"unrecognized arguments: {' '.join(unknown)}")
-    if len(rest) > 1 or (rest and args.release_dir):
-        raise UserError("give one release folder")
-    args.release_dir = rest[0] if rest else args.release_dir
+    args = parse_with_positional(VerifyArgs, argv, "release_dir")
     if (args.release_dir is None) == (args.repo_id is None):
         raise UserError("give a release folder or --repo_id (one of them)")
     return args

@@ -26,3 +26,25 @@ def _load_standalone():
 HfArgumentParser = _load_standalone()
 if HfArgumentParser is None:
     from transformers import HfArgumentParser  # noqa: F811
+
+
+def parse_with_positional(dataclass_type, argv, field_name: str, error=None):
+    """`dataclass_type` from argv by HfArgumentParser, where one optional positional argument may give `field_name`
+    (`upload.py RELEASE ...`, `model_card.verify RELEASE`). Bad flags raise `error` (UserError by default)."""
+    from .errors import UserError
+
+    error = error or UserError
+
+    class Parser(HfArgumentParser):
+        def error(self, message):
+            raise error(message)
+
+    args, rest = Parser(dataclass_type).parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    unknown = [a for a in rest if a.startswith("-")]
+    if unknown:
+        raise error(f"unrecognized arguments: {' '.join(unknown)}")
+    if len(rest) > 1 or (rest and getattr(args, field_name)):
+        raise error("give exactly one release folder")
+    if rest:
+        setattr(args, field_name, rest[0])
+    return args

@@ -178,6 +178,18 @@ FIELD_NAMES = [f.name for f in fields(TrainConfig)]
 SEEDS_DEFAULTING_TO_SEED = ("init_seed", "data_seed")
 
 
+def _as_number(value, kind):
+    """`value` as an int or float when it is one exactly (2.0 is an int, 2.5 is not; YAML strings like '6e-4')."""
+    if isinstance(value, bool):
+        return None
+    if kind is int and isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    try:
+        return kind(value) if isinstance(value, (int, float, str)) else None
+    except ValueError:
+        return None
+
+
 def coerce_field(name: str, value, annotation):
     """`value` as the field's declared type (int, float, bool, str, list[int], optionally None), or a UserError."""
     args = typing.get_args(annotation)
@@ -195,24 +207,10 @@ def coerce_field(name: str, value, annotation):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-    elif annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+    elif annotation in (int, float):
+        number = _as_number(value, annotation)
+        if number is not None:
+            return number
     elif annotation is str:
         if isinstance(value, str):
             return value
