@@ -27,7 +27,9 @@ def imported_heavy(code: str) -> list[str]:
 @pytest.mark.parametrize("module", ["modeling", "modeling.records", "modeling.errors", "modeling.flops",
                                     "modeling.tokenizer", "modeling.hf_folder", "training.run_dir",
                                     "training.data_dir", "training.manifest", "training.data_order",
-                                    "model_card.release_dir", "model_card.facts", "model_card.build", "upload"])
+                                    "model_card.release_dir", "model_card.facts", "model_card.build", "upload",
+                                    "model_card.verify", "model_card.checkpoint_manifest",
+                                    "modeling.model_folder", "modeling.output_paths", "training.checkpoints"])
 def test_light_modules_import_no_torch(module):
     assert imported_heavy(f"import {module}") == []
 
