@@ -32,6 +32,8 @@ SUCCESS = {
     "gpt2-owt-upload": (["{release}", "--repo_id", "alice/tiny", "--dry_run"], None),
     "gpt2-owt-convert": (["--to", "llmc", "--model", "{model}", "--output", "{ws}/m.bin"], "m.bin"),
     "gpt2-owt-harness-tasks": (["--output_dir", "{ws}/tasks"], "tasks/wikitext_local.yaml"),
+    # a passing verify needs a published series (tests/test_verify.py: main(...) == 0); here the script starts
+    "gpt2-owt-verify-release": (["--help"], None),
 }
 
 
