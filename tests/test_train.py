@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from modeling import UserError, build_model, count_parameters, sha256_file
-from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args
+from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args, untimed
 from training import run_dir as rd
 from training.config import parse_config
 from modeling.flops import flops_per_token
@@ -199,11 +199,6 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, owt_data_dir, t
     assert rd.read_json(out / rd.RUN_INFO)["status"] == "completed"
 
 
-TIMING_KEYS = ("tokens_per_sec", "elapsed_seconds", "memory_gb")
-
-
-def without_timing(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
 @pytest.mark.slow  # a launched run killed mid-way plus its resume: ~1.5 min on 2 shared cores
@@ -235,7 +230,7 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
     metrics, reference = rd.read_metrics(out), rd.read_metrics(tiny_run)
     assert [r["step"] for r in metrics if "train_loss" in r] == list(range(1, 31))
     assert [r["step"] for r in metrics if "val_loss" in r] == [10, 20, 30]
-    assert without_timing(metrics) == without_timing(reference)
+    assert untimed(metrics) == untimed(reference)
     fed = rd.read_rows(out / rd.FED_BATCHES)
     assert [r["step"] for r in fed] == list(range(30))
     assert fed == rd.read_rows(tiny_run / rd.FED_BATCHES)

@@ -69,8 +69,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 # metrics.jsonl keys that measure speed: the only ones allowed to differ between a resumed and an uninterrupted run
-TIMING_KEYS = {"tokens_per_sec", "elapsed_seconds", "memory_gb", "mfu"}
+# (plus every `*_seconds` phase of the per-interval time breakdown)
+TIMING_KEYS = {"tokens_per_sec", "memory_gb", "mfu"}
 
 
 def untimed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS and not k.endswith("_seconds")} for r in rows]
