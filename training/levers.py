@@ -80,9 +80,12 @@ def apply_model_levers(model, fused_gelu: bool, pad_multiple: int, compile_model
     return rows
 
 
-def exported_state_dict(state_dict: dict, vocab_size: int) -> dict:
+def exported_state_dict(state_dict: dict | None, vocab_size: int) -> dict | None:
     """The training state dict in the plain GPT-2 layout: embedding / output rows cut back to vocab_size. Tied
-    tensors stay one tensor (so save_pretrained still drops the duplicate lm_head.weight)."""
+    tensors stay one tensor (so save_pretrained still drops the duplicate lm_head.weight). None stays None: under
+    ZeRO-3 only the main process receives the gathered weights."""
+    if state_dict is None:
+        return None
     out, cut = {}, {}
     for key, tensor in state_dict.items():
         if key.endswith(("wte.weight", "lm_head.weight")) and tensor.shape[0] > vocab_size:
