@@ -38,7 +38,8 @@ def save_hf_folder(model, output_dir: str | Path, extra_json: dict | None = None
         raise UserError(f"output folder {output_dir} already exists and is not empty (pass --overwrite)")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in output_dir.parent.glob(f".{output_dir.name}.tmp-*"):  # left by a writer that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         model.save_pretrained(tmp, state_dict=state_dict)  # model.safetensors, config.json, generation_config.json
         copy_tokenizer_files(tmp)
