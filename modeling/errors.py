@@ -19,7 +19,10 @@ def cli_main(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            # One write with its newline: under `accelerate launch` every rank reports the same error into one
+            # pipe, and print()'s separate write of "\n" let two ranks' lines run together (CI, issue 11).
+            sys.stderr.write(f"error: {e}\n")
+            sys.stderr.flush()
             raise SystemExit(2) from None
 
     return wrapper
