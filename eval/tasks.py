@@ -72,8 +72,9 @@ class TaskSetup:
     def encode(self, texts: list[str]) -> list[list[int]]:
         return self.token_cache.encode(self.tokenizer, texts)
 
-    def score(self, windows: list[Window], desc: str) -> list[WindowScore]:
-        return score_windows(self.model, windows, self.batch_size, desc=desc)
+    def score(self, windows: list[Window], desc: str, greedy: bool = False) -> list[WindowScore]:
+        """Scores of `windows`; `greedy=True` also checks argmax == target (only LAMBADA reports it)."""
+        return score_windows(self.model, windows, self.batch_size, desc=desc, greedy=greedy)
 
 
 @cache
@@ -226,7 +227,7 @@ def run_lambada(setup: TaskSetup) -> dict:
     for ctx, whole in zip(context_tokens, whole_tokens):
         ctx = ctx or [setup.prefix_token_id]  # the harness conditions an empty context on the prefix token
         windows.append(loglikelihood_window(ctx, whole[len(ctx):], setup.max_length))
-    scores = setup.score(windows, "lambada_openai")
+    scores = setup.score(windows, "lambada_openai", greedy=True)
     metrics = load_metric("target_loglikelihood").compute(
         loglikelihoods=[s.logprob for s in scores], is_greedy=[s.greedy for s in scores],
         last_token_correct=[s.last_correct for s in scores],
