@@ -15,7 +15,7 @@ and writes them into results.json, where the model card reads them.
 
 results.json (read by model_card/build.py):
     {"model": {"name_or_path", "revision", "weights_sha256", "num_parameters", "commit_sha"},
-     "settings": {"max_length", "batch_size", "dtype", "device", "data_source", "limit"},
+     "settings": {"max_length", "batch_size", "dtype", "fused_gelu", "device", "data_source", "limit"},
      "versions": {package: version}, "created_at": iso8601, "command": [argv...], "arguments": {EvalArgs fields},
      "tasks": {task: {"metrics": {name: float}, "counts": {...}, "settings": {...}, "data": {"source", "sha256"},
                       "notes": [...], "references": {metric: [{"value", "source"}]}, "elapsed_seconds": float}}}
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from modeling import UserError, cli_main, count_parameters, sha256_file
+from modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
 from modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder, read_json_file
 from modeling.output_paths import check_output_file
 from modeling.records import package_versions, write_json_atomic
@@ -68,6 +68,9 @@ class EvalArgs:
     batch_size: int = field(default=8, metadata={"help": "windows/examples per forward pass"})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda if available)"})
     dtype: str = field(default="float32", metadata={"help": f"model weights dtype: {', '.join(DTYPES)}"})
+    fused_gelu: bool = field(default=True, metadata={
+        "help": "run gelu_new as the one-kernel tanh GELU (same function, ~17% faster on CPU, numbers move by "
+                "~1e-8 relative); false = the model's own module, the harness's exact computation"})
     max_length: int | None = field(default=None, metadata={
         "help": "window length L (default: the model's n_positions, 1024 for GPT-2)"})
     stride: int | None = field(default=None, metadata={
@@ -153,6 +156,8 @@ def load_model(args: EvalArgs, device: str):
                                                      dtype=DTYPES[args.dtype])
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {args.model!r}: {_first_line(e)}") from None
+    if args.fused_gelu:
+        fuse_gelu(model)
     return model.to(device).eval()
 
 
@@ -226,7 +231,7 @@ def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dic
                   "num_parameters": count_parameters(model),
                   "commit_sha": getattr(model.config, "_commit_hash", None) if not _is_local(args.model) else None},
         "settings": {"max_length": setup.max_length, "batch_size": args.batch_size, "dtype": args.dtype,
-                     "device": device, "data_source": args.data_source, "limit": args.limit},
+                     "fused_gelu": args.fused_gelu, "device": device, "data_source": args.data_source, "limit": args.limit},
         "versions": package_versions(VERSIONED),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tasks": {},

@@ -12,13 +12,13 @@ results.json exists with the same weights sha256 and the same evaluation argumen
 All checkpoints are resolved (weights present, revisions known, hashes computed) before anything is written.
 """
 
-import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from modeling import UserError, sha256_file
+from modeling.hub_branches import hub_error, repo_refs, step_of_branch
 from modeling.records import read_json, write_json_atomic
 from training.run_dir import FINAL, parse_step_dir
 
@@ -27,13 +27,13 @@ from .tasks import TokenCache
 WEIGHTS = "model.safetensors"
 EXPORT_INFO = "export_info.json"  # {"step", "tokens", "weights_sha256"} in every run_dir/hf export
 RELEASE_MANIFEST = "release_manifest.json"  # a release on the Hub's main branch: {"step", "tokens", ...}
-HUB_STEP = re.compile(r"^step(\d+)$")  # Hub branch step{N} (upload.py, the Pythia convention)
 FINAL_NAMES = (FINAL, "main")
 SERIES_JSON = "series.json"
 SERIES_PNG = "series.png"
 RESULTS_JSON = "results.json"
 # EvalArgs fields that change the numbers: a stored result is reused only if all of them match.
-RESUME_KEYS = ("tasks", "max_length", "stride", "dtype", "data_source", "data_dir", "limit", "tokenizer")
+RESUME_KEYS = ("tasks", "max_length", "stride", "dtype", "fused_gelu", "data_source", "data_dir", "limit",
+               "tokenizer")
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,8 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------------- discovery
 
 def _step_of(name: str) -> int | None:
-    m = HUB_STEP.match(name)
-    return int(m.group(1)) if m else parse_step_dir(name)
+    step = step_of_branch(name)
+    return step if step is not None else parse_step_dir(name)
 
 
 def _order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
@@ -76,10 +76,6 @@ def local_checkpoints(hf_dir: str | Path) -> list[Checkpoint]:
         checkpoints.append(Checkpoint(path.name, str(path.resolve()), None, step, info.get("tokens"),
                                       sha256_file(path / WEIGHTS)))
     return _order(checkpoints)
-
-
-def _hub_error(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _hub_json(repo_id: str, revision: str, filename: str) -> dict:
@@ -109,16 +105,15 @@ def hub_checkpoints(repo_id: str, revisions: str) -> list[Checkpoint]:
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
     api = HfApi()
+    branches = repo_refs(repo_id)
     try:
-        refs = api.list_repo_refs(repo_id)
-        branches = [b.name for b in refs.branches] + [t.name for t in refs.tags]
         if revisions.strip() == "all":
-            wanted = [b for b in branches if HUB_STEP.match(b)] + [b for b in branches if b == "main"]
+            wanted = [b for b in branches if step_of_branch(b) is not None] + [b for b in branches if b == "main"]
         else:
             wanted = list(dict.fromkeys(r.strip() for r in revisions.split(",") if r.strip()))
             unknown = [r for r in wanted if r not in branches]
             if unknown or not wanted:
-                steps = sorted((b for b in branches if HUB_STEP.match(b)), key=_step_of)
+                steps = sorted((b for b in branches if step_of_branch(b) is not None), key=_step_of)
                 raise UserError(f"unknown revision(s) {', '.join(unknown) or repr(revisions)} in {repo_id}; it has "
                                 f"{', '.join(['main'] * ('main' in branches) + steps) or 'no branches'}")
         if not wanted:
@@ -131,7 +126,7 @@ def hub_checkpoints(repo_id: str, revisions: str) -> list[Checkpoint]:
     except RepositoryNotFoundError:
         raise UserError(f"Hub repo {repo_id} not found (or not accessible with your token)") from None
     except HfHubHTTPError as e:
-        raise UserError(f"cannot list the checkpoints of {repo_id}: {_hub_error(e)}") from None
+        raise UserError(f"cannot list the checkpoints of {repo_id}: {hub_error(e)}") from None
     return _order(checkpoints)
 
 

@@ -14,7 +14,7 @@ import importlib
 _EXPORTS = {
     "CONFIGS_DIR": "config", "list_presets": "config", "load_config": "config", "resolve_config_path": "config",
     "UserError": "errors", "cli_main": "errors",
-    "build_model": "model", "count_parameters": "model",
+    "build_model": "model", "count_parameters": "model", "fuse_gelu": "model",
     "sha256_file": "records",
     "EOT_TOKEN_ID": "tokenizer", "TOKENIZER_DIR": "tokenizer", "TOKENIZER_FILES": "tokenizer",
     "TOKENIZER_SHA256": "tokenizer", "VOCAB_SIZE": "tokenizer", "copy_tokenizer_files": "tokenizer",

@@ -35,8 +35,8 @@ def test_results_json_follows_the_schema(tiny_dir, tmp_path, owt_data_dir):
     assert model["name_or_path"] == str(tiny_dir) and model["revision"] is None
     assert model["weights_sha256"] == modeling.sha256_file(tiny_dir / "model.safetensors")
     assert model["num_parameters"] == modeling.count_parameters(modeling.build_model("tiny"))
-    assert results["settings"] == {"max_length": 64, "batch_size": 4, "dtype": "float32", "device": "cpu",
-                                   "data_source": "shipped", "limit": 1}
+    assert results["settings"] == {"max_length": 64, "batch_size": 4, "dtype": "float32", "fused_gelu": True,
+                                   "device": "cpu", "data_source": "shipped", "limit": 1}
     assert results["versions"]["torch"] == torch.__version__ and results["created_at"]
     wt = results["tasks"]["wikitext"]
     assert set(wt["metrics"]) == {"word_perplexity", "byte_perplexity", "bits_per_byte"}

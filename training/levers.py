@@ -19,9 +19,7 @@
 """
 
 import torch
-from transformers.activations import GELUTanh, NewGELUActivation
-
-from modeling import UserError
+from modeling import UserError, fuse_gelu
 
 
 def resolve_auto(value: bool | None, on_cuda: bool) -> bool:
@@ -30,17 +28,6 @@ def resolve_auto(value: bool | None, on_cuda: bool) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- model levers
-def fuse_gelu(model: torch.nn.Module) -> int:
-    """Swap every `gelu_new` activation for the one-kernel tanh GELU; returns how many were swapped."""
-    swapped = 0
-    for module in model.modules():
-        for name, child in module.named_children():
-            if type(child) is NewGELUActivation:
-                setattr(module, name, GELUTanh())
-                swapped += 1
-    return swapped
-
-
 def padded_rows(vocab_size: int, multiple: int) -> int:
     """vocab_size rounded up to a multiple (0 or 1: no padding)."""
     return vocab_size if multiple <= 1 else -(-vocab_size // multiple) * multiple
