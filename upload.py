@@ -36,6 +36,7 @@ from pathlib import Path
 from modeling.errors import UserError, cli_main
 from modeling.hf_argparser import parse_with_positional
 from modeling.hf_folder import EXPORT_INFO, WEIGHTS
+from modeling.hub_branches import step_branch
 from modeling.records import read_json, sha256_file
 from model_card import checkpoint_manifest as cm
 from model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
@@ -150,7 +151,7 @@ def checkpoint_targets(hf_dir: Path) -> list[Target]:
             raise UploadError(f"{path}/{WEIGHTS} has sha256 {sha} but {EXPORT_INFO} records {info['weights_sha256']}")
         if info.get("step") not in (None, step):
             raise UploadError(f"{path} holds step {info['step']} according to {EXPORT_INFO}, not {step}")
-        targets.append(Target(f"step{step}", path, folder_files(path), sha, step, info.get("tokens")))
+        targets.append(Target(step_branch(step), path, folder_files(path), sha, step, info.get("tokens")))
     if not targets:
         raise UploadError(f"no step_N exports found in {hf_dir}")
     return sorted(targets, key=lambda t: t.step)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 import modeling
 from modeling import UserError, cli_main
+from modeling.hub_branches import step_branch
 from modeling.model_folder import check_model_folder, read_json_file
 from modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
                                    os_error_message)
@@ -91,7 +92,7 @@ def intermediate_checkpoints(run_dir: Path) -> list[dict]:
             continue
         info = rd.read_json(path / rd.EXPORT_INFO) if (path / rd.EXPORT_INFO).is_file() else {}
         sha = info.get("weights_sha256") or modeling.sha256_file(path / rd.WEIGHTS)
-        found.append({"branch": f"step{step}", "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
+        found.append({"branch": step_branch(step), "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
     return found
 
 

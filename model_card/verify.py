@@ -37,9 +37,9 @@ from model_card import checkpoint_manifest as cm
 from model_card.facts import fmt
 from modeling.errors import UserError, cli_main
 from modeling.hf_argparser import parse_with_positional
+from modeling.hub_branches import STEP_BRANCH, step_branch
 from modeling.records import sha256_file
 
-STEP_BRANCH = re.compile(r"^step(\d+)$")
 HPARAM_ROW = re.compile(r"^\| `([^`]+)` \| (.*) \|$")
 CARD_MANIFEST_SHA = re.compile(r"Data manifest SHA-256:\*\* `([0-9a-f]{64})`")
 
@@ -103,7 +103,7 @@ class LocalSource:
             for p in sorted(branches_dir.iterdir()):
                 m = STEP_BRANCH.match(p.name.replace("_", "")) if p.name.startswith("step") else None
                 if m and p.is_dir():
-                    self.folders[f"step{int(m.group(1))}"] = p
+                    self.folders[step_branch(int(m.group(1)))] = p
         self.branches = sorted(self.folders)
 
     def files(self, branch: str) -> dict[str, FileInfo] | None:

@@ -23,11 +23,11 @@ import re
 from pathlib import Path
 
 from .errors import UserError
+from .hub_branches import step_branch, step_branches
 from .model_folder import check_model_folder
 from .tokenizer import TOKENIZER_FILES, load_tokenizer
 
 STEP_FOLDER = re.compile(r"^step_(\d+)$")  # run_dir/hf/step_N (training/run_dir.py)
-STEP_BRANCH = re.compile(r"^step(\d+)$")  # Hub branch step{N} (upload.py)
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES]
 
@@ -43,10 +43,7 @@ def _exports(run_dir: Path) -> Path:
 def available_steps(repo_or_run_dir: str | Path) -> list[int]:
     """Steps that `load_transformer_lens(..., step=N)` can load: a run's hf/step_N exports or a repo's step{N} branches."""
     if _is_hub_id(repo_or_run_dir):
-        from huggingface_hub import list_repo_refs
-
-        branches = list_repo_refs(str(repo_or_run_dir)).branches
-        return sorted(int(m.group(1)) for b in branches if (m := STEP_BRANCH.match(b.name)))
+        return [step for step, _ in step_branches(str(repo_or_run_dir))]
     folder = _exports(Path(repo_or_run_dir))
     if not folder.is_dir():
         raise UserError(f"run folder not found: {repo_or_run_dir}")
@@ -61,7 +58,7 @@ def checkpoint_folder(repo_or_run_dir: str | Path, step: int | None = None) -> P
 
         if step is not None and step not in (steps := available_steps(repo_or_run_dir)):
             raise UserError(f"{repo_or_run_dir} has no branch step{step}; available steps: {steps}")
-        revision = None if step is None else f"step{step}"
+        revision = None if step is None else step_branch(step)
         return Path(snapshot_download(str(repo_or_run_dir), revision=revision, allow_patterns=MODEL_FILES))
     path = Path(repo_or_run_dir)
     if step is None:

@@ -25,14 +25,19 @@ Errors carry the `X-Error-Code` header (RepoNotFound / RevisionNotFound / EntryN
 """
 
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
@@ -440,3 +445,38 @@ class HubServer(ThreadingHTTPServer):
     def __exit__(self, *exc):
         self.shutdown()
         self.server_close()
+
+
+# ------------------------------------------------------------------------------------------ for the tests that use it
+HUB_TOKEN = "hf_aliceSecretToken0123456789"
+
+PUBLISH_STEPS = """
+import sys
+from huggingface_hub import HfApi
+repo, hf, steps = sys.argv[1], sys.argv[2], [int(s) for s in sys.argv[3].split(",")]
+api = HfApi()
+api.create_repo(repo)
+api.upload_folder(repo_id=repo, folder_path=f"{hf}/final", commit_message="final")
+for step in steps:
+    api.create_branch(repo, branch=f"step{step}")
+    api.upload_folder(repo_id=repo, folder_path=f"{hf}/step_{step}", revision=f"step{step}")
+"""
+
+
+@contextlib.contextmanager
+def alice_hub(home: Path):
+    """A local Hub where HUB_TOKEN is alice's; `.env` is an environment pointing every HF client at it."""
+    with HubServer({HUB_TOKEN: "alice"}) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+        env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(home), HF_HUB_DISABLE_PROGRESS_BARS="1",
+                   HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=HUB_TOKEN, TOKENIZERS_PARALLELISM="false")
+        server.env = env
+        yield server
+
+
+def run_with_hub(env: dict, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python *argv` from the repository root under `env`; the token must never appear in its output."""
+    proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert HUB_TOKEN not in proc.stdout + proc.stderr
+    return proc

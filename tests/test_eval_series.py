@@ -3,19 +3,14 @@ evaluated as a series equal each folder evaluated alone; resume skips finished r
 the Hub path against the local server (tests/hub_server.py); bad inputs fail before anything is written."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from eval.evaluate import main
-from hub_server import HubServer
+from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "hf_aliceSecretToken0123456789"
 FAST = ["--tasks", "wikitext,lambada_openai,owt_val", "--max_length", "32", "--limit", "2", "--batch_size", "3",
         "--device", "cpu"]
 
@@ -121,48 +116,23 @@ def test_bad_series_inputs_fail_before_anything_is_written(run_hf, owt_data_dir,
 
 # ------------------------------------------------------------------------------------------------ Hub revisions
 
-PUBLISH = """
-import sys
-from huggingface_hub import HfApi
-repo, hf = sys.argv[1], sys.argv[2]
-api = HfApi()
-api.create_repo(repo)
-api.upload_folder(repo_id=repo, folder_path=f"{hf}/final", commit_message="final")
-for step in (0, 1):
-    api.create_branch(repo, branch=f"step{step}")
-    api.upload_folder(repo_id=repo, folder_path=f"{hf}/step_{step}", revision=f"step{step}")
-"""
-
-
 @pytest.fixture
 def hub(tmp_path):
-    with HubServer({TOKEN: "alice"}) as server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
-        env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
-                   HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=TOKEN,
-                   TOKENIZERS_PARALLELISM="false")
-        server.env = env
+    with alice_hub(tmp_path / "hf_home") as server:
         yield server
-
-
-def run_cli(env, *argv, timeout=600):
-    proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO_ROOT)
-    assert TOKEN not in proc.stdout + proc.stderr
-    return proc
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_series_over_hub_revisions_equals_the_local_series(run_hf, owt_data_dir, hub, tmp_path):
-    publish = run_cli(hub.env, "-c", PUBLISH, "alice/tiny-series", str(run_hf))
+    publish = run_with_hub(hub.env, "-c", PUBLISH_STEPS, "alice/tiny-series", str(run_hf), "0,1")
     assert publish.returncode == 0, publish.stderr
     local = tmp_path / "local"
     main(["--checkpoints", str(run_hf), "--output_dir", str(local), *fast(owt_data_dir)])
     by_sha = {r["weights_sha256"]: r for r in read_series(local)}
 
     out = tmp_path / "hub"
-    proc = run_cli(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "all",
+    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "all",
                    "--output_dir", str(out), *fast(owt_data_dir))
     assert proc.returncode == 0, proc.stderr
     rows = read_series(out)
@@ -174,17 +144,17 @@ def test_series_over_hub_revisions_equals_the_local_series(run_hf, owt_data_dir,
         assert stored["model"]["name_or_path"] == "alice/tiny-series" and stored["model"]["revision"] == row["revision"]
 
     picked = tmp_path / "picked"
-    proc = run_cli(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1",
+    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1",
                    "--output_dir", str(picked), *fast(owt_data_dir))
     assert proc.returncode == 0, proc.stderr
     assert [r["checkpoint"] for r in read_series(picked)] == ["step1"]
 
     bad = tmp_path / "bad"
-    proc = run_cli(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1,step7",
+    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1,step7",
                    "--output_dir", str(bad), *fast(owt_data_dir))
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: unknown revision(s) step7")
     assert "step0, step1" in proc.stderr and not bad.exists()
-    proc = run_cli(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/no-such-repo", "--output_dir", str(bad))
+    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/no-such-repo", "--output_dir", str(bad))
     assert proc.returncode == 2 and "not found" in proc.stderr and not bad.exists()
 
 

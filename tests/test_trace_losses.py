@@ -119,6 +119,29 @@ def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: run_dir")
 
 
+@pytest.mark.timeout(600)
+def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, capsys):
+    from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
+
+    text = " the United States"
+    trace.main(["curve", "--run_dir", str(run), "--text", text, "--json"])
+    local = {r["step"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    with alice_hub(tmp_path / "hf_home") as hub:
+        publish = run_with_hub(hub.env, "-c", PUBLISH_STEPS, "alice/tiny-trace", str(run / rd.HF_EXPORTS), "0,1,3,5")
+        assert publish.returncode == 0, publish.stderr
+        proc = run_with_hub(hub.env, "-m", "training.trace", "curve", "--repo_id", "alice/tiny-trace", "--text", text,
+                            "--json")
+        assert proc.returncode == 0, proc.stderr
+        missing = run_with_hub(hub.env, "-m", "training.trace", "curve", "--repo_id", "alice/no-such-repo", "--text",
+                               text)
+    rows = json.loads(proc.stdout)["rows"]
+    assert [(r["step"], r["checkpoint"]) for r in rows] == [(0, "step0"), (1, "step1"), (3, "step3"), (5, "step5")]
+    for r in rows:  # the same weights read through the Hub: the same numbers
+        assert (r["loss"], r["logprob"]) == (local[r["step"]]["loss"], local[r["step"]]["logprob"])
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr, missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
 def launched(out, data_dir, **extra):
     cmd = [sys.executable, "-m", "training.train", *train_args(data_dir, out, **RUN | extra)]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -136,10 +136,9 @@ def build_index(data_dir: Path, output_dir: Path, num_proc: int, mem_gb: int) ->
         cmd = [sys.executable, "-m", "infini_gram.indexing", "--data_dir", str(data_dir.resolve()),
                "--save_dir", str(tmp.resolve()), "--token_dtype", "u16", "--cpus", str(num_proc),
                "--mem", str(mem_gb), "--ulimit", str(ulimit)]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        if proc.returncode != 0 or not (tmp / "table.0").is_file():
-            tail = proc.stdout.strip().splitlines()[-1:] or ["no output"]
-            raise UserError(f"infini-gram indexing failed (exit {proc.returncode}): {tail[0]}")
+        returncode, last_line = run_indexer(cmd)
+        if returncode != 0 or not (tmp / "table.0").is_file():
+            raise UserError(f"infini-gram indexing failed (exit {returncode}): {last_line or 'no output'}")
         info = {"format": INDEX_FORMAT, "data_dir": str(data_dir.resolve()), "data_manifest_sha256": manifest_sha,
                 "num_tokens": split.num_tokens, "num_documents": split.num_documents, "token_dtype": "u16",
                 "document_separator": DOC_SEPARATOR.hex(), "infini_gram_version": infini_gram_version(),
@@ -151,6 +150,20 @@ def build_index(data_dir: Path, output_dir: Path, num_proc: int, mem_gb: int) ->
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return output_dir
+
+
+def run_indexer(cmd: list[str]) -> tuple[int, str]:
+    """Run infini-gram's indexer, echoing its phase lines (make-part, merge, concat with their durations) to stderr
+    as progress; returns its exit code and last output line (the error, when it fails)."""
+    last_line = ""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            line = line.strip().split("\r")[-1].strip()
+            if line:
+                last_line = line
+            if line.startswith("Step") or ": Done." in line:
+                print(f"infini-gram: {line}", file=sys.stderr, flush=True)
+        return proc.wait(), last_line
 
 
 def infini_gram_version() -> str:
@@ -454,13 +467,10 @@ def checkpoints_of(run_dir: str | None, repo_id: str | None) -> list[tuple[int, 
             if step not in {s for s, _, _ in found}:
                 found.append((step, f"hf/{rd.FINAL}", {"pretrained_model_name_or_path": str(final)}))
     else:
-        import re
+        from modeling.hub_branches import step_branches
 
-        from huggingface_hub import HfApi
-
-        refs = HfApi().list_repo_refs(repo_id)
-        steps = [(int(m.group(1)), b.name) for b in refs.branches if (m := re.fullmatch(r"step(\d+)", b.name))]
-        found = [(s, name, {"pretrained_model_name_or_path": repo_id, "revision": name}) for s, name in sorted(steps)]
+        found = [(s, name, {"pretrained_model_name_or_path": repo_id, "revision": name})
+                 for s, name in step_branches(repo_id)]
     if not found:
         raise UserError(f"no exported checkpoints (hf/step_N or step{{N}} branches) in {run_dir or repo_id}")
     return found

@@ -1,0 +1,44 @@
+"""The Hub layout of a checkpoint series: branch `step{N}` holds the export of step N (the Pythia convention).
+
+upload.py writes it; eval.series, training.trace curve and modeling.interp read it, all through this module, so the
+branch name and the listing (with its one-line errors) have one owner. Imports huggingface_hub only when listing.
+"""
+
+import re
+
+from .errors import UserError
+
+STEP_BRANCH = re.compile(r"^step(\d+)$")
+
+
+def step_branch(step: int) -> str:
+    return f"step{step}"
+
+
+def step_of_branch(name: str) -> int | None:
+    m = STEP_BRANCH.match(name)
+    return int(m.group(1)) if m else None
+
+
+def repo_refs(repo_id: str) -> list[str]:
+    """Names of the repo's branches, then its tags; a missing repo or an HTTP failure is one UserError."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        refs = HfApi().list_repo_refs(repo_id)
+    except RepositoryNotFoundError:
+        raise UserError(f"Hub repo {repo_id} not found (or not accessible with your token)") from None
+    except HfHubHTTPError as e:
+        raise UserError(f"cannot list the branches of {repo_id}: {hub_error(e)}") from None
+    return [b.name for b in refs.branches] + [t.name for t in refs.tags]
+
+
+def step_branches(repo_id: str) -> list[tuple[int, str]]:
+    """(step, branch) of every `step{N}` branch of the repo, by step."""
+    return sorted((step, name) for name in repo_refs(repo_id) if (step := step_of_branch(name)) is not None)
+
+
+def hub_error(e: Exception) -> str:
+    """The first line of a huggingface_hub error (the rest is request ids and URLs)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
