@@ -124,6 +124,15 @@ def snapshot(root: Path) -> dict[str, str]:
     return found
 
 
+def record_error_line(case_id: str, line: str, root: Path) -> None:
+    """With GPT2_OWT_ERROR_TABLE=FILE, append the line a bad-input case printed (its temp root shown as TMP): how the
+    README's Troubleshooting and the issue notes get the exact messages."""
+    table = os.environ.get("GPT2_OWT_ERROR_TABLE")
+    if table:
+        with open(table, "a") as f:
+            f.write(f"{case_id}\t{line.replace(str(root), 'TMP')}\n")
+
+
 def run_command(argv: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     """`argv` with `python` replaced by this interpreter, from the repository root, offline."""
     cmd = [sys.executable, *argv[1:]] if argv[0] == "python" else argv

@@ -16,7 +16,7 @@ from typing import Callable
 
 import pytest
 
-from cli_fixtures import Workspace, cli_sources, run_command, snapshot, workspace  # noqa: F401 (fixtures)
+from cli_fixtures import Workspace, cli_sources, record_error_line, run_command, snapshot, workspace  # noqa: F401
 from train_support import TINY_YAML
 
 
@@ -246,6 +246,7 @@ def test_bad_input_is_one_clear_line(case: Case, workspace: Workspace):
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert done.returncode == case.code and len(errors) == 1, err
+    record_error_line(case.id, errors[0], workspace.root)
     assert fill(case.message, workspace) in errors[0], err
     assert snapshot(workspace.root) == before  # inputs byte-identical, nothing written or left behind
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import pytest
 
+from cli_fixtures import record_error_line
 from training.data_dir import MANIFEST
 
 SAMPLE = "{tmp}/in/docs.jsonl"
@@ -213,6 +214,8 @@ def test_bad_input(case: Case, inputs: Inputs, tmp_path):
     done = run_cli([a.format(tmp=inputs.tmp) for a in case.argv], cache=tmp_path / "hf_cache")
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == case.code, done.stderr
+    if errors:
+        record_error_line(case.id, errors[0], inputs.tmp)
     assert len(errors) == 1 and case.message.format(tmp=inputs.tmp) in errors[0], done.stderr
     assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1] == errors[0]
     assert snapshot(inputs.tmp) == before  # inputs byte-identical, no partial output, nothing deleted
