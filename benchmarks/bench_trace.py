@@ -5,8 +5,11 @@ vectorised numpy scan of train.bin.
 
 The corpus is the bundled OpenWebText sample (training/sample_data, 5,038 documents), encoded as the data pipeline
 does (tiktoken encode_ordinary + EOT) and repeated with a varied suffix per copy (" [copy k]") until it holds
---tokens tokens, written as a data_dir (train.bin, document index, a manifest hashing them). The baseline is the
-fastest plain numpy scan: candidate positions of the first id, then each further id checked on the survivors.
+--tokens tokens, written as a data_dir (train.bin, document index, a manifest hashing them). Every copy after the
+first has a seeded --mutation_rate of its tokens replaced by tokens drawn from the sample: real OpenWebText has no
+25-fold verbatim repeats, and verbatim repeats make every suffix comparison of the indexer's merge run the length
+of a document (--mutation_rate 0 measures that worst case). The baseline is the fastest plain numpy scan: candidate
+positions of the first id, then each further id checked on the survivors.
 """
 
 import json
@@ -37,20 +40,31 @@ class BenchArgs:
     mem_gb: int = 4
     workdir: str = "/tmp/bench_trace"
     repeats: int = 5  # best of N per query
+    mutation_rate: float = 0.05  # share of each later copy's tokens replaced (0: verbatim repeats, the worst case)
 
 
-def write_corpus(folder: Path, target_tokens: int) -> int:
+def mutated(doc: np.ndarray, rate: float, pool: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A copy of `doc` with a `rate` share of its tokens replaced by tokens drawn from `pool`."""
+    out = doc.copy()
+    where = rng.random(doc.size) < rate
+    out[where] = pool[rng.integers(0, pool.size, int(where.sum()))]
+    return out
+
+
+def write_corpus(folder: Path, target_tokens: int, mutation_rate: float) -> int:
     enc = tiktoken_encoding()
     texts = [json.loads(line)["text"] for path in SAMPLES for line in path.read_text().splitlines() if line.strip()]
     docs = [np.asarray(enc.encode_ordinary(t), dtype=np.uint16) for t in texts]
+    pool, rng = np.concatenate(docs), np.random.default_rng(0)
     chunks, lengths, copy = [], [], 0
     total = 0
     while total < target_tokens:
         suffix = np.asarray(enc.encode_ordinary(f" [copy {copy}]") + [EOT_TOKEN_ID], dtype=np.uint16)
         for d in docs:
+            d = mutated(d, mutation_rate, pool, rng) if copy else d
             chunks += [d, suffix]
             lengths.append(d.size + suffix.size)
-        total += sum(d.size for d in docs) + len(docs) * suffix.size
+            total += d.size + suffix.size
         copy += 1
     folder.mkdir(parents=True, exist_ok=True)
     np.concatenate(chunks).tofile(folder / "train.bin")
@@ -85,8 +99,9 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 def main() -> None:
     args = HfArgumentParser(BenchArgs).parse_args_into_dataclasses()[0]
     data = Path(args.workdir) / "data"
-    n = write_corpus(data, args.tokens)
-    print(f"corpus: {n:,} tokens in {data} ({(data / 'train.bin').stat().st_size / 1e6:.0f} MB)")
+    n = write_corpus(data, args.tokens, args.mutation_rate)
+    print(f"corpus: {n:,} tokens in {data} ({(data / 'train.bin').stat().st_size / 1e6:.0f} MB), "
+          f"later copies mutated at rate {args.mutation_rate}")
 
     t = time.perf_counter()
     trace.build_index(data, data / trace.INDEX_DIR, args.num_proc, args.mem_gb)
