@@ -34,6 +34,7 @@ import torch
 from transformers import HfArgumentParser
 
 from modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
+from modeling.errors import first_line
 from modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder, read_json_file
 from modeling.output_paths import check_output_file
 from modeling.records import package_versions, write_json_atomic
@@ -133,10 +134,6 @@ def _is_local(name: str) -> bool:
     return Path(name).exists() or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
 
 
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
-
-
 def load_model(args: EvalArgs, device: str):
     """The causal LM in eval mode on `device` (UserError for a missing folder or an unreachable Hub id)."""
     from transformers import AutoModelForCausalLM
@@ -155,7 +152,7 @@ def load_model(args: EvalArgs, device: str):
         model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, config=config,
                                                      dtype=DTYPES[args.dtype])
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load model {args.model!r}: {_first_line(e)}") from None
+        raise UserError(f"cannot load model {args.model!r}: {first_line(e)}") from None
     if args.fused_gelu:
         fuse_gelu(model)
     return model.to(device).eval()
@@ -169,7 +166,7 @@ def load_tokenizer_for(args: EvalArgs, model):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as e:
-        raise UserError(f"cannot load a tokenizer from {source!r} (pass --tokenizer): {_first_line(e)}") from None
+        raise UserError(f"cannot load a tokenizer from {source!r} (pass --tokenizer): {first_line(e)}") from None
     tokenizer.model_max_length = sys.maxsize  # we cut windows ourselves; silences the "sequence too long" warning
     if len(tokenizer) > model.config.vocab_size:
         raise UserError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is "

@@ -18,7 +18,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from modeling import UserError, sha256_file
-from modeling.hub_branches import hub_error, repo_refs, step_of_branch
+from modeling.errors import first_line
+from modeling.hub_branches import repo_refs, step_of_branch
 from modeling.records import read_json, write_json_atomic
 from training.run_dir import FINAL, parse_step_dir
 
@@ -126,7 +127,7 @@ def hub_checkpoints(repo_id: str, revisions: str) -> list[Checkpoint]:
     except RepositoryNotFoundError:
         raise UserError(f"Hub repo {repo_id} not found (or not accessible with your token)") from None
     except HfHubHTTPError as e:
-        raise UserError(f"cannot list the checkpoints of {repo_id}: {hub_error(e)}") from None
+        raise UserError(f"cannot list the checkpoints of {repo_id}: {first_line(e)}") from None
     return _order(checkpoints)
 
 

@@ -11,6 +11,11 @@ class UserError(Exception):
     """A bad input the user can fix (wrong path, bad flag value, mismatched files...)."""
 
 
+def first_line(e: Exception) -> str:
+    """The first line of an exception's message (library errors append request ids, URLs, hints)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def cli_main(fn):
     """Decorate a `main(argv=None)` so a UserError prints `error: ...` and exits 2 instead of a traceback."""
 

@@ -6,7 +6,7 @@ branch name and the listing (with its one-line errors) have one owner. Imports h
 
 import re
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 STEP_BRANCH = re.compile(r"^step(\d+)$")
 
@@ -30,15 +30,10 @@ def repo_refs(repo_id: str) -> list[str]:
     except RepositoryNotFoundError:
         raise UserError(f"Hub repo {repo_id} not found (or not accessible with your token)") from None
     except HfHubHTTPError as e:
-        raise UserError(f"cannot list the branches of {repo_id}: {hub_error(e)}") from None
+        raise UserError(f"cannot list the branches of {repo_id}: {first_line(e)}") from None
     return [b.name for b in refs.branches] + [t.name for t in refs.tags]
 
 
 def step_branches(repo_id: str) -> list[tuple[int, str]]:
     """(step, branch) of every `step{N}` branch of the repo, by step."""
     return sorted((step, name) for name in repo_refs(repo_id) if (step := step_of_branch(name)) is not None)
-
-
-def hub_error(e: Exception) -> str:
-    """The first line of a huggingface_hub error (the rest is request ids and URLs)."""
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -9,17 +9,13 @@ of a traceback from deep inside transformers or safetensors, and a folder of ano
 import json
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 SUPPORTED_MODEL_TYPE = "gpt2"
 # A fast tokenizer needs tokenizer.json, a slow one vocab.json + merges.txt; tokenizer_config.json is read by both.
 TOKENIZER_JSON_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json")
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def read_json_file(path: Path, what: str) -> dict:
@@ -29,7 +25,7 @@ def read_json_file(path: Path, what: str) -> dict:
     except OSError as e:
         raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{what} {path} is damaged (not valid JSON: {_first_line(e)})") from None
+        raise UserError(f"{what} {path} is damaged (not valid JSON: {first_line(e)})") from None
     if not isinstance(data, dict):
         raise UserError(f"{what} {path} is damaged (a JSON {type(data).__name__}, expected an object)")
     return data
@@ -55,7 +51,7 @@ def check_safetensors(path: Path) -> None:
             if not list(f.keys()):
                 raise UserError(f"model weights {path} hold no tensors")
     except (SafetensorError, OSError) as e:
-        raise UserError(f"model weights {path} are damaged or truncated ({_first_line(e)})") from None
+        raise UserError(f"model weights {path} are damaged or truncated ({first_line(e)})") from None
 
 
 def check_tokenizer_folder(folder: Path) -> None:
@@ -74,7 +70,7 @@ def check_tokenizer_folder(folder: Path) -> None:
         try:
             Tokenizer.from_file(str(folder / "tokenizer.json"))
         except Exception as e:  # the Rust parser raises plain Exception for any malformed content
-            raise UserError(f"tokenizer file {folder / 'tokenizer.json'} is damaged ({_first_line(e)})") from None
+            raise UserError(f"tokenizer file {folder / 'tokenizer.json'} is damaged ({first_line(e)})") from None
 
 
 def check_model_folder(folder: str | Path, tokenizer: bool = False) -> dict:
