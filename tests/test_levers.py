@@ -81,8 +81,20 @@ def test_fused_adamw_on_cpu_only_where_equal_to_foreach():
 @pytest.mark.slow  # inductor compiles for ~1-2 min on 2 shared cores
 @pytest.mark.timeout(600)
 def test_compiled_blocks_train_like_eager():
-    """Regional compilation (inductor on CPU) gives eager's losses within 1e-5 and leaves parameter names plain."""
+    """Regional compilation (inductor on CPU: the blocks and the loss head) gives eager's losses within 1e-5 and
+    leaves parameter names plain; the compiled loss head alone matches eager's per-token losses and gradients."""
     torch._dynamo.reset()
+    logits = torch.randn(2, 16, 50304, generator=torch.Generator().manual_seed(0))
+    targets = batch(1, rows=2, length=16)
+    results = {}
+    for compiled in (False, True):
+        x = logits.clone().requires_grad_()
+        per_token = levers.token_losses_fn(compiled)(x, targets, V)
+        per_token.mean().backward()
+        results[compiled] = per_token.detach(), x.grad
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=1e-9, rtol=0)
+    assert torch.equal(results[True][1][..., V:], torch.zeros(2, 16, 50304 - V))  # padded rows: no gradient
     losses = {}
     for compiled in (False, True):
         model = build_model("tiny", seed=0)
@@ -90,7 +102,7 @@ def test_compiled_blocks_train_like_eager():
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         losses[compiled] = []
         for step in range(3):
-            loss = lm_loss(model, batch(step, rows=2), V)
+            loss = lm_loss(model, batch(step, rows=2), V, compiled=compiled)
             loss.backward()
             opt.step()
             opt.zero_grad()
@@ -110,8 +122,11 @@ def test_trainer_exports_the_plain_layout_with_levers_on(owt_data_dir, tmp_path)
     tb = load_file(str(off / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
     assert {k: (v.shape, v.dtype) for k, v in ta.items()} == {k: (v.shape, v.dtype) for k, v in tb.items()}
     assert ta["transformer.wte.weight"].shape == (V, 128)
+    # The weights agree up to float rounding of the two matmul shapes (50,304 vs 50,257 rows), which AdamW's
+    # normalised update amplifies in near-zero gradients: measured up to 1.3e-5 (AMD EPYC) and 3.0e-5 (Intel Xeon
+    # with AMX) after 4 steps, against up to 4 x lr = 2.4e-3 of movement per weight.
     for name in ta:
-        torch.testing.assert_close(ta[name], tb[name], atol=1e-5, rtol=0, msg=name)
+        torch.testing.assert_close(ta[name], tb[name], atol=1e-4, rtol=0, msg=name)
     for name in ("config.json", "generation_config.json"):
         assert (on / rd.HF_EXPORTS / rd.FINAL / name).read_text() == (off / rd.HF_EXPORTS / rd.FINAL / name).read_text()
     assert json.loads((on / rd.HF_EXPORTS / rd.FINAL / "config.json").read_text())["activation_function"] == "gelu_new"

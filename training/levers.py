@@ -2,7 +2,7 @@
 
     model = build_model(...)
     vocab_rows = apply_model_levers(model, cfg)      # before accelerator.prepare
-    ... train: lm_loss masks logits of rows >= config.vocab_size ...
+    ... train: token_losses leaves out the logits of rows >= config.vocab_size ...
     state_dict = exported_state_dict(state_dict, model.config.vocab_size)   # plain GPT-2 layout again
 
 - fused GELU: GPT-2's `gelu_new` (tanh approximation written as ~8 elementwise ops) runs as one
@@ -14,11 +14,15 @@
   updates equal the unpadded model's. Exports cut them off again: exactly `vocab_size` rows.
 - regional compilation: each `GPT2Block` is compiled in place (`nn.Module.compile`), so parameter names (state
   dicts, checkpoints, exports) carry no `_orig_mod.` and a checkpoint resumes compiled or not; the causal mask is
-  built outside the compiled blocks and SDPA keeps its own kernel choice.
+  built outside the compiled blocks and SDPA keeps its own kernel choice. The loss head (pad cut, log-softmax,
+  NLL: `token_losses`) is compiled as one more region; the output matmul stays in the model's own forward.
 - fused AdamW, TF32 matmuls for fp32 on CUDA (`optimizer_kwargs`, `set_matmul_precision`).
 """
 
+import functools
+
 import torch
+import torch.nn.functional as F
 from modeling import UserError, fuse_gelu
 
 
@@ -89,9 +93,25 @@ def exported_state_dict(state_dict: dict | None, vocab_size: int) -> dict | None
     return out
 
 
-def vocab_logits(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The logits of real tokens only: padded output rows are masked out of the loss by cutting them off."""
-    return logits if logits.size(-1) == vocab_size else logits[..., :vocab_size]
+def token_losses(logits: torch.Tensor, targets: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Next-token cross-entropy per position ([B, T] from logits [B, T, rows]) over the real tokens only: the logits
+    of padded output rows are cut off before the softmax, so they get no probability mass and zero gradient."""
+    logits = logits if logits.size(-1) == vocab_size else logits[..., :vocab_size]
+    losses = F.cross_entropy(logits.float().reshape(-1, vocab_size), targets.reshape(-1), reduction="none")
+    return losses.view_as(targets)
+
+
+@functools.cache
+def compiled_token_losses():
+    """`token_losses` as one compiled graph. With GPT-2's 50k vocabulary the loss head is most of a small model's
+    memory traffic: eager runs the pad cut, log_softmax, NLL and their backwards as separate passes over the
+    [tokens, 50k] logits (plus a zero-filled padded gradient); compiled, forward and backward are one fused pass
+    each. Shapes are static (one graph per micro-batch shape)."""
+    return torch.compile(token_losses, dynamic=False)
+
+
+def token_losses_fn(compiled: bool):
+    return compiled_token_losses() if compiled else token_losses
 
 
 # ---------------------------------------------------------------------------------------------- kernel levers

@@ -22,7 +22,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from modeling import UserError, build_model, cli_main, load_config, sha256_file
 from modeling.flops import flops_per_token, peak_bf16_flops
@@ -298,19 +297,18 @@ def apply_changed_hyperparameters(optimizer, scheduler, cfg: TrainConfig) -> Non
         group["lr"] = lr
 
 
-def lm_token_losses(model, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def lm_token_losses(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False) -> torch.Tensor:
     """Next-token cross-entropy [B, seq_len] of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:].
-    Logits of padded output rows (>= vocab_size, training/levers.py) are left out. Training takes its loss as the
-    mean of this tensor whether or not per-sequence losses are recorded, so recording them cannot change the weights."""
-    logits = levers.vocab_logits(model(input_ids=tokens[:, :-1], use_cache=False).logits, vocab_size)
-    targets = tokens[:, 1:]
-    losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-    return losses.view_as(targets)
+    Logits of padded output rows (>= vocab_size, training/levers.py) are left out; `compiled` runs the loss head as
+    one compiled graph (the `compile` lever). Training takes its loss as the mean of this tensor whether or not
+    per-sequence losses are recorded, so recording them cannot change the weights."""
+    logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+    return levers.token_losses_fn(compiled)(logits, tokens[:, 1:], vocab_size)
 
 
-def lm_loss(model, tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def lm_loss(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False) -> torch.Tensor:
     """Mean next-token cross-entropy of windows [B, seq_len + 1]."""
-    return lm_token_losses(model, tokens, vocab_size).mean()
+    return lm_token_losses(model, tokens, vocab_size, compiled).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -466,7 +464,7 @@ class Trainer:
             for m in range(self.grad_accum):
                 with acc.accumulate(self.model):
                     token_losses = lm_token_losses(self.model, tokens[m * micro : (m + 1) * micro],
-                                                   self.model_config.vocab_size)
+                                                   self.model_config.vocab_size, self.cfg.compile)
                     loss = token_losses.mean()
                     acc.backward(loss)  # divides by grad_accum; under DeepSpeed it also steps at the boundary
                 loss_sum += loss.detach()
