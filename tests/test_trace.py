@@ -89,11 +89,14 @@ def test_index_layout_and_manifest(data_dir):
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".tmp")]
 
 
-def test_positions_equal_a_scan_of_train_bin(data_dir):
+@pytest.mark.parametrize("scan_share", [1.0, trace.SCAN_SHARE], ids=["suffix_array_only", "scan_for_common_ids"])
+def test_positions_equal_a_scan_of_train_bin(data_dir, scan_share, monkeypatch):
+    monkeypatch.setattr(trace, "SCAN_SHARE", scan_share)
     index = trace.TraceIndex(data_dir)
     split = index.split
-    straddling = 0
+    straddling = scanned = 0
     for ids in query_set(split):
+        scanned += EOT_TOKEN_ID not in ids[:-1] and index.count(ids) > scan_share * split.num_tokens
         want = brute_positions(split.tokens, ids)
         got = index.positions(ids)
         assert np.array_equal(got, want), ids
@@ -101,6 +104,7 @@ def test_positions_equal_a_scan_of_train_bin(data_dir):
         if EOT_TOKEN_ID not in ids[:-1]:
             assert index.count(ids) == want.size
     assert straddling >= 5  # the set really has n-grams across documents
+    assert (scanned > 0) == (scan_share < 1)  # the fallback really ran (or really did not)
     # the rank -> document mapping of infini-gram's own API agrees with ours
     found = index.engine.find(input_ids=[262])
     start, _ = found["segment_by_shard"][0]
