@@ -140,6 +140,36 @@ def test_trainer_exports_the_plain_layout_with_levers_on(owt_data_dir, tmp_path)
     assert row["forward_backward_seconds"] > 0
 
 
+def test_bf16_logits_reach_the_loss_head_uncast(owt_data_dir, tmp_path, monkeypatch):
+    """Under bf16 autocast the prepared model hands the loss head bf16 logits (no fp32 copy of the [tokens, 50k]
+    tensor), and training is bit for bit what it is with Accelerate's fp32 output cast left in place."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    try:
+        acc = Accelerator(mixed_precision="bf16", cpu=True)
+        model = acc.prepare(build_model("tiny", seed=0))
+        ids = batch()[:, :-1]
+        assert model(input_ids=ids).logits.dtype == torch.float32  # Accelerate's cast
+        assert levers.keep_bf16_outputs(model) and not levers.keep_bf16_outputs(model)
+        assert model(input_ids=ids).logits.dtype == torch.bfloat16
+        assert acc.unwrap_model(model, keep_fp32_wrapper=False)(input_ids=ids).logits.dtype == torch.float32
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+    bf16 = dict(SHORT, mixed_precision="bf16")
+    uncast, cast = tmp_path / "uncast", tmp_path / "cast"
+    assert run_inprocess(owt_data_dir, uncast, **bf16) == 0
+    monkeypatch.setattr(levers, "keep_bf16_outputs", lambda model: False)
+    assert run_inprocess(owt_data_dir, cast, **bf16) == 0
+    assert read_rows(uncast, "train_loss") and [r["train_loss"] for r in read_rows(uncast, "train_loss")] == \
+        [r["train_loss"] for r in read_rows(cast, "train_loss")]
+    ta = load_file(str(uncast / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    tb = load_file(str(cast / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_resume_across_compile_on_and_off(owt_data_dir, tmp_path):

@@ -16,10 +16,14 @@
   dicts, checkpoints, exports) carry no `_orig_mod.` and a checkpoint resumes compiled or not; the causal mask is
   built outside the compiled blocks and SDPA keeps its own kernel choice. The loss head (pad cut, log-softmax,
   NLL: `token_losses`) is compiled as one more region; the output matmul stays in the model's own forward.
+- bf16 logits stay bf16 until the loss head: under bf16 autocast Accelerate casts every bf16 output of the
+  model's forward to fp32 (`keep_bf16_outputs` undoes that), one more pass each way over the [tokens, 50k] logits;
+  the loss head upcasts them itself inside its own pass. bf16 -> fp32 is exact, so the values are the same.
 - fused AdamW, TF32 matmuls for fp32 on CUDA (`optimizer_kwargs`, `set_matmul_precision`).
 """
 
 import functools
+from types import MethodType
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +73,21 @@ def apply_model_levers(model, fused_gelu: bool, pad_multiple: int, compile_model
     if compile_model:
         compile_blocks(model)
     return rows
+
+
+def keep_bf16_outputs(model) -> bool:
+    """Drop the fp32 cast Accelerate wraps around a prepared model's forward under autocast, keeping the autocast
+    itself (`model` is the unwrapped module: `accelerator.unwrap_model(prepared)`). Returns whether there was one.
+    Accelerate keeps the forward it wrapped in `_original_forward`, so `unwrap_model(keep_fp32_wrapper=False)`
+    still restores the plain forward."""
+    from accelerate.utils.operations import ConvertOutputsToFp32
+
+    wrapper = getattr(model.forward, "__func__", None)  # convert_outputs_to_fp32's closure around the cast
+    cast = getattr(wrapper, "__wrapped__", None)
+    if not isinstance(cast, ConvertOutputsToFp32):
+        return False
+    model.forward = MethodType(cast.model_forward, model)
+    return True
 
 
 def exported_state_dict(state_dict: dict | None, vocab_size: int) -> dict | None:

@@ -433,6 +433,7 @@ class Trainer:
         optimizer = build_optimizer(model, cfg, fused=cfg.fused_adamw)
         scheduler = build_scheduler(optimizer, cfg)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        levers.keep_bf16_outputs(acc.unwrap_model(self.model))
         self.step, self.elapsed_before = 0, 0.0
         if self.resume_path is not None:
             acc.load_state(str(self.resume_path))
