@@ -101,7 +101,7 @@ def main() -> None:
     build = time.perf_counter() - t
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    size = sum(p.stat().st_size for p in (data / trace.INDEX_DIR).iterdir())
+    size = sum(json.loads((data / trace.INDEX_DIR / trace.INDEX_INFO).read_text())["files"].values())
     print(f"index build: {build:.1f} s = {n / build / 1e6:.2f}M tokens/s with {args.num_proc} threads; "
           f"peak RSS {rss_self:.2f} GB (this process) / {rss_children:.2f} GB (infini-gram indexer); "
           f"index {size / 1e6:.0f} MB = {size / n:.1f} bytes/token")

@@ -79,8 +79,10 @@ def test_index_layout_and_manifest(data_dir):
     from modeling import sha256_file
 
     assert info["data_manifest_sha256"] == sha256_file(data_dir / "manifest.json")
-    raw = np.fromfile(index_dir / "tokenized.0", dtype="<u2")
-    offsets = np.fromfile(index_dir / "offset.0", dtype="<u8")
+    assert info["shards"] == [{"dir": "shard_00000", "first_document": 0, "num_documents": 33, "first_token": 0,
+                               "num_tokens": split.num_tokens}]
+    raw = np.fromfile(index_dir / "shard_00000" / "tokenized.0", dtype="<u2")
+    offsets = np.fromfile(index_dir / "shard_00000" / "offset.0", dtype="<u8")
     assert raw.size == split.num_tokens + split.num_documents and offsets.size == split.num_documents
     for d in (0, 7, 32):
         a, b = int(split.doc_offsets[d]), int(split.doc_offsets[d + 1])
@@ -110,6 +112,39 @@ def test_positions_equal_a_scan_of_train_bin(data_dir, scan_share, monkeypatch):
     start, _ = found["segment_by_shard"][0]
     doc = index.engine.get_doc_by_rank(s=0, rank=start, max_disp_len=10)["doc_ix"]
     assert doc in set(split.document_index(index.positions([262])).tolist())
+
+
+def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path, capsys):
+    """--shards 3 built as a multi-machine build would be: shards 0 and 2 on one "machine", then the finishing run
+    builds shard 1 and puts the index in place; every query answers as the one-shard index does."""
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns(trace.INDEX_DIR))
+    build = data / f".tmp-{trace.INDEX_DIR}-build"
+    trace.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3",
+                "--shard_ids", "0", "2"])
+    assert "run `python -m training.trace index` with the same --shards" in capsys.readouterr().out
+    assert sorted(p.name for p in build.iterdir()) == ["shard_00000", "shard_00002"]
+    assert not (data / trace.INDEX_DIR).exists()
+    kept = (build / "shard_00000" / "table.0").stat().st_mtime_ns
+    trace.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3"])
+    assert not build.exists()
+    index_dir = data / trace.INDEX_DIR
+    assert (index_dir / "shard_00000" / "table.0").stat().st_mtime_ns == kept  # a finished shard is not rebuilt
+    shards = json.loads((index_dir / trace.INDEX_INFO).read_text())["shards"]
+    split = open_split(data, "train")
+    assert [s["first_document"] for s in shards] == [0, shards[1]["first_document"], shards[2]["first_document"]]
+    assert sum(s["num_documents"] for s in shards) == 33 and sum(s["num_tokens"] for s in shards) == split.num_tokens
+    assert max(s["num_tokens"] for s in shards) < 0.5 * split.num_tokens  # about equal shares
+    one, three = trace.TraceIndex(data_dir), trace.TraceIndex(data)
+    assert len(three.engine.find(input_ids=[262])["segment_by_shard"]) == 3
+    for ids in query_set(split):
+        want = brute_positions(split.tokens, ids)
+        assert np.array_equal(three.positions(ids), want) and np.array_equal(one.positions(ids), want), ids
+    # an occurrence in the last shard maps to its document there
+    last_doc = shards[2]["first_document"] + 1
+    start = int(split.doc_offsets[last_doc]) + 3
+    ids = np.asarray(split.tokens[start : start + 8]).tolist()
+    assert start in three.positions(ids).tolist()
 
 
 def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
@@ -205,12 +240,17 @@ def test_bad_inputs_are_one_error_line(data_dir, owt_data_dir, tmp_path, capsys)
         "does not exist": ["find", "--data_dir", str(data_dir), "--run_dir", str(tmp_path / "nope"), "--text", "a"],
         "usage: python -m training.trace": ["frobnicate"],
         "is not a data_dir": ["index", "--data_dir", str(tmp_path)],
+        "--shards must be >= 1": ["index", "--data_dir", str(owt_data_dir), "--shards", "0"],
+        "cannot fill that many shards": ["index", "--data_dir", str(owt_data_dir), "--shards", "34"],
+        "--shard_ids must be shard numbers in [0, 3)": ["index", "--data_dir", str(owt_data_dir), "--shards", "3",
+                                                        "--shard_ids", "3"],
     }
     for message, argv in cases.items():
         code, captured = run_cli(capsys, *argv)
         lines = captured.err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (message,
                                                                                                            lines)
+    assert not [p for p in owt_data_dir.iterdir() if p.name.startswith(".tmp")]  # the refusals wrote nothing
 
 
 def test_index_of_another_data_dir_is_refused(data_dir, tmp_path, capsys):

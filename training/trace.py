@@ -2,21 +2,27 @@
 occurrence to the trainer, per-sequence training losses, and the text's learning curve over the checkpoints.
 
     python -m training.trace index --data_dir D [--output_dir D/trace_index] [--num_proc N] [--mem_gb M]
+                                   [--shards S [--shard_ids K ...]]
     python -m training.trace find  --data_dir D --config RECIPE.yaml (--text "..." | --token_ids 1 2 3)
                                    [--run_dir R] [--until_step N] [--limit K] [--context 20] [--json] [--field value]
     python -m training.trace curve (--run_dir R | --repo_id ID) --text "..." [--prefix "..."]
                                    [--output curve.png] [--json]
 
-index: an infini-gram (PyPI `infini-gram`, extra `trace`) suffix array over exactly the token stream of train.bin.
-    Its `tokenized.0` holds document d of the data_dir (train.docs.npy) as infini-gram document d: b"\\xff\\xff" then
-    the document's uint16 ids (EOT included); `offset.0` the uint64 byte offset of each document. Built under a
-    temporary name and renamed into place; `trace_index.json` records the data manifest's sha256, and every query
-    refuses an index whose record does not match the data_dir.
-    Token position mapping: the byte offset b of a match in document d is 2 * (p + d + 1), i.e. p = b // 2 - d - 1
-    (each earlier document and this one added one 2-byte separator).
+index: an infini-gram (PyPI `infini-gram`, extra `trace`) suffix array over exactly the token stream of train.bin,
+    in `--shards S` shards (default 1) of contiguous whole documents with about equal token counts. Shard k is the
+    folder shard_{k:05d}, a plain single-shard infini-gram index: its `tokenized.0` holds the shard's documents as
+    infini-gram documents (b"\\xff\\xff", then the document's uint16 ids, EOT included), `offset.0` the uint64 byte
+    offset of each, `table.0` the suffix array, `shard.json` its document and token range. Shards are built in
+    `.tmp-NAME-build` beside the index and renamed into place when all are there; `trace_index.json` records the
+    data manifest's sha256 and the shards, and every query refuses an index whose record does not match the
+    data_dir. Several machines: each runs `index --shards S --shard_ids ...` for its share (into a shared build
+    folder, or copy the shard folders together after), then one run without --shard_ids finishes the index.
+    Token position mapping: a match at byte offset b in document d of a shard (both counted within the shard) has
+    b = 2 * (p - first_token + d + 1), i.e. p = first_token + b // 2 - d - 1 (each earlier document of the shard
+    and this one added a 2-byte separator).
     An n-gram spanning two documents of train.bin (it holds an EOT followed by the next document's tokens) cannot
-    match across infini-gram's separators: it is split after each EOT into pieces that each lie in one document,
-    the rarest piece is looked up, and its candidates are checked against train.bin.
+    match across infini-gram's separators: it is split after each EOT into pieces that each lie in one document
+    (so in one shard), the rarest piece is looked up, and its candidates are checked against train.bin.
 
 find: the text is encoded as the data pipeline encodes documents (tiktoken GPT-2 `encode_ordinary`, no EOT added),
     so "Barack Obama" and " Barack Obama" (a leading space, as mid-sentence) are different token sequences: the
@@ -67,7 +73,9 @@ from training.data_dir import MANIFEST, TOKEN_DTYPE, TokenSplit, WindowSampler, 
 
 INDEX_DIR = "trace_index"
 INDEX_INFO = "trace_index.json"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 1: one shard, its files in the index folder itself
+SHARD_INFO = "shard.json"
+SHARD_KEYS = ("dir", "first_document", "num_documents", "first_token", "num_tokens")
 DOC_SEPARATOR = b"\xff\xff"
 TOKEN_BYTES = 2
 # A query matching more than this share of all tokens is answered by a scan of train.bin, which yields positions
@@ -97,19 +105,53 @@ class IndexArgs:
     output_dir: str | None = field(default=None, metadata={"help": f"index folder (default: DATA_DIR/{INDEX_DIR})"})
     num_proc: int = field(default=max(1, min(os.cpu_count() or 1, 8)), metadata={"help": "indexer threads"})
     mem_gb: int = field(default=4, metadata={"help": "memory budget of the suffix-array builder (GiB)"})
+    shards: int = field(default=1, metadata={"help": "split the index into this many shards of whole documents "
+                                                     "(about equal tokens), each its own suffix array"})
+    shard_ids: list[int] | None = field(default=None, metadata={
+        "help": "build only these shards (one machine's share) into the build folder and stop; a last run "
+                "without --shard_ids builds whatever is missing and puts the index in place"})
 
 
-def write_tokenized(split: TokenSplit, folder: Path, chunk_docs: int = 1 << 16) -> None:
-    """tokenized.0 (each document: separator + its uint16 ids) and offset.0 (uint64 byte offset of each document)."""
+def shard_bounds(split: TokenSplit, shards: int) -> np.ndarray:
+    """Document bounds [shards + 1] of contiguous shards with about equal token counts (whole documents)."""
+    offsets = np.asarray(split.doc_offsets, dtype=np.int64)
+    inner = np.searchsorted(offsets, np.arange(1, shards) * split.num_tokens // shards)
+    bounds = np.concatenate([[0], inner, [split.num_documents]]).astype(np.int64)
+    if shards > split.num_documents or np.any(np.diff(bounds) <= 0):
+        raise UserError(f"--shards {shards}: train.bin's {split.num_documents:,} documents cannot fill that many "
+                        f"shards of about equal size; use fewer")
+    return bounds
+
+
+def shard_record(split: TokenSplit, bounds: np.ndarray, k: int, manifest_sha: str) -> dict:
+    first, last = int(bounds[k]), int(bounds[k + 1])
+    return {"shard": k, "shards": len(bounds) - 1, "dir": shard_dir_name(k), "data_manifest_sha256": manifest_sha,
+            "first_document": first, "num_documents": last - first, "first_token": int(split.doc_offsets[first]),
+            "num_tokens": int(split.doc_offsets[last] - split.doc_offsets[first])}
+
+
+def build_folder(output_dir: Path) -> Path:
+    """Where shards are built before the index is renamed into place (a fixed name: machines share it)."""
+    return output_dir.parent / f".tmp-{output_dir.name}-build"
+
+
+def shard_dir_name(k: int) -> str:
+    return f"shard_{k:05d}"
+
+
+def write_tokenized(split: TokenSplit, folder: Path, first_doc: int, last_doc: int, chunk_docs: int = 1 << 16) -> None:
+    """Documents [first_doc, last_doc) as an infini-gram shard: tokenized.0 (each document: separator + its uint16
+    ids) and offset.0 (uint64 byte offset of each document in tokenized.0)."""
     from tqdm.auto import tqdm
 
-    offsets = np.asarray(split.doc_offsets, dtype=np.int64)
-    doc_starts = 2 * (offsets[:-1] + np.arange(split.num_documents))  # bytes: tokens + one separator per document
+    offsets = np.asarray(split.doc_offsets[first_doc : last_doc + 1], dtype=np.int64)
+    doc_starts = 2 * (offsets[:-1] - offsets[0] + np.arange(last_doc - first_doc))  # tokens + one separator each
     doc_starts.astype("<u8").tofile(folder / "offset.0")
     separator = np.frombuffer(DOC_SEPARATOR, dtype="<u2")
-    with open(folder / "tokenized.0", "wb") as f, tqdm(total=split.num_tokens, unit="tok", desc="tokenized.0") as bar:
-        for first in range(0, split.num_documents, chunk_docs):
-            last = min(first + chunk_docs, split.num_documents)
+    with open(folder / "tokenized.0", "wb") as f, \
+            tqdm(total=int(offsets[-1] - offsets[0]), unit="tok", desc=f"{folder.name}/tokenized.0") as bar:
+        for first in range(0, last_doc - first_doc, chunk_docs):
+            last = min(first + chunk_docs, last_doc - first_doc)
             lengths = np.diff(offsets[first : last + 1])
             out = np.empty(int(lengths.sum()) + (last - first), dtype="<u2")
             starts = np.arange(last - first) + (offsets[first:last] - offsets[first])  # separator slots
@@ -121,18 +163,18 @@ def write_tokenized(split: TokenSplit, folder: Path, chunk_docs: int = 1 << 16) 
             bar.update(int(lengths.sum()))
 
 
-def build_index(data_dir: Path, output_dir: Path, num_proc: int, mem_gb: int) -> Path:
-    infini_gram()
-    split = open_split(data_dir, "train")
-    if split.num_tokens == 0:
-        raise UserError(f"{data_dir}/train.bin is empty: nothing to index")
-    manifest_sha = sha256_file(data_dir / MANIFEST)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"{output_dir} exists and is not a folder")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{output_dir.name}-", dir=output_dir.parent))
+def build_shard(split: TokenSplit, data_dir: Path, work: Path, record: dict, num_proc: int, mem_gb: int) -> None:
+    """One shard as a plain single-shard infini-gram index, complete-or-absent: built in a partial folder, its
+    record (SHARD_INFO) written last, then renamed to work/shard_K. A shard already there with the same record is
+    kept: an interrupted or multi-machine build resumes."""
+    final = work / record["dir"]
+    if (final / SHARD_INFO).is_file() and json.loads((final / SHARD_INFO).read_text()) == record:
+        return
+    shutil.rmtree(final, ignore_errors=True)  # stale: another data_dir or shard count
+    tmp = Path(tempfile.mkdtemp(prefix=f".{record['dir']}.partial-", dir=work))
     try:
-        write_tokenized(split, tmp)
+        first = record["first_document"]
+        write_tokenized(split, tmp, first, first + record["num_documents"])
         hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         ulimit = min(hard_limit if hard_limit != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
         # a subprocess: infini-gram's build_sa changes the working directory and the open-files limit of its process
@@ -141,17 +183,53 @@ def build_index(data_dir: Path, output_dir: Path, num_proc: int, mem_gb: int) ->
                "--mem", str(mem_gb), "--ulimit", str(ulimit)]
         returncode, last_line = run_indexer(cmd)
         if returncode != 0 or not (tmp / "table.0").is_file():
-            raise UserError(f"infini-gram indexing failed (exit {returncode}): {last_line or 'no output'}")
-        info = {"format": INDEX_FORMAT, "data_dir": str(data_dir.resolve()), "data_manifest_sha256": manifest_sha,
-                "num_tokens": split.num_tokens, "num_documents": split.num_documents, "token_dtype": "u16",
-                "document_separator": DOC_SEPARATOR.hex(), "infini_gram_version": infini_gram_version(),
-                "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}}
-        (tmp / INDEX_INFO).write_text(json.dumps(info, indent=1) + "\n")
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
+            raise UserError(f"infini-gram indexing of {record['dir']} failed (exit {returncode}): "
+                            f"{last_line or 'no output'}")
+        (tmp / SHARD_INFO).write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_index(data_dir: Path, output_dir: Path, num_proc: int, mem_gb: int, shards: int = 1,
+                shard_ids: list[int] | None = None) -> Path | None:
+    """Build the index (all shards, then renamed into place), or with `shard_ids` only those shards into the
+    build folder (returns None). The build folder `.tmp-NAME-build` beside output_dir is where machines of a
+    multi-machine build put their shards (a shared filesystem, or copy the shard_K folders together)."""
+    infini_gram()
+    split = open_split(data_dir, "train")
+    if split.num_tokens == 0:
+        raise UserError(f"{data_dir}/train.bin is empty: nothing to index")
+    if shards < 1:
+        raise UserError(f"--shards must be >= 1, got {shards}")
+    if shard_ids is not None and (not shard_ids or any(not 0 <= k < shards for k in shard_ids)):
+        raise UserError(f"--shard_ids must be shard numbers in [0, {shards}), got {shard_ids}")
+    bounds = shard_bounds(split, shards)
+    manifest_sha = sha256_file(data_dir / MANIFEST)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"{output_dir} exists and is not a folder")
+    work = build_folder(output_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    records = [shard_record(split, bounds, k, manifest_sha) for k in range(shards)]
+    try:
+        for k in shard_ids if shard_ids is not None else range(shards):
+            build_shard(split, data_dir, work, records[k], num_proc, mem_gb)
+    finally:
+        if not any(work.iterdir()):
+            work.rmdir()  # nothing built: leave nothing behind
+    if shard_ids is not None:
+        return None
+    for stale in [p for p in work.iterdir() if p.name not in {r["dir"] for r in records}]:
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()  # shards of an earlier shard count
+    info = {"format": INDEX_FORMAT, "data_dir": str(data_dir.resolve()), "data_manifest_sha256": manifest_sha,
+            "num_tokens": split.num_tokens, "num_documents": split.num_documents, "token_dtype": "u16",
+            "document_separator": DOC_SEPARATOR.hex(), "infini_gram_version": infini_gram_version(),
+            "shards": [{key: r[key] for key in SHARD_KEYS} for r in records],
+            "files": {str(p.relative_to(work)): p.stat().st_size for p in sorted(work.rglob("*")) if p.is_file()}}
+    (work / INDEX_INFO).write_text(json.dumps(info, indent=1) + "\n")
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
+    os.replace(work, output_dir)
     return output_dir
 
 
@@ -180,6 +258,26 @@ def infini_gram_version() -> str:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class IndexShard:
+    """One shard of the index: documents [first_document, first_document + num_documents) of train.bin."""
+
+    def __init__(self, folder: Path, record: dict):
+        self.first_document, self.first_token = record["first_document"], record["first_token"]
+        self.doc_byte_offsets = np.fromfile(folder / "offset.0", dtype="<u8").astype(np.int64)
+        table = folder / "table.0"
+        self.ptr_size = table.stat().st_size // ((folder / "tokenized.0").stat().st_size // TOKEN_BYTES)
+        self.table = np.asarray(np.memmap(table, dtype=np.uint8, mode="r"))  # a plain view: cheaper slicing
+
+    def positions(self, start: int, end: int) -> np.ndarray:
+        """Sorted train.bin positions of suffix-array entries [start, end): little-endian byte offsets into the
+        shard's tokenized.0, ptr_size bytes each."""
+        padded = np.zeros((end - start, 8), dtype=np.uint8)
+        padded[:, : self.ptr_size] = self.table[start * self.ptr_size : end * self.ptr_size].reshape(-1, self.ptr_size)
+        byte_offsets = np.sort(padded.view("<u8").ravel().astype(np.int64))  # sorted: searchsorted runs in order
+        docs = np.searchsorted(self.doc_byte_offsets, byte_offsets, side="right") - 1
+        return self.first_token + byte_offsets // TOKEN_BYTES - docs - 1
+
+
 class TraceIndex:
     """The index of one data_dir's train.bin: token positions of an id sequence, in train.bin coordinates."""
 
@@ -196,33 +294,27 @@ class TraceIndex:
                 self.info.get("num_tokens") != self.split.num_tokens:
             raise UserError(f"the trace index at {self.dir} was built from another data_dir ({self.info.get('data_dir')})"
                             f" or an older version of it: rebuild it with `python -m training.trace index`")
+        records = self.info.get("shards") or [{"dir": ".", "first_document": 0, "first_token": 0}]  # format 1
+        folders = [self.dir / r["dir"] for r in records]
         ig = infini_gram()
-        # No read-ahead: infini-gram's default prefetching (depths 1/3/3) pays off for an index on a cold disk, but
-        # costs a warm (page-cached) query ~5x its binary search (measured 64 us vs 12 us at 5M tokens).
-        self.engine = ig.engine.InfiniGramEngine(index_dir=str(self.dir), eos_token_id=EOT_TOKEN_ID, token_dtype="u16",
-                                                 ds_prefetch_depth=0, sa_prefetch_depth=0, od_prefetch_depth=0)
-        self.doc_byte_offsets = np.fromfile(self.dir / "offset.0", dtype="<u8").astype(np.int64)
-        table = self.dir / "table.0"
-        tokenized_bytes = (self.dir / "tokenized.0").stat().st_size
-        self.ptr_size = table.stat().st_size // (tokenized_bytes // TOKEN_BYTES)
-        self.table = np.asarray(np.memmap(table, dtype=np.uint8, mode="r"))  # a plain view: cheaper slicing
+        # Shards are passed in document order (one folder each). No read-ahead: infini-gram's default prefetching
+        # (depths 1/3/3) pays off for an index on a cold disk, but costs a warm (page-cached) query ~5x its binary
+        # search (measured 64 us vs 12 us at 5M tokens).
+        self.engine = ig.engine.InfiniGramEngine(index_dir=[str(f) for f in folders], eos_token_id=EOT_TOKEN_ID,
+                                                 token_dtype="u16", ds_prefetch_depth=0, sa_prefetch_depth=0,
+                                                 od_prefetch_depth=0)
+        self.shards = [IndexShard(folder, record) for folder, record in zip(folders, records)]
 
     def count(self, ids: list[int]) -> int:
         return int(self.engine.count(input_ids=[int(i) for i in ids])["count"])
 
     def _piece_positions(self, ids: list[int]) -> np.ndarray:
         """Sorted train.bin positions of an id sequence that lies inside one document."""
-        found = self.engine.find(input_ids=[int(i) for i in ids])
-        start, end = found["segment_by_shard"][0]
-        if end - start > SCAN_SHARE * self.split.num_tokens:
+        segments = self.engine.find(input_ids=[int(i) for i in ids])["segment_by_shard"]
+        if sum(end - start for start, end in segments) > SCAN_SHARE * self.split.num_tokens:
             return scan_positions(np.asarray(self.split.tokens), ids)  # the same positions, sorted, sooner
-        # suffix-array entries [start, end): little-endian byte offsets into tokenized.0, ptr_size bytes each
-        padded = np.zeros((end - start, 8), dtype=np.uint8)
-        padded[:, : self.ptr_size] = np.asarray(self.table[start * self.ptr_size : end * self.ptr_size]).reshape(
-            -1, self.ptr_size)
-        byte_offsets = np.sort(padded.view("<u8").ravel().astype(np.int64))  # sorted: searchsorted runs in order
-        docs = np.searchsorted(self.doc_byte_offsets, byte_offsets, side="right") - 1
-        return byte_offsets // TOKEN_BYTES - docs - 1
+        found = [shard.positions(start, end) for shard, (start, end) in zip(self.shards, segments) if end > start]
+        return np.concatenate(found) if found else np.empty(0, dtype=np.int64)  # shards are in document order
 
     def positions(self, ids: list[int]) -> np.ndarray:
         """Sorted train.bin token positions p with train.bin[p : p + len(ids)] == ids (also across documents)."""
@@ -596,10 +688,16 @@ def index_main(argv: list[str]) -> None:
         raise UserError(f"{data_dir} is not a data_dir (no {MANIFEST}): make it with `python -m training.prepare_data`")
     if args.num_proc < 1 or args.mem_gb < 1:
         raise UserError("--num_proc and --mem_gb must be >= 1")
-    out = build_index(data_dir, Path(args.output_dir) if args.output_dir else data_dir / INDEX_DIR, args.num_proc,
-                      args.mem_gb)
-    size = sum(p.stat().st_size for p in out.iterdir())
-    print(f"index of {json.loads((out / INDEX_INFO).read_text())['num_tokens']:,} tokens at {out} ({size:,} bytes)")
+    output_dir = Path(args.output_dir) if args.output_dir else data_dir / INDEX_DIR
+    out = build_index(data_dir, output_dir, args.num_proc, args.mem_gb, args.shards, args.shard_ids)
+    if out is None:
+        print(f"built shards {args.shard_ids} of {args.shards} in {build_folder(output_dir)};"
+              f" when every machine is done, run `python -m training.trace index` with the same --shards and no "
+              f"--shard_ids to finish the index")
+        return
+    info = json.loads((out / INDEX_INFO).read_text())
+    print(f"index of {info['num_tokens']:,} tokens in {len(info['shards'])} shard(s) at {out} "
+          f"({sum(info['files'].values()):,} bytes)")
 
 
 COMMANDS = {"index": index_main, "find": find_main, "curve": curve_main}
