@@ -191,6 +191,28 @@ def test_exposed_rows_hold_the_occurrence(data_dir, cfg):
             assert row[offset : offset + len(ids)].tolist() == ids
 
 
+def test_answers_do_not_depend_on_world_size_or_micro_batch(data_dir, cfg):
+    """find reads only the recipe's global batch: micro-batch 2 or 4 give the same report, and each exposure's row
+    is what the trainer's rank (row // per-rank rows) reads at 1 or 2 processes (gathered in rank order)."""
+    index = trace.TraceIndex(data_dir)
+    split = index.split
+    ids = split.tokens[2000:2004].tolist()
+    reports = [trace.find(index, parse_config(["--config", str(TINY_YAML), *CONFIG_ARGS[:4], "--micro_batch_size",
+                                               str(micro), *CONFIG_ARGS[6:]], validate=False), ids, limit=100)
+               for micro in (2, 4)]
+    assert reports[0] == reports[1] and reports[0]["num_exposures"] > 0
+    sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
+    for world in (1, 2):
+        per_rank = BATCH // world
+        for occ in reports[0]["occurrences"]:
+            for e in occ["exposures"]:
+                rank, local = divmod(e["row"], per_rank)
+                window = int(sampler.rank_windows(e["step"], rank, world)[local])
+                row = read_windows(split, [window], SEQ_LEN)[0]
+                offset = occ["token_position"] - window * SEQ_LEN
+                assert row[offset : offset + len(ids)].tolist() == ids
+
+
 def test_sampler_inverse_round_trips():
     sampler = WindowSampler(num_tokens=10_001, seq_len=10, global_batch_size=7, seed=3)
     windows = np.arange(sampler.num_windows)
