@@ -4,7 +4,8 @@ schedule), and against a minimal nanoGPT-style reference model written below (GP
 qkv, vocabulary 50,304 as nanoGPT pads it) trained on the same batches, all measured in the same run; each in fp32
 and with bf16 autocast (fp32 weights, `--mixed_precision bf16`; nanoGPT's own default precision).
 
-    python benchmarks/bench_train.py [--data_dir DATA] [--steps 10] [--repeats 2]
+    python benchmarks/bench_train.py [--data_dir DATA] [--steps 10] [--repeats 2] [--precisions no bf16]
+                                     [--variants trainer trainer_compiled bare nanogpt]
 
 Each measurement runs in its own child process (peak RSS = that process's ru_maxrss). Throughput is the median
 per-step tokens/s over the second half of the steps (the first half warms up allocators and caches; the median
@@ -45,6 +46,10 @@ class BenchArgs:
     data_dir: str | None = field(default=None, metadata={"help": "prepared data_dir (default: prepare the OWT sample)"})
     steps: int = field(default=10, metadata={"help": "optimizer steps per run (even; the second half is timed)"})
     repeats: int = field(default=2, metadata={"help": "runs per variant; the fastest counts"})
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS),
+                                  metadata={"help": f"--mixed_precision values to measure, of {PRECISIONS}"})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS),
+                                metadata={"help": f"what to measure, of {VARIANTS}"})
 
 
 # ---------------------------------------------------------------------------------------------------- child runs
@@ -229,6 +234,9 @@ def main(argv=None) -> None:
     (args,) = HfArgumentParser(BenchArgs).parse_args_into_dataclasses(args=argv)
     if args.steps < 2 or args.steps % 2:
         raise UserError(f"--steps must be an even number >= 2, got {args.steps}")
+    for name, given, allowed in (("precisions", args.precisions, PRECISIONS), ("variants", args.variants, VARIANTS)):
+        if not given or not set(given) <= set(allowed):
+            raise UserError(f"--{name} must be some of {' '.join(allowed)}, got {' '.join(given) or 'nothing'}")
 
     print(f"bench_train: {os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{args.steps} steps per run (second half timed), best of {args.repeats}")
@@ -241,32 +249,40 @@ def main(argv=None) -> None:
                     "micro": micro, "steps": args.steps}
             best = {}
             for _ in range(args.repeats):
-                for precision in PRECISIONS:
-                    for kind in VARIANTS:
+                for precision in args.precisions:
+                    for kind in args.variants:
                         r = run_child(kind, spec | {"precision": precision})
                         old = best.get((precision, kind))
                         if old is None or r["tokens_per_sec"] > old["tokens_per_sec"]:
                             best[precision, kind] = r | {"peak_rss_mb": max(r["peak_rss_mb"], (old or r)["peak_rss_mb"])}
             rate = {key: v["tokens_per_sec"] for key, v in best.items()}
-            for precision in PRECISIONS:
+
+            def ratio(a: tuple, b: tuple) -> str:  # "n/a" when a variant was not measured
+                return f"{rate[a] / rate[b]:.3f}" if a in rate and b in rate else "n/a"
+
+            for precision in args.precisions:
                 print(f"{name}: seq {seq_len} x batch {global_bs} (micro {micro}), "
                       f"{'fp32' if precision == 'no' else 'bf16 autocast, fp32 weights'}")
-                for kind in VARIANTS:
+                for kind in args.variants:
                     r = best[precision, kind]
                     print(f"  {kind:>16}: {r['tokens_per_sec']:8.0f} tok/s, peak RSS {r['peak_rss_mb']:6.0f} MB, "
                           f"final loss {r['final_loss']:.4f}")
-                t, b = best[precision, "trainer"], best[precision, "bare"]
-                same = math.isclose(t["final_loss"], b["final_loss"], rel_tol=1e-4)
-                print(f"  trainer / bare loop {t['tokens_per_sec'] / b['tokens_per_sec']:.3f} (target >= 0.95, same "
-                      f"loss: {same}), RSS ratio {t['peak_rss_mb'] / b['peak_rss_mb']:.2f}")
+                t, b = best.get((precision, "trainer")), best.get((precision, "bare"))
+                if t and b:
+                    same = math.isclose(t["final_loss"], b["final_loss"], rel_tol=1e-4)
+                    print(f"  trainer / bare loop {ratio((precision, 'trainer'), (precision, 'bare'))} (target >= 0.95,"
+                          f" same loss: {same}), RSS ratio {t['peak_rss_mb'] / b['peak_rss_mb']:.2f}")
                 print(f"  compiled / eager trainer "
-                      f"{rate[precision, 'trainer_compiled'] / rate[precision, 'trainer']:.3f} (target >= 1.3)")
-                print(f"  best trainer / nanoGPT-style eager, same precision "
-                      f"{max(rate[precision, 'trainer'], rate[precision, 'trainer_compiled']) / rate[precision, 'nanogpt']:.3f}"
-                      f" (target >= 1.2)")
-            top = max((key for key in rate if key[1].startswith("trainer")), key=rate.get)
-            print(f"best trainer setting ({top[1]}, mixed_precision {top[0]}) / nanoGPT-style eager fp32: "
-                  f"{rate[top] / rate['no', 'nanogpt']:.3f} (target >= 1.2)")
+                      f"{ratio((precision, 'trainer_compiled'), (precision, 'trainer'))} (target >= 1.3)")
+                trainers = [(precision, k) for k in ("trainer", "trainer_compiled") if (precision, k) in rate]
+                if trainers:
+                    print(f"  best trainer / nanoGPT-style eager, same precision "
+                          f"{ratio(max(trainers, key=rate.get), (precision, 'nanogpt'))} (target >= 1.2)")
+            trainers = [key for key in rate if key[1].startswith("trainer")]
+            if trainers:
+                top = max(trainers, key=rate.get)
+                print(f"best trainer setting ({top[1]}, mixed_precision {top[0]}) / nanoGPT-style eager fp32: "
+                      f"{ratio(top, ('no', 'nanogpt'))} (target >= 1.2)")
 
 
 if __name__ == "__main__":

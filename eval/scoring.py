@@ -87,7 +87,8 @@ def _score_batch(model, batch: list[Window], pad_token_id: int, greedy: bool) ->
     for w in batch:
         lp = logprob[offset:offset + w.num_scored]
         ok = correct[offset:offset + w.num_scored] if greedy else None
-        scores.append(WindowScore(float(lp.sum()), bool(ok.all()) if greedy else None, bool(ok[-1]) if greedy else None))
+        every, last = (bool(ok.all()), bool(ok[-1])) if greedy else (None, None)
+        scores.append(WindowScore(float(lp.sum()), greedy=every, last_correct=last))
         offset += w.num_scored
     return scores
 

@@ -80,6 +80,20 @@ def test_zero3_two_processes(owt_data_dir, reference, tmp_path):
     assert rd.read_json(out / rd.RUN_INFO)["hardware"]["deepspeed_zero_stage"] == 3
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("config_file", ["cpu_zero2.yaml", "cpu_zero3.yaml"])
+def test_compiled_blocks_under_two_process_zero(owt_data_dir, reference, tmp_path, config_file):
+    """compile: true (regional, in place) under 2-process DeepSpeed trains like the eager one-process run (losses
+    within 1e-5) and exports plain parameter names."""
+    out = tmp_path / "compiled"
+    proc = launch(config_file, owt_data_dir, out, compile="true")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert rd.read_json(out / rd.TRAINING_CONFIG)["compile"] is True
+    assert_same_losses(out, reference)
+    assert_export_matches(out, reference)
+    assert not any("_orig_mod" in k for k in load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
