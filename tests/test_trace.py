@@ -119,7 +119,7 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
     builds shard 1 and puts the index in place; every query answers as the one-shard index does."""
     data = tmp_path / "data"
     shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns(trace.INDEX_DIR))
-    build = data / f".tmp-{trace.INDEX_DIR}-build"
+    build = trace.build_folder(data / trace.INDEX_DIR)
     trace.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3",
                 "--shard_ids", "0", "2"])
     assert "run `python -m training.trace index` with the same --shards" in capsys.readouterr().out
@@ -132,7 +132,12 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
     assert (index_dir / "shard_00000" / "table.0").stat().st_mtime_ns == kept  # a finished shard is not rebuilt
     shards = json.loads((index_dir / trace.INDEX_INFO).read_text())["shards"]
     split = open_split(data, "train")
-    assert [s["first_document"] for s in shards] == [0, shards[1]["first_document"], shards[2]["first_document"]]
+    assert len(shards) == 3 and shards[0]["first_document"] == 0
+    for before, after in zip(shards, shards[1:]):  # contiguous whole documents
+        assert after["first_document"] == before["first_document"] + before["num_documents"]
+    for s in shards:
+        assert s["first_token"] == split.doc_offsets[s["first_document"]]
+        assert s["num_tokens"] == split.doc_offsets[s["first_document"] + s["num_documents"]] - s["first_token"]
     assert sum(s["num_documents"] for s in shards) == 33 and sum(s["num_tokens"] for s in shards) == split.num_tokens
     assert max(s["num_tokens"] for s in shards) < 0.5 * split.num_tokens  # about equal shares
     one, three = trace.TraceIndex(data_dir), trace.TraceIndex(data)
@@ -140,7 +145,7 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
     for ids in query_set(split):
         want = brute_positions(split.tokens, ids)
         assert np.array_equal(three.positions(ids), want) and np.array_equal(one.positions(ids), want), ids
-    # an occurrence in the last shard maps to its document there
+    # an occurrence inside the last shard is found at its train.bin position
     last_doc = shards[2]["first_document"] + 1
     start = int(split.doc_offsets[last_doc]) + 3
     ids = np.asarray(split.tokens[start : start + 8]).tolist()

@@ -219,7 +219,8 @@ def build_index(data_dir: Path, output_dir: Path, num_proc: int, mem_gb: int, sh
             work.rmdir()  # nothing built: leave nothing behind
     if shard_ids is not None:
         return None
-    for stale in [p for p in work.iterdir() if p.name not in {r["dir"] for r in records}]:
+    shard_dirs = {r["dir"] for r in records}
+    for stale in [p for p in work.iterdir() if p.name not in shard_dirs]:
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()  # shards of an earlier shard count
     info = {"format": INDEX_FORMAT, "data_dir": str(data_dir.resolve()), "data_manifest_sha256": manifest_sha,
             "num_tokens": split.num_tokens, "num_documents": split.num_documents, "token_dtype": "u16",
@@ -262,7 +263,7 @@ class IndexShard:
     """One shard of the index: documents [first_document, first_document + num_documents) of train.bin."""
 
     def __init__(self, folder: Path, record: dict):
-        self.first_document, self.first_token = record["first_document"], record["first_token"]
+        self.first_token = record["first_token"]  # train.bin position of the shard's first token
         self.doc_byte_offsets = np.fromfile(folder / "offset.0", dtype="<u8").astype(np.int64)
         table = folder / "table.0"
         self.ptr_size = table.stat().st_size // ((folder / "tokenized.0").stat().st_size // TOKEN_BYTES)
@@ -294,7 +295,7 @@ class TraceIndex:
                 self.info.get("num_tokens") != self.split.num_tokens:
             raise UserError(f"the trace index at {self.dir} was built from another data_dir ({self.info.get('data_dir')})"
                             f" or an older version of it: rebuild it with `python -m training.trace index`")
-        records = self.info.get("shards") or [{"dir": ".", "first_document": 0, "first_token": 0}]  # format 1
+        records = self.info.get("shards") or [{"dir": ".", "first_token": 0}]  # format 1: one shard, no subfolder
         folders = [self.dir / r["dir"] for r in records]
         ig = infini_gram()
         # Shards are passed in document order (one folder each). No read-ahead: infini-gram's default prefetching
