@@ -1,7 +1,8 @@
 """The trace index (training/trace.py) at >= 50M tokens: build tokens/s and peak memory, and `find` latency against a
 vectorised numpy scan of train.bin.
 
-    python benchmarks/bench_trace.py [--tokens 50_000_000] [--num_proc 2] [--mem_gb 4] [--workdir /tmp/bench_trace]
+    python benchmarks/bench_trace.py [--tokens 50_000_000] [--num_proc 2] [--mem_gb 4] [--shards 1]
+                                     [--workdir /tmp/bench_trace]
 
 The corpus is the bundled OpenWebText sample (training/sample_data, 5,038 documents), encoded as the data pipeline
 does (tiktoken encode_ordinary + EOT) and repeated with a varied suffix per copy (" [copy k]") until it holds
@@ -39,6 +40,7 @@ class BenchArgs:
     tokens: int = 50_000_000
     num_proc: int = 2
     mem_gb: int = 4
+    shards: int = 1  # index shards (each its own suffix array: one more binary search per shard per query)
     workdir: str = "/tmp/bench_trace"
     repeats: int = 5  # best of N per query
     mutation_rate: float = 0.05  # share of each later copy's tokens replaced (0: verbatim repeats, the worst case)
@@ -97,12 +99,13 @@ def main() -> None:
           f"later copies mutated at rate {args.mutation_rate}")
 
     t = time.perf_counter()
-    trace.build_index(data, data / trace.INDEX_DIR, args.num_proc, args.mem_gb)
+    trace.build_index(data, data / trace.INDEX_DIR, args.num_proc, args.mem_gb, shards=args.shards)
     build = time.perf_counter() - t
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
     size = sum(json.loads((data / trace.INDEX_DIR / trace.INDEX_INFO).read_text())["files"].values())
-    print(f"index build: {build:.1f} s = {n / build / 1e6:.2f}M tokens/s with {args.num_proc} threads; "
+    print(f"index build: {build:.1f} s = {n / build / 1e6:.2f}M tokens/s with {args.num_proc} threads, "
+          f"{args.shards} shard(s); "
           f"peak RSS {rss_self:.2f} GB (this process) / {rss_children:.2f} GB (infini-gram indexer); "
           f"index {size / 1e6:.0f} MB = {size / n:.1f} bytes/token")
 

@@ -177,6 +177,9 @@ def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
         assert report["num_exposures"] == len(every)
         schedule = [s for s in trace.export_schedule(cfg, STEPS) if s <= until]
         assert report["exposures_by_step"] == [{"step": s, "exposures": sum(e < s for e in every)} for s in schedule]
+        # the totals count every occurrence, not only the --limit listed ones
+        short = trace.find(index, cfg, ids, until_step=until, limit=2, context=3)
+        assert short == {**report, "occurrences": report["occurrences"][:2]}
     assert saw_split > 0 and saw_two_windows > 0
 
 
@@ -216,6 +219,14 @@ def test_answers_do_not_depend_on_world_size_or_micro_batch(data_dir, cfg):
                 row = read_windows(split, [window], SEQ_LEN)[0]
                 offset = occ["token_position"] - window * SEQ_LEN
                 assert row[offset : offset + len(ids)].tolist() == ids
+
+
+@pytest.mark.parametrize("steps, interval, total", [([0, 1, 2, 4, 8], 10, 45), ([], 0, 7), ([3, 50], 5, 20), ([0], 1, 3)])
+def test_export_schedule_is_the_trainers(steps, interval, total):
+    """trace's export schedule (computed, not looped over every step) lists exactly the steps the trainer exports."""
+    cfg = parse_config(["--config", str(TINY_YAML), "--export_steps", *map(str, steps), "--export_interval",
+                        str(interval)], validate=False)
+    assert trace.export_schedule(cfg, total) == [s for s in range(total + 1) if cfg.is_export_step(s) or s == total]
 
 
 def test_sampler_inverse_round_trips():

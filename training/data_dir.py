@@ -191,10 +191,11 @@ class WindowSampler:
         starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
         first = np.maximum(0, -(-(ends - self.seq_len - 1) // self.seq_len))  # ceil((end - seq_len - 1) / seq_len)
         last = np.minimum(starts // self.seq_len, self.num_windows - 1)
-        counts = np.maximum(0, last - first + 1)
+        counts = np.maximum(0, last - first + 1)  # 0, 1 or 2
         which = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
-        rank_in_range = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        return which, np.repeat(first, counts) + rank_in_range
+        windows = first[which]
+        windows[1:][which[1:] == which[:-1]] += 1  # the second window of a pair
+        return which, windows
 
     def sequences_reading(self, windows, num_sequences: int) -> tuple[np.ndarray, np.ndarray]:
         """Every global sequence id g < num_sequences that read one of `windows`, by inverting each epoch's

@@ -350,40 +350,63 @@ def scan_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
 
 def export_schedule(cfg: TrainConfig, total_steps: int) -> list[int]:
     """The steps exported to hf/step_N by a run of this config (and its last step, hf/final)."""
-    return [s for s in range(total_steps + 1) if cfg.is_export_step(s) or s == total_steps]
+    every = range(cfg.export_interval, total_steps + 1, cfg.export_interval) if cfg.export_interval > 0 else []
+    return sorted({s for s in cfg.export_steps if s <= total_steps} | set(every) | {total_steps})
 
 
 @dataclass
 class Exposures:
-    occurrence: np.ndarray  # index into the positions, per exposure
-    sequence: np.ndarray  # global sequence id g, per exposure (sorted)
-    holders: np.ndarray  # windows holding each occurrence whole, per occurrence (0 = split)
+    """The exposures of a query's occurrences: the first `listed` occurrences' one by one, and all of them counted
+    per global sequence (so a common id's millions of exposures are never built one by one)."""
+
+    holders: np.ndarray  # windows holding each listed occurrence whole (0 = split)
+    occurrence: np.ndarray  # listed exposures: index into the positions (< listed) ...
+    sequence: np.ndarray  # ... and global sequence id g (sorted)
+    counted_sequence: np.ndarray  # every g that read a window holding an occurrence (sorted, distinct) ...
+    counted_weight: np.ndarray  # ... and how many occurrences that window holds
     sampler: WindowSampler
 
-    @property
     def step(self) -> np.ndarray:
         return self.sequence // self.sampler.global_batch_size
 
-    @property
     def row(self) -> np.ndarray:
         return self.sequence % self.sampler.global_batch_size
 
-    @property
     def epoch(self) -> np.ndarray:
         return self.sequence // self.sampler.num_windows
 
+    def total(self) -> int:
+        return int(self.counted_weight.sum())
 
-def exposures_of(positions: np.ndarray, length: int, sampler: WindowSampler, until_step: int) -> Exposures:
+    def first_step(self) -> int | None:
+        return int(self.counted_sequence[0]) // self.sampler.global_batch_size if self.counted_sequence.size else None
+
+    def before(self, steps) -> np.ndarray:
+        """Exposures at updates < N, for each N in `steps`."""
+        ends = np.searchsorted(self.counted_sequence, np.asarray(steps, np.int64) * self.sampler.global_batch_size)
+        return np.concatenate([[0], np.cumsum(self.counted_weight)])[ends]
+
+
+def exposures_of(positions: np.ndarray, length: int, sampler: WindowSampler, until_step: int,
+                 listed: int = 0) -> Exposures:
+    """Exposures at updates < until_step of the occurrences at sorted `positions`, the first `listed` one by one."""
     which, windows = sampler.windows_holding(positions, positions + length)
-    holders = np.bincount(which, minlength=len(positions))
-    index, sequence = sampler.sequences_reading(windows, until_step * sampler.global_batch_size)
-    return Exposures(occurrence=which[index], sequence=sequence, holders=holders, sampler=sampler)
+    num_sequences = until_step * sampler.global_batch_size
+    # Sorted positions give non-decreasing windows (a window shared by two occurrences comes twice, in a row), so
+    # the distinct windows and their occurrence counts are runs: no sort of the (maybe millions of) pairs.
+    run_starts = np.flatnonzero(np.r_[True, windows[1:] != windows[:-1]]) if windows.size else np.zeros(0, np.int64)
+    held = np.diff(run_starts, append=windows.size)
+    index, counted = sampler.sequences_reading(windows[run_starts], num_sequences)
+    cut = int(np.searchsorted(which, listed))  # pairs come grouped by occurrence, in order
+    listed_index, sequence = sampler.sequences_reading(windows[:cut], num_sequences)
+    return Exposures(holders=np.bincount(which[:cut], minlength=min(listed, len(positions))),
+                     occurrence=which[listed_index], sequence=sequence, counted_sequence=counted,
+                     counted_weight=held[index], sampler=sampler)
 
 
-def cumulative_exposures(steps: np.ndarray, schedule: list[int]) -> list[dict]:
+def cumulative_exposures(exposures: Exposures, schedule: list[int]) -> list[dict]:
     """Exposures at updates < N for each export step N (the weights of hf/step_N have seen exactly these)."""
-    counts = np.searchsorted(np.sort(steps), np.asarray(schedule, dtype=np.int64), side="left")
-    return [{"step": int(s), "exposures": int(c)} for s, c in zip(schedule, counts)]
+    return [{"step": int(s), "exposures": int(c)} for s, c in zip(schedule, exposures.before(schedule))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -469,16 +492,15 @@ def find(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int | 
     if not 0 <= until <= total:
         raise UserError(f"--until_step {until} is beyond the run's {total} steps")
     positions = index.positions(ids)
-    exp = exposures_of(positions, len(ids), sampler, until)
-    steps = exp.step
+    exp = exposures_of(positions, len(ids), sampler, until, listed=limit)
+    epochs, steps, rows = exp.epoch(), exp.step(), exp.row()
     occurrences = []
-    shown = exp.occurrence < limit
     for k, p in enumerate(positions[:limit]):
         doc = int(split.document_index([p])[0])
         left, right = max(0, int(p) - context), min(split.num_tokens, int(p) + len(ids) + context)
-        mine = shown & (exp.occurrence == k)
+        mine = exp.occurrence == k
         exposures = [{"epoch": int(e), "step": int(s), "row": int(r)}
-                     for e, s, r in zip(exp.epoch[mine], steps[mine], exp.row[mine])]
+                     for e, s, r in zip(epochs[mine], steps[mine], rows[mine])]
         if losses is not None:
             for item in exposures:
                 value = losses[item["step"], item["row"]] if item["step"] < len(losses) else np.nan
@@ -488,8 +510,8 @@ def find(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int | 
                             "exposures": exposures})
     schedule = [s for s in export_schedule(cfg, total) if s <= until] or [until]
     return {"token_ids": ids, "count": int(len(positions)), "until_step": until,
-            "first_step": int(steps.min()) if steps.size else None, "num_exposures": int(steps.size),
-            "occurrences": occurrences, "exposures_by_step": cumulative_exposures(steps, schedule)}
+            "first_step": exp.first_step(), "num_exposures": exp.total(),
+            "occurrences": occurrences, "exposures_by_step": cumulative_exposures(exp, schedule)}
 
 
 def format_find(report: dict) -> str:
@@ -655,8 +677,8 @@ def curve_exposure_counter(args: CurveArgs, ids: list[int]):
         raise UserError(f"the scored ids are {len(ids)} tokens, longer than a training window ({cfg.seq_len + 1})")
     index = TraceIndex(data_dir)
     sampler = WindowSampler(index.split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
-    steps = np.sort(exposures_of(index.positions(ids), len(ids), sampler, cfg.total_steps()).step)
-    return lambda step: int(np.searchsorted(steps, step, side="left"))
+    exposures = exposures_of(index.positions(ids), len(ids), sampler, cfg.total_steps())
+    return lambda step: int(exposures.before([step])[0])
 
 
 def curve_main(argv: list[str]) -> None:
