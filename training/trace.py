@@ -494,18 +494,19 @@ def find(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int | 
     positions = index.positions(ids)
     exp = exposures_of(positions, len(ids), sampler, until, listed=limit)
     epochs, steps, rows = exp.epoch(), exp.step(), exp.row()
+    shown = positions[:limit]
+    docs = split.document_index(shown)
     occurrences = []
-    for k, p in enumerate(positions[:limit]):
-        doc = int(split.document_index([p])[0])
-        left, right = max(0, int(p) - context), min(split.num_tokens, int(p) + len(ids) + context)
+    for k, (p, doc, row) in enumerate(zip(shown.tolist(), docs.tolist(), split.doc_rows[docs].tolist())):
+        left, right = max(0, p - context), min(split.num_tokens, p + len(ids) + context)
         mine = exp.occurrence == k
-        exposures = [{"epoch": int(e), "step": int(s), "row": int(r)}
-                     for e, s, r in zip(epochs[mine], steps[mine], rows[mine])]
+        exposures = [{"epoch": e, "step": s, "row": r}
+                     for e, s, r in zip(epochs[mine].tolist(), steps[mine].tolist(), rows[mine].tolist())]
         if losses is not None:
             for item in exposures:
                 value = losses[item["step"], item["row"]] if item["step"] < len(losses) else np.nan
                 item["loss"] = None if np.isnan(value) else float(value)
-        occurrences.append({"token_position": int(p), "document": doc, "source_row": int(split.doc_rows[doc]),
+        occurrences.append({"token_position": p, "document": doc, "source_row": row,
                             "context": decode(split.tokens[left:right]), "split": bool(exp.holders[k] == 0),
                             "exposures": exposures})
     schedule = [s for s in export_schedule(cfg, total) if s <= until] or [until]
