@@ -1,4 +1,4 @@
-"""The real multi-process paths on CPU: `accelerate launch` with DeepSpeed ZeRO-2 / ZeRO-3 on 2 processes, and two
+"""The real multi-process paths on CPU: `accelerate launch` with DDP and DeepSpeed ZeRO-2 / ZeRO-3 on 2 processes, and two
 launchers on loopback simulating 2 machines (DeepSpeed's standard multi-node launcher). Each is compared with the
 same run in one process: same global batches, so the same losses (within 1e-5)."""
 
@@ -92,6 +92,34 @@ def test_compiled_blocks_under_two_process_zero(owt_data_dir, reference, tmp_pat
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)
     assert not any("_orig_mod" in k for k in load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")))
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("compile", ["false", "true"])
+def test_ddp_two_processes(owt_data_dir, reference, tmp_path, compile):
+    """DDP (torchrun through `accelerate launch`, gloo on CPU), eager and compiled: trains like the one-process run."""
+    out = tmp_path / "ddp"
+    proc = launch("cpu_ddp.yaml", owt_data_dir, out, compile=compile)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hw = rd.read_json(out / rd.RUN_INFO)["hardware"]
+    assert (hw["num_processes"], hw["distributed_type"], hw["deepspeed_zero_stage"]) == (2, "MULTI_CPU", None)
+    assert_same_losses(out, reference)
+    assert_export_matches(out, reference)
+    assert not any("_orig_mod" in k for k in load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")))
+
+
+def test_one_process_checkpoint_resumes_under_two_process_ddp(owt_data_dir, reference, tmp_path):
+    """A checkpoint without DeepSpeed holds whole state: the one-process run's step 4 continues on 2 DDP ranks to
+    the one-process run's final weights (within 1e-6: the all-reduce sums in another order)."""
+    out = tmp_path / "ddp-resumed"
+    proc = launch("cpu_ddp.yaml", owt_data_dir, out, resume_from_checkpoint=reference / rd.CHECKPOINTS / "step_4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["step"] for r in read_rows(out, "train_loss")] == [5, 6, 7, 8]
+    a = load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    b = load_file(str(reference / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
 
 
 def free_port() -> int:

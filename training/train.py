@@ -197,8 +197,11 @@ def make_accelerator(cfg: TrainConfig):
     from accelerate.utils import ProjectConfiguration
 
     handlers = []
-    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Without CUDA, Accelerate would treat a multi-process launch as non-distributed: create a gloo group.
+    cpu_processes = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if cpu_processes:
+        # Without CUDA, Accelerate would treat a multi-process launch as non-distributed: create a gloo group, and
+        # outside DeepSpeed take Accelerate's MULTI_CPU path (DDP over gloo; cpu=True would bypass DeepSpeed's).
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
     precision = cfg.mixed_precision
     if precision == "auto":
@@ -212,6 +215,7 @@ def make_accelerator(cfg: TrainConfig):
         if not available:
             raise UserError(f"report_to={log_with} but {log_with} is not installed (pip install it or --report_to none)")
     return Accelerator(
+        cpu=cpu_processes and not deepspeed,
         mixed_precision=precision,
         log_with=log_with,
         project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / rd.LOGS)),
