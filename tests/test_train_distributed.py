@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from train_support import REPO_ROOT, accelerate_cmd, cli_env, load_export, read_rows, run_cli, run_inprocess, train_args
+from train_support import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, load_export, read_rows, run_cli,
+                           run_inprocess, train_args)
 from training import run_dir as rd
 
 pytestmark = pytest.mark.slow
@@ -50,6 +50,14 @@ def assert_export_matches(run, reference):
     torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
 
 
+def assert_same_final_weights(run, other):
+    """Resumed vs uninterrupted: the same tensors within 1e-6 (reductions may sum in another order)."""
+    a, b = final_weights(run), final_weights(other)
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+
+
 def test_zero2_two_processes_then_resume(owt_data_dir, reference, tmp_path):
     out = tmp_path / "zero2"
     proc = launch("cpu_zero2.yaml", owt_data_dir, out)
@@ -64,11 +72,7 @@ def test_zero2_two_processes_then_resume(owt_data_dir, reference, tmp_path):
     resumed = tmp_path / "zero2-resumed"
     proc = launch("cpu_zero2.yaml", owt_data_dir, resumed, resume_from_checkpoint=out / rd.CHECKPOINTS / "step_4")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = load_file(str(resumed / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    b = load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert_same_final_weights(resumed, out)
 
 
 def test_zero3_two_processes(owt_data_dir, reference, tmp_path):
@@ -91,7 +95,7 @@ def test_compiled_blocks_under_two_process_zero(owt_data_dir, reference, tmp_pat
     assert rd.read_json(out / rd.TRAINING_CONFIG)["compile"] is True
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)
-    assert not any("_orig_mod" in k for k in load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")))
+    assert not any("_orig_mod" in k for k in final_weights(out))
 
 
 @pytest.mark.timeout(900)
@@ -105,7 +109,7 @@ def test_ddp_two_processes(owt_data_dir, reference, tmp_path, compile):
     assert (hw["num_processes"], hw["distributed_type"], hw["deepspeed_zero_stage"]) == (2, "MULTI_CPU", None)
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)
-    assert not any("_orig_mod" in k for k in load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")))
+    assert not any("_orig_mod" in k for k in final_weights(out))
 
 
 def test_one_process_checkpoint_resumes_under_two_process_ddp(owt_data_dir, reference, tmp_path):
@@ -115,11 +119,7 @@ def test_one_process_checkpoint_resumes_under_two_process_ddp(owt_data_dir, refe
     proc = launch("cpu_ddp.yaml", owt_data_dir, out, resume_from_checkpoint=reference / rd.CHECKPOINTS / "step_4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["step"] for r in read_rows(out, "train_loss")] == [5, 6, 7, 8]
-    a = load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    b = load_file(str(reference / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=0)
+    assert_same_final_weights(out, reference)
 
 
 def free_port() -> int:

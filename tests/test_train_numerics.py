@@ -5,9 +5,8 @@ weights, bit for bit; its losses match the Accelerate-autocast path that single-
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from train_support import accelerate_cmd, read_rows, run_cli, run_inprocess, train_args
+from train_support import accelerate_cmd, final_weights, read_rows, run_cli, run_inprocess, train_args
 from training import run_dir as rd
 
 pytestmark = pytest.mark.slow
@@ -36,8 +35,12 @@ def bf16_runs(owt_data_dir, tmp_path_factory):
     return runs
 
 
-def final_export(run):
-    return load_file(str(run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+def layout(tensors: dict) -> dict:
+    return {k: (v.shape, v.dtype) for k, v in tensors.items()}
+
+
+def max_diff(a: dict, b: dict) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
 def loss_diffs(run, other):
@@ -54,7 +57,7 @@ def test_zero2_bf16_exports_the_fp32_master_weights(bf16_runs):
     hw = rd.read_json(zero2 / rd.RUN_INFO)["hardware"]
     assert (hw["mixed_precision"], hw["deepspeed_zero_stage"], hw["deepspeed_torch_autocast"]) == ("bf16", 2, True)
 
-    exported = final_export(zero2)
+    exported = final_weights(zero2)
     assert {t.dtype for t in exported.values()} == {torch.float32}
     master = get_fp32_state_dict_from_zero_checkpoint(str(zero2 / rd.CHECKPOINTS / "step_6"), tag="pytorch_model")
     for name, tensor in exported.items():
@@ -64,8 +67,8 @@ def test_zero2_bf16_exports_the_fp32_master_weights(bf16_runs):
     diffs = loss_diffs(zero2, bf16_runs["autocast"])
     print("zero2 vs autocast loss diffs:", diffs)
     assert max(diffs) < LOSS_TOL
-    plain = final_export(bf16_runs["autocast"])
-    assert {k: (v.shape, v.dtype) for k, v in plain.items()} == {k: (v.shape, v.dtype) for k, v in exported.items()}
+    plain = final_weights(bf16_runs["autocast"])
+    assert layout(plain) == layout(exported)
 
 
 @pytest.mark.timeout(900)
@@ -77,13 +80,12 @@ def test_ddp_and_zero2_bf16_runs_agree(bf16_runs):
     assert (hw["distributed_type"], hw["num_processes"], hw["mixed_precision"]) == ("MULTI_CPU", 2, "bf16")
     # DDP is the one-process autocast run split over 2 ranks: the same losses, weights up to the all-reduce's order
     assert loss_diffs(ddp, bf16_runs["autocast"]) == [0.0] * 6
-    one = final_export(bf16_runs["autocast"])
-    assert max(float((t - one[k]).abs().max()) for k, t in final_export(ddp).items()) < 1e-6
+    a, b, one = final_weights(ddp), final_weights(zero2), final_weights(bf16_runs["autocast"])
+    assert max_diff(a, one) < 1e-6
     diffs = loss_diffs(ddp, zero2)
     print("ddp vs zero2 loss diffs:", diffs)
     assert max(diffs) < LOSS_TOL
-    a, b = final_export(ddp), final_export(zero2)
-    assert {k: (v.shape, v.dtype) for k, v in a.items()} == {k: (v.shape, v.dtype) for k, v in b.items()}
-    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert layout(a) == layout(b)
+    worst = max_diff(a, b)
     print("ddp vs zero2 max weight diff:", worst)
     assert worst < EXPORT_TOL

@@ -59,6 +59,14 @@ def load_export(folder: Path) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
+def final_weights(run: Path) -> dict:
+    """The tensors of a run's final export (hf/final/model.safetensors)."""
+    from safetensors.torch import load_file
+    from training import run_dir as rd
+
+    return load_file(str(run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+
+
 def read_rows(output_dir: Path, key: str) -> list[dict]:
     with open(output_dir / "metrics.jsonl") as f:
         return [row for row in map(json.loads, f) if key in row]
