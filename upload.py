@@ -9,13 +9,13 @@
    step that carries the release's (or another step's) weights is refused, never published.
 3. `checkpoints.json` (model_card/checkpoint_manifest.py) goes to the release branch: every published step and the
    release, with branch, step, tokens, weights sha256, per-tensor sha256, the commit that published them and the
-   data-order identity (seeds, seq_len, global batch, data manifest sha256). `python -m model_card.verify
+   data-order identity (seeds, seq_len, global batch, data manifest sha256). `gpt2-owt verify
    --repo_id ID` checks a download against it.
 4. `--with_optimizer_states`: each kept Accelerate checkpoint `RUN/checkpoints/step_N` of a published step goes to
    `checkpoints/step_N/` on branch `step{N}` (the final step's, when it has no step branch, on the release branch);
    `--resume_from_checkpoint` on a downloaded copy continues the run exactly like a local resume.
 5. `--with_training_logs RUN` also commits the run's metrics.jsonl, fed_batches.jsonl (if traced) and
-   sequence_losses/ to the release branch under training_logs/ (what `python -m training.trace` reads).
+   sequence_losses/ to the release branch under training_logs/ (what `gpt2-owt trace` reads).
 6. `--tag` tags the release branch once everything above is on it.
 
 Rerunning after a failure resumes: files whose remote sha256 (LFS) / git oid already match are skipped by
@@ -33,14 +33,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling.errors import UserError, cli_main
-from modeling.hf_argparser import parse_with_positional
-from modeling.hf_folder import EXPORT_INFO, WEIGHTS
-from modeling.hub_branches import step_branch
-from modeling.records import read_json, sha256_file
-from model_card import checkpoint_manifest as cm
-from model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
-from training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, METRICS, RUN_INFO, SEQUENCE_LOSSES,
+from gpt2_owt.modeling.errors import UserError, cli_main
+from gpt2_owt.modeling.hf_argparser import parse_with_positional
+from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
+from gpt2_owt.modeling.hub_branches import step_branch
+from gpt2_owt.modeling.records import read_json, sha256_file
+from gpt2_owt.model_card import checkpoint_manifest as cm
+from gpt2_owt.model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
+from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, METRICS, RUN_INFO, SEQUENCE_LOSSES,
                               list_step_dirs)
 
 RELEASE_TITLE, STEP_TITLE = "Release (", "Checkpoint step "  # commit titles; checkpoints.json records those commits
@@ -97,7 +97,7 @@ def release_target(release: Path, revision: str) -> Target:
                if not (release / name).is_file()]
     if missing:
         raise UploadError(f"release folder {release} is incomplete: missing {', '.join(missing)} "
-                          "(build it with `python -m model_card.build ... --eval_results results.json`)")
+                          "(build it with `gpt2-owt card ... --eval_results results.json`)")
     sha = sha256_file(release / WEIGHTS)
     manifest = read_release_manifest(release)
     if manifest.get("weights_sha256") not in (None, sha):
@@ -110,7 +110,7 @@ def release_target(release: Path, revision: str) -> Target:
 def read_release_manifest(release: Path) -> dict:
     path = release / RELEASE_MANIFEST
     if not path.is_file():
-        raise UploadError(f"{path} not found: build the release with `python -m model_card.build`")
+        raise UploadError(f"{path} not found: build the release with `gpt2-owt card`")
     try:
         manifest = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -128,12 +128,12 @@ def check_release_files(release: Path, recorded: dict) -> None:
         what = "; ".join(filter(None, [extra and f"not in it: {', '.join(extra)}",
                                        missing and f"missing: {', '.join(missing)}"]))
         raise UploadError(f"{release} does not match its {RELEASE_MANIFEST} ({what}): the release was modified "
-                          "after it was built; rebuild it with `python -m model_card.build`")
+                          "after it was built; rebuild it with `gpt2-owt card`")
     for name in sorted(present):
         entry = recorded[name] if isinstance(recorded[name], dict) else {}
         if (release / name).stat().st_size != entry.get("bytes") or sha256_file(release / name) != entry.get("sha256"):
             raise UploadError(f"{release}/{name} differs from the sha256 recorded in {RELEASE_MANIFEST}: the release "
-                              "was modified after it was built; rebuild it with `python -m model_card.build`")
+                              "was modified after it was built; rebuild it with `gpt2-owt card`")
 
 
 def checkpoint_targets(hf_dir: Path) -> list[Target]:

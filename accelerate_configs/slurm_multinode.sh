@@ -35,6 +35,6 @@ srun --kill-on-bad-exit=1 bash -c '
   accelerate launch --config_file accelerate_configs/multinode_zero2.yaml \
     --num_machines "$SLURM_NNODES" --num_processes "$NUM_PROCESSES" --machine_rank "$SLURM_NODEID" \
     --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" \
-    -m training.train --config training/configs/gpt2-124m-owt.yaml \
+    -m gpt2_owt.cli train --config training/configs/gpt2-124m-owt.yaml \
     --data_dir "$0" --output_dir "$1" --resume_from_checkpoint auto "${@:2}"
 ' "$DATA_DIR" "$OUTPUT_DIR" "$@"

@@ -1,4 +1,4 @@
-"""`python -m eval.evaluate` vs lm-evaluation-harness 0.4.13, side by side, same model / tasks / max_length / batch.
+"""`gpt2-owt eval` vs lm-evaluation-harness 0.4.13, side by side, same model / tasks / max_length / batch.
 
     python benchmarks/bench_eval.py                          # full WikiText-2 + LAMBADA, tiny and ~30M models
     python benchmarks/bench_eval.py --models tiny --limit 50 # a quick look (subset: times not comparable)
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-import modeling
-from modeling.hf_folder import save_hf_folder
-from eval.harness_tasks import write_harness_tasks
+from gpt2_owt import modeling
+from gpt2_owt.modeling.hf_folder import save_hf_folder
+from gpt2_owt.eval.harness_tasks import write_harness_tasks
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # name -> config overrides of the `tiny` preset; "30m": 6 layers x 384 wide, 1024 positions (29.9M parameters)
@@ -64,7 +64,7 @@ def timed(cmd: list[str], env: dict, timeout: int) -> float:
 
 
 def run_ours(model_dir: Path, out: Path, args: BenchArgs, env: dict) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "eval.evaluate", "--model", str(model_dir), "--tasks", ",".join(OURS_TASKS),
+    cmd = [sys.executable, "-m", "gpt2_owt.eval.evaluate", "--model", str(model_dir), "--tasks", ",".join(OURS_TASKS),
            "--max_length", str(args.max_length), "--batch_size", str(args.batch_size), "--device", "cpu",
            "--output", str(out)]
     cmd += ["--limit", str(args.limit)] if args.limit is not None else []

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling import UserError, cli_main
+from gpt2_owt.modeling import UserError, cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 1024
@@ -38,7 +38,7 @@ def trainer_run(data_dir: str, micro: int, world: int, compile_: bool, pad: int,
     """The real trainer (accelerate launch, one process per GPU), no accumulation: global batch = micro x world."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-               str(REPO_ROOT / "accelerate_configs" / launcher), "--num_processes", str(world), "-m", "training.train",
+               str(REPO_ROOT / "accelerate_configs" / launcher), "--num_processes", str(world), "-m", "gpt2_owt.training.train",
                "--model_config", "gpt2-124m", "--data_dir", data_dir, "--output_dir", out, "--seq_len", str(SEQ_LEN),
                "--micro_batch_size", str(micro), "--global_batch_size", str(micro * world), "--max_steps", str(steps),
                "--warmup_steps", "1", "--log_interval", "1", "--eval_interval", "0", "--eval_iters", "1",
@@ -58,10 +58,10 @@ def bare_run(spec: dict) -> dict:
     """The same model, levers and batches in a plain loop: bf16 autocast, fused AdamW, clipping, no Accelerate."""
     import torch
 
-    from modeling import build_model
-    from training import levers
-    from training.data_dir import WindowSampler, open_split, read_windows
-    from training.train import lm_loss
+    from gpt2_owt.modeling import build_model
+    from gpt2_owt.training import levers
+    from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+    from gpt2_owt.training.train import lm_loss
 
     device = torch.device("cuda")
     levers.set_matmul_precision(True, on_cuda=True)

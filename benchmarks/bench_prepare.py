@@ -10,7 +10,7 @@ load_dataset to the finished .bin files (imports excluded for both). Peak memory
 set size: resident memory with pages shared between forked processes split among them) over the child's whole
 process tree (main + workers), sampled every 20 ms by this parent with psutil.
 
-  ours      python -m training.prepare_data (load_dataset -> tiktoken in worker processes -> streamed uint16 files)
+  ours      gpt2-owt prepare (load_dataset -> tiktoken in worker processes -> streamed uint16 files)
   nanogpt   load_dataset -> train_test_split -> datasets.map(encode_ordinary + EOT, num_proc) -> np.memmap
             train.bin/val.bin written in 1024 shards (nanoGPT's prepare.py; shards capped at the split's rows,
             since our val split is smaller than 1024 documents)
@@ -44,7 +44,7 @@ VAL_FRACTION, SEED = 0.0005, 2357
 
 
 def run_ours(data: str, out: str, cache: str, num_proc: int, streaming: bool) -> int:
-    from training.prepare_data import main
+    from gpt2_owt.training.prepare_data import main
 
     argv = ["--dataset", "json", "--data_files", data, "--output_dir", out, "--cache_dir", cache,
             "--num_proc", str(num_proc), "--val_fraction", str(VAL_FRACTION), "--seed", str(SEED)]
@@ -58,7 +58,7 @@ def run_nanogpt(data: str, out: str, cache: str, num_proc: int) -> int:
     from datasets import load_dataset
     from tqdm import tqdm
 
-    from modeling import tiktoken_encoding
+    from gpt2_owt.modeling import tiktoken_encoding
 
     enc = tiktoken_encoding()
     dataset = load_dataset("json", data_files=data, num_proc=num_proc, cache_dir=cache)
@@ -93,7 +93,7 @@ def child(args) -> None:
     import datasets  # noqa: F401  (imports outside the timed region, for both)
     import transformers  # noqa: F401
 
-    import training.prepare_data  # noqa: F401
+    import gpt2_owt.training.prepare_data  # noqa: F401
 
     cpu_start, start = cpu_seconds(), time.perf_counter()
     if args.child == "nanogpt":

@@ -1,4 +1,4 @@
-"""The trace index (training/trace.py) at >= 50M tokens: build tokens/s and peak memory, and `find` latency against a
+"""The trace index (tracing/index.py) at >= 50M tokens: build tokens/s and peak memory, and `find` latency against a
 vectorised numpy scan of train.bin.
 
     python benchmarks/bench_trace.py [--tokens 50_000_000] [--num_proc 2] [--mem_gb 4] [--shards 1]
@@ -10,7 +10,7 @@ does (tiktoken encode_ordinary + EOT) and repeated with a varied suffix per copy
 first has a seeded --mutation_rate of its tokens replaced by tokens drawn from the sample: real OpenWebText has no
 25-fold verbatim repeats, and verbatim repeats make every suffix comparison of the indexer's merge run the length
 of a document (--mutation_rate 0 measures that worst case). The baseline is the fastest plain numpy scan: candidate
-positions of the first id, then each further id checked on the survivors (`trace.scan_positions`, which `find`
+positions of the first id, then each further id checked on the survivors (`scan_positions`, which `find`
 itself uses for ids so common that a scan beats gathering and sorting the suffix-array entries).
 """
 
@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
-from modeling import EOT_TOKEN_ID, sha256_file, tiktoken_encoding
-from training import trace
-from training.config import parse_config
-from training.data_dir import MANIFEST
+from gpt2_owt.modeling import EOT_TOKEN_ID, sha256_file, tiktoken_encoding
+from gpt2_owt.tracing.find import find
+from gpt2_owt.tracing.index import INDEX_DIR, INDEX_INFO, TraceIndex, build_index, scan_positions
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.data_dir import MANIFEST
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = [REPO_ROOT / "training/sample_data/owt_first37_docs.jsonl",
@@ -99,17 +100,17 @@ def main() -> None:
           f"later copies mutated at rate {args.mutation_rate}")
 
     t = time.perf_counter()
-    trace.build_index(data, data / trace.INDEX_DIR, args.num_proc, args.mem_gb, shards=args.shards)
+    build_index(data, data / INDEX_DIR, args.num_proc, args.mem_gb, shards=args.shards)
     build = time.perf_counter() - t
     rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6
-    size = sum(json.loads((data / trace.INDEX_DIR / trace.INDEX_INFO).read_text())["files"].values())
+    size = sum(json.loads((data / INDEX_DIR / INDEX_INFO).read_text())["files"].values())
     print(f"index build: {build:.1f} s = {n / build / 1e6:.2f}M tokens/s with {args.num_proc} threads, "
           f"{args.shards} shard(s); "
           f"peak RSS {rss_self:.2f} GB (this process) / {rss_children:.2f} GB (infini-gram indexer); "
           f"index {size / 1e6:.0f} MB = {size / n:.1f} bytes/token")
 
-    index = trace.TraceIndex(data)
+    index = TraceIndex(data)
     tokens = np.fromfile(data / "train.bin", dtype=np.uint16)
     cfg = parse_config(["--config", str(REPO_ROOT / "training/configs/gpt2-124m-owt.yaml")], validate=False)
     cfg.max_steps = max(1, n // cfg.tokens_per_step())  # one epoch of this corpus with the 124M recipe
@@ -120,8 +121,8 @@ def main() -> None:
     print(f"{'query':>18} {'count':>9} {'index s':>9} {'find s':>8} {'scan s':>8} {'scan/index':>10} {'scan/find':>9}")
     for name, ids in queries.items():
         t_index, positions = best_of(lambda: index.positions(ids), args.repeats)
-        t_find, report = best_of(lambda: trace.find(index, cfg, ids, limit=10), args.repeats)
-        t_scan, scanned = best_of(lambda: trace.scan_positions(tokens, ids), max(1, args.repeats // 2))
+        t_find, report = best_of(lambda: find(index, cfg, ids, limit=10), args.repeats)
+        t_scan, scanned = best_of(lambda: scan_positions(tokens, ids), max(1, args.repeats // 2))
         assert np.array_equal(positions, scanned) and report["count"] == scanned.size
         print(f"{name:>18} {scanned.size:>9,} {t_index:>9.4f} {t_find:>8.4f} {t_scan:>8.3f} "
               f"{t_scan / t_index:>9.0f}x {t_scan / t_find:>8.0f}x")

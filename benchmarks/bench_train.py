@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modeling import CONFIGS_DIR, UserError, cli_main
+from gpt2_owt.modeling import CONFIGS_DIR, UserError, cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GPT2_OWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -55,7 +55,7 @@ class BenchArgs:
 # ---------------------------------------------------------------------------------------------------- child runs
 def child_trainer(spec: dict) -> dict:
     """The real trainer, single process; the median of its logged per-step tokens/s over the second half."""
-    from training.train import main
+    from gpt2_owt.training.train import main
 
     half = spec["steps"] // 2
     with tempfile.TemporaryDirectory() as out:
@@ -83,11 +83,11 @@ def child_bare(spec: dict) -> dict:
     """The same work written as a plain PyTorch loop, no Accelerate, no files."""
     import torch
 
-    from modeling import build_model, load_config
-    from training.config import parse_config
-    from training.data_dir import WindowSampler, open_split, read_windows
-    from training import levers
-    from training.train import build_optimizer, build_scheduler, lm_loss
+    from gpt2_owt.modeling import build_model, load_config
+    from gpt2_owt.training.config import parse_config
+    from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+    from gpt2_owt.training import levers
+    from gpt2_owt.training.train import build_optimizer, build_scheduler, lm_loss
 
     cfg = parse_config(["--model_config", spec["model_config"], "--data_dir", spec["data_dir"], "--output_dir", "-",
                         "--seq_len", str(spec["seq_len"]), "--global_batch_size", str(spec["global"]),
@@ -178,8 +178,8 @@ def child_nanogpt(spec: dict) -> dict:
     """The nanoGPT-style reference on the same batches: eager, AdamW (foreach, decay on >=2-D), clipping."""
     import torch
 
-    from modeling import load_config
-    from training.data_dir import WindowSampler, open_split, read_windows
+    from gpt2_owt.modeling import load_config
+    from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
 
     c = load_config(spec["model_config"])
     torch.manual_seed(1337)
@@ -219,7 +219,7 @@ def run_child(kind: str, spec: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- driver
 def prepare_sample(root: Path) -> str:
-    from training.prepare_data import run as prepare
+    from gpt2_owt.training.prepare_data import run as prepare
 
     return str(prepare(["--dataset", "json", "--data_files",
                         str(SHARED_DATA / "openwebtext-sample" / "owt_first37_docs.jsonl"), "--val_fraction", "0.1",

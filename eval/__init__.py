@@ -1,4 +1,4 @@
-"""Evaluation stage: `python -m eval.evaluate` (any from_pretrained folder or Hub id -> results.json).
+"""Evaluation stage: `gpt2-owt eval` (any from_pretrained folder or Hub id -> results.json).
 
     data.py          shipped / Hub evaluation data (WikiText-2 raw test, OpenAI LAMBADA)
     windows.py       token sequences -> scoring windows, one function per protocol (harness, HF guide, nanoGPT)

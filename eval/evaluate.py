@@ -1,11 +1,11 @@
 """Evaluate a causal LM (a `from_pretrained` folder or a Hub id) and write results.json.
 
-    python -m eval.evaluate --model runs/r1/hf/final --output results.json
-    python -m eval.evaluate --model runs/r1/hf/step_2000 --tasks wikitext,lambada_openai --batch_size 16
-    python -m eval.evaluate --model openai-community/gpt2 --revision main --device cuda --tasks lambada_openai
-    python -m eval.evaluate --model DIR --tasks owt_val --data_dir data/owt
-    python -m eval.evaluate --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt   (a series)
-    python -m eval.evaluate --repo_id user/gpt2-owt --revisions all --output_dir evals/hub       (Hub step{N} branches)
+    gpt2-owt eval --model runs/r1/hf/final --output results.json
+    gpt2-owt eval --model runs/r1/hf/step_2000 --tasks wikitext,lambada_openai --batch_size 16
+    gpt2-owt eval --model openai-community/gpt2 --revision main --device cuda --tasks lambada_openai
+    gpt2-owt eval --model DIR --tasks owt_val --data_dir data/owt
+    gpt2-owt eval --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt   (a series)
+    gpt2-owt eval --repo_id user/gpt2-owt --revisions all --output_dir evals/hub       (Hub step{N} branches)
 
 Tasks (eval/tasks.py): `wikitext` and `lambada_openai` exactly as lm-evaluation-harness 0.4.x computes them,
 `wikitext_sliding` as the transformers perplexity guide, `owt_val` on a prepared data_dir's val.bin. Default: the
@@ -33,11 +33,11 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
-from modeling.errors import first_line
-from modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder, read_json_file
-from modeling.output_paths import check_output_file
-from modeling.records import package_versions, write_json_atomic
+from gpt2_owt.modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
+from gpt2_owt.modeling.errors import first_line
+from gpt2_owt.modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder, read_json_file
+from gpt2_owt.modeling.output_paths import check_output_file
+from gpt2_owt.modeling.records import package_versions, write_json_atomic
 
 from . import series
 from .data import SOURCES
@@ -90,7 +90,7 @@ def parse_tasks(args: EvalArgs) -> list[str]:
     if unknown or not tasks:
         raise UserError(f"unknown task(s) {unknown or args.tasks!r}; choose from {', '.join(TASKS)}")
     if "owt_val" in tasks and not args.data_dir:
-        raise UserError("task owt_val needs --data_dir (a folder made by `python -m training.prepare_data`)")
+        raise UserError("task owt_val needs --data_dir (a folder made by `gpt2-owt prepare`)")
     return list(dict.fromkeys(tasks))
 
 
@@ -211,7 +211,7 @@ def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dic
     check_args(args)
     tasks = parse_tasks(args)
     if "owt_val" in tasks:  # a damaged data_dir fails now, not after the other tasks ran
-        from training.data_dir import open_split
+        from gpt2_owt.training.data_dir import open_split
 
         open_split(args.data_dir, "val")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -244,7 +244,7 @@ def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dic
 def run(argv: list[str] | None = None) -> dict | list[dict]:
     """The command: results.json content (--model) or the series rows (--checkpoints / --repo_id)."""
     (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
-    command = ["python", "-m", "eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
+    command = ["python", "-m", "gpt2_owt.eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
     check_args(args)
     parse_tasks(args)  # bad task names fail before any checkpoint is resolved
     if args.model:

@@ -1,6 +1,6 @@
 """Write lm-evaluation-harness task configs that read our shipped data files, so the harness itself runs offline.
 
-    python -m eval.harness_tasks --output_dir harness_tasks
+    gpt2-owt harness-tasks --output_dir harness_tasks
     HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model hf --model_args pretrained=RELEASE_DIR \\
         --tasks wikitext_local,lambada_openai_local --include_path harness_tasks --device cpu --batch_size 8
 
@@ -16,8 +16,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
-from modeling import UserError, cli_main
-from modeling.output_paths import check_writable_location, os_error_message
+from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.modeling.output_paths import check_writable_location, os_error_message
 
 from . import data as eval_data
 

@@ -1,8 +1,8 @@
 """Evaluate a checkpoint series: every `RUN/hf/step_N` + `final`, or every Hub `step{N}` branch (+ `main`).
 
-    python -m eval.evaluate --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt
-    python -m eval.evaluate --repo_id user/gpt2-owt --revisions all --output_dir evals/hub
-    python -m eval.evaluate --repo_id user/gpt2-owt --revisions step1000,step2000 --output_dir evals/hub
+    gpt2-owt eval --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt
+    gpt2-owt eval --repo_id user/gpt2-owt --revisions all --output_dir evals/hub
+    gpt2-owt eval --repo_id user/gpt2-owt --revisions step1000,step2000 --output_dir evals/hub
 
 Writes `OUT/<checkpoint>/results.json` (the file a single `--model` run writes), `OUT/series.json` (one row per
 checkpoint, ordered by step: {"checkpoint", "revision", "step", "tokens", "weights_sha256", "results",
@@ -17,11 +17,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from modeling import UserError, sha256_file
-from modeling.errors import first_line
-from modeling.hub_branches import repo_refs, step_of_branch
-from modeling.records import read_json, write_json_atomic
-from training.run_dir import FINAL, parse_step_dir
+from gpt2_owt.modeling import UserError, sha256_file
+from gpt2_owt.modeling.errors import first_line
+from gpt2_owt.modeling.hub_branches import repo_refs, step_of_branch
+from gpt2_owt.modeling.records import read_json, write_json_atomic
+from gpt2_owt.training.run_dir import FINAL, parse_step_dir
 
 from .tasks import TokenCache
 
@@ -166,7 +166,7 @@ def evaluate_series(args, checkpoints: list[Checkpoint], output_dir: Path, evalu
     `evaluate_one(args) -> results dict` is eval.evaluate's single-model path (imported there, passed here so
     this module stays below the command).
     """
-    from model_card.plots import plot_eval_series
+    from gpt2_owt.model_card.plots import plot_eval_series
 
     token_cache = TokenCache()
     rows, skipped = [], 0

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from modeling import UserError, sha256_file
+from gpt2_owt.modeling import UserError, sha256_file
 
 from . import data as eval_data
 from .scoring import WindowScore, score_windows
@@ -248,10 +248,10 @@ def run_lambada(setup: TaskSetup) -> dict:
 
 def run_owt_val(setup: TaskSetup) -> dict:
     """Loss/perplexity on a prepared data_dir's val.bin in fixed nanoGPT blocks (see windows.contiguous_windows)."""
-    from training.data_dir import open_split  # the data_dir layout module: the one reader of prepared folders
+    from gpt2_owt.training.data_dir import open_split  # the data_dir layout module: the one reader of prepared folders
 
     if not setup.data_dir:
-        raise UserError("task owt_val needs --data_dir (a folder made by `python -m training.prepare_data`)")
+        raise UserError("task owt_val needs --data_dir (a folder made by `gpt2-owt prepare`)")
     split = open_split(setup.data_dir, "val")
     if split.num_tokens < 2:
         raise UserError(f"{setup.data_dir}/val.bin has {split.num_tokens} tokens; owt_val needs at least 2")

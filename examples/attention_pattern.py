@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import HfArgumentParser
 
-from modeling import UserError, cli_main
-from modeling.interp import load_transformer_lens
+from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.modeling.interp import load_transformer_lens
 
 
 @dataclass

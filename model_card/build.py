@@ -1,6 +1,6 @@
 """Assemble a self-contained release folder (weights, tokenizer, model card, configs, eval, manifests, plots).
 
-    python -m model_card.build --run_dir RUN [--checkpoint final|step_N] [--eval_results results.json] \
+    gpt2-owt card --run_dir RUN [--checkpoint final|step_N] [--eval_results results.json] \
         --output_dir RELEASE [--repo_id user/name] [--gpu_hour_usd X --gpu_watts W --grid_kgco2_per_kwh C]
 
 The release is built in a temporary folder next to `output_dir`, checked (loads with AutoModelForCausalLM and
@@ -19,14 +19,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import modeling
-from modeling import UserError, cli_main
-from modeling.hub_branches import step_branch
-from modeling.model_folder import check_model_folder, read_json_file
-from modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
+from gpt2_owt import modeling
+from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.modeling.hub_branches import step_branch
+from gpt2_owt.modeling.model_folder import check_model_folder, read_json_file
+from gpt2_owt.modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
                                    os_error_message)
-from training import run_dir as rd
-from training.manifest import check_tokenizer_fingerprint
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.manifest import check_tokenizer_fingerprint
 
 from . import card as card_mod
 from . import facts as F
@@ -151,7 +151,7 @@ def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, 
         ("Prepare the data", F.command_line(manifest.get("command"))),
         ("Train", F.command_line(run_info.get("command"))),
         ("Evaluate", F.command_line((results or {}).get("command"))),
-        ("Build this release", F.command_line(["python", "-m", "model_card.build", *argv])),
+        ("Build this release", F.command_line(["python", "-m", "gpt2_owt.model_card.build", *argv])),
     ]
     return {
         "model_name": args.model_name or args.repo_id.split("/")[-1],
@@ -289,7 +289,7 @@ def check_release_output(args: BuildArgs) -> Path:
 
 
 def parse_args(argv=None) -> BuildArgs:
-    from modeling.hf_argparser import HfArgumentParser
+    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
     (args,) = HfArgumentParser(BuildArgs).parse_args_into_dataclasses(args=argv)
     return args

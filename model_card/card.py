@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from modeling import UserError
+from gpt2_owt.modeling import UserError
 
 TEMPLATE = Path(__file__).parent / "template.md.jinja"
 TAGS = ["gpt2", "text-generation", "causal-lm", "pretraining", "openwebtext", "reproducible"]

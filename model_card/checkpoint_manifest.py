@@ -17,7 +17,7 @@ import json
 import struct
 from pathlib import Path
 
-from modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
+from gpt2_owt.modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
 
 CHECKPOINTS_JSON = "checkpoints.json"
 FORMAT = 1

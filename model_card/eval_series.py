@@ -1,4 +1,4 @@
-"""The card's "Evaluation over training" section from an eval series (`python -m eval.evaluate --checkpoints ...`).
+"""The card's "Evaluation over training" section from an eval series (`gpt2-owt eval --checkpoints ...`).
 
 `series.json` is a list of rows {"checkpoint", "step", "tokens", "metrics": {task: {metric: value}},
 "counts": {task: {...}}} (eval/series.py). The release gets a copy (eval_series.json) and a plot; the card's
@@ -8,7 +8,7 @@ model-index stays the final checkpoint's results.json (--eval_results).
 import json
 from pathlib import Path
 
-from modeling import UserError
+from gpt2_owt.modeling import UserError
 
 EVAL_SERIES = "eval_series.json"
 

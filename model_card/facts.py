@@ -9,7 +9,7 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from modeling.flops import FLOPS_FORMULA, flops_per_token, tdp_watts
+from gpt2_owt.modeling.flops import FLOPS_FORMULA, flops_per_token, tdp_watts
 
 # (task, metric, dataset label, model-index dataset type, config, split, metric type) in card order.
 EVAL_METRICS = [

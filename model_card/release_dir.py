@@ -15,8 +15,8 @@
 Torch-free: upload.py checks a release with it.
 """
 
-from modeling.hf_folder import GENERATION_CONFIG, MODEL_CONFIG, WEIGHTS
-from modeling.tokenizer import TOKENIZER_FILES
+from gpt2_owt.modeling.hf_folder import GENERATION_CONFIG, MODEL_CONFIG, WEIGHTS
+from gpt2_owt.modeling.tokenizer import TOKENIZER_FILES
 
 MODEL_FILES = (MODEL_CONFIG, WEIGHTS)
 OPTIONAL_MODEL_FILES = (GENERATION_CONFIG,)

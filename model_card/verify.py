@@ -1,7 +1,7 @@
 """Check a published checkpoint series against its own records, trusting neither the card nor the upload.
 
-    python -m model_card.verify --repo_id user/gpt2-owt [--revision main] [--data_dir DATA]
-    python -m model_card.verify RELEASE_DIR [--branches_dir DIR] [--data_dir DATA]
+    gpt2-owt verify --repo_id user/gpt2-owt [--revision main] [--data_dir DATA]
+    gpt2-owt verify RELEASE_DIR [--branches_dir DIR] [--data_dir DATA]
     gpt2-owt-verify-release ...
 
 One line per check (PASS / FAIL / SKIP), exit 1 if any check fails (2 for bad input such as an unknown repo):
@@ -33,12 +33,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from model_card import checkpoint_manifest as cm
-from model_card.facts import fmt
-from modeling.errors import UserError, cli_main
-from modeling.hf_argparser import parse_with_positional
-from modeling.hub_branches import STEP_BRANCH, step_branch
-from modeling.records import sha256_file
+from gpt2_owt.model_card import checkpoint_manifest as cm
+from gpt2_owt.model_card.facts import fmt
+from gpt2_owt.modeling.errors import UserError, cli_main
+from gpt2_owt.modeling.hf_argparser import parse_with_positional
+from gpt2_owt.modeling.hub_branches import STEP_BRANCH, step_branch
+from gpt2_owt.modeling.records import sha256_file
 
 HPARAM_ROW = re.compile(r"^\| `([^`]+)` \| (.*) \|$")
 CARD_MANIFEST_SHA = re.compile(r"Data manifest SHA-256:\*\* `([0-9a-f]{64})`")
@@ -198,7 +198,7 @@ def check_step0(source, manifest: dict, training_config: dict, actual: dict, rep
     from safetensors.torch import load_file
     from transformers import GPT2Config
 
-    from modeling import build_model
+    from gpt2_owt.modeling import build_model
 
     config = GPT2Config.from_pretrained(source.path(branch, "config.json").parent)
     with tempfile.TemporaryDirectory() as tmp:
@@ -285,7 +285,7 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
         return report.line("SKIP", "data_order", "--data_dir is the recorded data; no fed_batches.jsonl published")
     from tqdm import tqdm
 
-    from training.data_dir import WindowSampler, batch_sha256, open_split, read_windows
+    from gpt2_owt.training.data_dir import WindowSampler, batch_sha256, open_split, read_windows
 
     order = manifest["data_order"]
     split = open_split(data_dir, "train")

@@ -1,9 +1,9 @@
 """Convert nanoGPT / llm.c checkpoints to and from `from_pretrained` GPT-2 folders.
 
-    python -m modeling.convert --from nanogpt out/ckpt.pt --output_dir gpt2-from-nanogpt
-    python -m modeling.convert --from llmc gpt2_124M.bin --output_dir gpt2-from-llmc
-    python -m modeling.convert --to nanogpt --model release/ --output ckpt.pt [--pad_vocab 50304]
-    python -m modeling.convert --to llmc --model release/ --output gpt2_124M.bin [--dtype bfloat16]
+    gpt2-owt convert --from nanogpt out/ckpt.pt --output_dir gpt2-from-nanogpt
+    gpt2-owt convert --from llmc gpt2_124M.bin --output_dir gpt2-from-llmc
+    gpt2-owt convert --to nanogpt --model release/ --output ckpt.pt [--pad_vocab 50304]
+    gpt2-owt convert --to llmc --model release/ --output gpt2_124M.bin [--dtype bfloat16]
 
 (console script: `gpt2-owt-convert`). Imported folders get our tokenizer, generation config and a
 `conversion.json` naming the source file by SHA-256. Format details: `modeling/nanogpt.py`, `modeling/llmc.py`.

@@ -1,6 +1,6 @@
 """The Hub layout of a checkpoint series: branch `step{N}` holds the export of step N (the Pythia convention).
 
-upload.py writes it; eval.series, training.trace curve and modeling.interp read it, all through this module, so the
+upload.py writes it; eval.series, tracing.curve and modeling.interp read it, all through this module, so the
 branch name and the listing (with its one-line errors) have one owner. Imports huggingface_hub only when listing.
 """
 

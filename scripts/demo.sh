@@ -2,7 +2,7 @@
 # The whole release pipeline on the bundled OpenWebText sample, on CPU, in a few minutes (`make demo` runs this).
 #
 #   prepare (real data pipeline) -> train (tiny preset, accelerate launch, DeepSpeed ZeRO-2, 2 CPU processes)
-#   -> evaluate (WikiText-2, LAMBADA) -> release folder + model card -> upload.py --dry_run
+#   -> evaluate (WikiText-2, LAMBADA) -> release folder + model card -> gpt2-owt upload --dry_run
 #
 # Every run gets a new folder under $DEMO_ROOT (default runs/demo/<timestamp>): rerunning never clobbers an earlier
 # run. The prepared data is made once in $DEMO_ROOT/data and re-verified against its manifest on later runs.
@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 ACCELERATE=${ACCELERATE:-$(dirname "$PY")/accelerate}
+GPT2OWT=${GPT2OWT:-$(dirname "$PY")/gpt2-owt}
 DEMO_ROOT=${DEMO_ROOT:-runs/demo}
 DEMO_MAX_STEPS=${DEMO_MAX_STEPS:-200}
 DEMO_EVAL_LIMIT=${DEMO_EVAL_LIMIT:-}
@@ -27,34 +28,34 @@ stage() { printf '\n=== %s ===\n' "$*"; }
 
 stage "1/5 prepare the bundled OpenWebText sample -> $DATA"
 if [ -f "$DATA/manifest.json" ]; then
-  "$PY" -m training.manifest verify --data_dir "$DATA"
+  "$GPT2OWT" verify-data --data_dir "$DATA"
 else
-  "$PY" -m training.prepare_data --dataset json \
+  "$GPT2OWT" prepare --dataset json \
     --data_files training/sample_data/owt_first37_docs.jsonl training/sample_data/owt20p_lines_sample5001.jsonl \
     --val_fraction 0.05 --num_proc 2 --output_dir "$DATA"
 fi
 
 stage "2/5 train the tiny preset: accelerate launch, DeepSpeed ZeRO-2, 2 CPU processes -> $RUN"
 "$ACCELERATE" launch --config_file accelerate_configs/cpu_zero2.yaml --num_processes 2 --main_process_port "$DEMO_PORT" \
-  -m training.train --config training/configs/tiny.yaml \
+  -m gpt2_owt.cli train --config training/configs/tiny.yaml \
   --data_dir "$DATA" --output_dir "$RUN" --max_steps "$DEMO_MAX_STEPS" --report_to none
 
 stage "3/5 evaluate WikiText-2 and LAMBADA (lm-evaluation-harness definitions) -> $RESULTS"
-"$PY" -m eval.evaluate --model "$RUN/hf/final" --tasks wikitext,lambada_openai --batch_size 16 \
+"$GPT2OWT" eval --model "$RUN/hf/final" --tasks wikitext,lambada_openai --batch_size 16 \
   --output "$RESULTS" ${DEMO_EVAL_LIMIT:+--limit "$DEMO_EVAL_LIMIT"}
 
 stage "4/5 build the release folder and model card -> $RELEASE"
-"$PY" -m model_card.build --run_dir "$RUN" --eval_results "$RESULTS" --output_dir "$RELEASE" \
+"$GPT2OWT" card --run_dir "$RUN" --eval_results "$RESULTS" --output_dir "$RELEASE" \
   --repo_id demo-user/gpt2-owt-tiny-demo
 
-stage "5/5 upload.py --dry_run (no token, nothing sent)"
-"$PY" upload.py "$RELEASE" --repo_id demo-user/gpt2-owt-tiny-demo --checkpoints "$RUN/hf" --tag v0.1-demo --dry_run
+stage "5/5 gpt2-owt upload --dry_run (no token, nothing sent)"
+"$GPT2OWT" upload "$RELEASE" --repo_id demo-user/gpt2-owt-tiny-demo --checkpoints "$RUN/hf" --tag v0.1-demo --dry_run
 
 stage "summary"
 "$PY" - "$DATA" "$RUN" "$RESULTS" "$RELEASE" <<'PYEOF'
 import json, sys
 from pathlib import Path
-from training.run_dir import read_metrics
+from gpt2_owt.training.run_dir import read_metrics
 data, run, results, release = map(Path, sys.argv[1:])
 train = [m for m in read_metrics(run) if "train_loss" in m]
 val = [m for m in read_metrics(run) if "val_loss" in m]

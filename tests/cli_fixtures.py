@@ -24,9 +24,9 @@ from train_support import REPO_ROOT, cli_env
 def cli_sources(owt_data_dir, release_run, tmp_path_factory) -> dict[str, Path]:
     """name -> a read-only original: data, run (the real tiny trainer run), model (= run/hf/final), results,
     release, llmc."""
-    from model_card.build import run as build_release
-    from modeling import sha256_file
-    from modeling.convert import export_checkpoint
+    from gpt2_owt.model_card.build import run as build_release
+    from gpt2_owt.modeling import sha256_file
+    from gpt2_owt.modeling.convert import export_checkpoint
     from release_fixtures import copy_run, make_results
 
     root = tmp_path_factory.mktemp("cli_sources")

@@ -47,7 +47,7 @@ def owt_data_dir(shared_data, tmp_path_factory) -> Path:
 
     A read-only data_dir (train.bin, val.bin, document index, manifest.json); copy it before modifying it.
     """
-    from training.prepare_data import run as prepare_main
+    from gpt2_owt.training.prepare_data import run as prepare_main
 
     root = tmp_path_factory.mktemp("owt_data")
     return prepare_main([

@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-import modeling
+from gpt2_owt import modeling
 
 
 def save_tiny_model(folder: Path, **config_overrides) -> Path:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from eval.references import task_references
-from training import run_dir as rd
+from gpt2_owt.eval.references import task_references
+from gpt2_owt.training import run_dir as rd
 
 RELEASE_RUN = dict(max_steps=2, warmup_steps=1, seq_len=32, micro_batch_size=4, global_batch_size=4, eval_interval=1,
                    eval_iters=1, checkpoint_interval=1, export_steps=[0, 1], export_interval=0, trace_batches="true")

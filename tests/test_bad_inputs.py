@@ -94,19 +94,19 @@ def both(*setups):
 
 
 HUGE_HEADER = (2**40).to_bytes(8, "little")  # a safetensors header length far past the end of the file
-EVAL = ["python", "-m", "eval.evaluate"]
+EVAL = ["python", "-m", "gpt2_owt.eval.evaluate"]
 QUICK = ["--tasks", "lambada_openai", "--limit", "2", "--max_length", "32"]
-CARD = ["python", "-m", "model_card.build"]
-CONVERT = ["python", "-m", "modeling.convert"]
-UPLOAD = ["python", "-m", "upload"]
-ORDER = ["python", "-m", "training.data_order", "--config", str(TINY_YAML)]
-TRAIN = ["python", "-m", "training.train", "--config", str(TINY_YAML), "--report_to", "none"]
-HARNESS = ["python", "-m", "eval.harness_tasks"]
+CARD = ["python", "-m", "gpt2_owt.model_card.build"]
+CONVERT = ["python", "-m", "gpt2_owt.modeling.convert"]
+UPLOAD = ["python", "-m", "gpt2_owt.upload"]
+ORDER = ["python", "-m", "gpt2_owt.training.data_order", "--config", str(TINY_YAML)]
+TRAIN = ["python", "-m", "gpt2_owt.training.train", "--config", str(TINY_YAML), "--report_to", "none"]
+HARNESS = ["python", "-m", "gpt2_owt.eval.harness_tasks"]
 
 CASES = [
     # training.data_order
     Case("order_missing_data_dir", ORDER + ["--data_dir", "{ws}/nope", "--step", "0"], None,
-         "{ws}/nope/train.bin not found: is {ws}/nope a data_dir made by `python -m training.prepare_data`?"),
+         "{ws}/nope/train.bin not found: is {ws}/nope a data_dir made by `gpt2-owt prepare`?"),
     Case("order_negative_step", ORDER + ["--data_dir", "{data}", "--step", "-1"], None, "--step must be >= 0, got -1"),
     Case("order_truncated_train_bin", ORDER + ["--data_dir", "{data}", "--step", "0"], truncate("data/train.bin", 4097),
          "{data}/train.bin is truncated or damaged: 4097 bytes is not a whole number of 2-byte token ids"),
@@ -253,6 +253,7 @@ def test_bad_input_is_one_clear_line(case: Case, workspace: Workspace):
 
 def test_the_table_covers_every_command():
     commands = {c.argv[2] for c in CASES}
-    assert commands == {"training.data_order", "training.train", "eval.evaluate", "model_card.build", "upload",
-                        "modeling.convert", "eval.harness_tasks"}
+    assert commands == {"gpt2_owt.training.data_order", "gpt2_owt.training.train", "gpt2_owt.eval.evaluate",
+                        "gpt2_owt.model_card.build", "gpt2_owt.upload", "gpt2_owt.modeling.convert",
+                        "gpt2_owt.eval.harness_tasks"}
     assert len(CASES) >= 30 and len({c.id for c in CASES}) == len(CASES)

@@ -21,11 +21,11 @@ from typing import Callable
 import pytest
 
 from cli_fixtures import record_error_line
-from training.data_dir import MANIFEST
+from gpt2_owt.training.data_dir import MANIFEST
 
 SAMPLE = "{tmp}/in/docs.jsonl"
-PREPARE = ["training.prepare_data", "--dataset", "json", "--val_fraction", "0.1", "--num_proc", "1"]
-VERIFY = ["training.manifest", "verify", "--data_dir", "{tmp}/data"]
+PREPARE = ["gpt2_owt.training.prepare_data", "--dataset", "json", "--val_fraction", "0.1", "--num_proc", "1"]
+VERIFY = ["gpt2_owt.training.manifest", "verify", "--data_dir", "{tmp}/data"]
 
 
 @dataclass
@@ -151,7 +151,7 @@ CASES = [
                                                                "--output_dir", "{tmp}/out"],
          source_inside_output, "contains the source data {tmp}/out/corpus/docs.jsonl: replacing the folder would "
                                "delete it"),
-    Case("prepare: output_dir inside the source folder", ["training.prepare_data", "--dataset", "{tmp}/in",
+    Case("prepare: output_dir inside the source folder", ["gpt2_owt.training.prepare_data", "--dataset", "{tmp}/in",
                                                            "--output_dir", "{tmp}/in/prepared"],
          Inputs.copy_sample, "lies inside the source data {tmp}/in"),
     Case("prepare: val_fraction out of range", [*PREPARE, "--data_files", SAMPLE, "--val_fraction", "2",
@@ -236,7 +236,7 @@ def test_full_disk_then_rerun_with_space_completes(inputs: Inputs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"wrote {inputs.tmp}/small/out (train: 33 docs / 33,236 tokens, val: 4 docs")
     assert sorted(os.listdir(inputs.tmp / "small")) == ["out"]
-    verified = run_cli(["training.manifest", "verify", "--data_dir", str(inputs.tmp / "small" / "out")],
+    verified = run_cli(["gpt2_owt.training.manifest", "verify", "--data_dir", str(inputs.tmp / "small" / "out")],
                        cache=tmp_path / "hf_cache")
     assert verified.returncode == 0, verified.stderr
 
@@ -244,8 +244,8 @@ def test_full_disk_then_rerun_with_space_completes(inputs: Inputs, tmp_path):
 @pytest.mark.timeout(120)
 def test_simulated_enospc_at_the_write_leaves_nothing(sample_jsonl_copy, tmp_path, monkeypatch, capsys):
     """Where no tmpfs can be mounted: ENOSPC raised by the write itself gives the same line and cleanup."""
-    from training import prepare_data
-    from training.prepare import output
+    from gpt2_owt.training import prepare_data
+    from gpt2_owt.training.prepare import output
 
     real_gather = output.gather_split
 

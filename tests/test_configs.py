@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modeling import UserError
-from training.config import TrainConfig, parse_config
+from gpt2_owt.modeling import UserError
+from gpt2_owt.training.config import TrainConfig, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO_ROOT / "training" / "configs").glob("*.yaml"))

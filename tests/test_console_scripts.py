@@ -58,9 +58,9 @@ def test_console_script_exits_0_on_success(script, workspace: Workspace, shared_
 @pytest.mark.timeout(120)
 def test_other_architecture_is_refused_before_building(workspace: Workspace):
     """A llama config.json: every model reader stops at model_type (no 7B model is ever allocated)."""
-    from modeling import UserError
-    from modeling.hf_folder import load_hf_model
-    from modeling.interp import load_transformer_lens
+    from gpt2_owt.modeling import UserError
+    from gpt2_owt.modeling.hf_folder import load_hf_model
+    from gpt2_owt.modeling.interp import load_transformer_lens
 
     model = workspace.get("model")
     (model / "config.json").write_text(json.dumps({**json.loads((model / "config.json").read_text()),
@@ -73,7 +73,7 @@ def test_other_architecture_is_refused_before_building(workspace: Workspace):
 @pytest.mark.timeout(300)
 def test_full_disk_at_the_results_write_leaves_no_partial_file(workspace: Workspace, monkeypatch, capsys):
     """ENOSPC simulated at the write (works without root): one line, no results.json and no temp file."""
-    from eval.evaluate import main
+    from gpt2_owt.eval.evaluate import main
 
     real_write = Path.write_text
 

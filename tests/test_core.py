@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from modeling import flops
+from gpt2_owt.modeling import flops
 from train_support import REPO_ROOT
-from training import run_dir as rd
-from training.run_dir import RunDir
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.run_dir import RunDir
 
 HEAVY = ("torch", "transformers")
 
@@ -24,12 +24,11 @@ def imported_heavy(code: str) -> list[str]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("module", ["modeling", "modeling.records", "modeling.errors", "modeling.flops",
-                                    "modeling.tokenizer", "modeling.hf_folder", "training.run_dir",
-                                    "training.data_dir", "training.manifest", "training.data_order",
-                                    "model_card.release_dir", "model_card.facts", "model_card.build", "upload",
-                                    "model_card.verify", "model_card.checkpoint_manifest",
-                                    "modeling.model_folder", "modeling.output_paths", "training.checkpoints"])
+@pytest.mark.parametrize("module", [f"gpt2_owt.{m}" for m in (
+    "modeling", "modeling.records", "modeling.errors", "modeling.flops", "modeling.tokenizer", "modeling.hf_folder",
+    "training.run_dir", "training.data_dir", "training.manifest", "training.data_order", "model_card.release_dir",
+    "model_card.facts", "model_card.build", "upload", "model_card.verify", "model_card.checkpoint_manifest",
+    "modeling.model_folder", "modeling.output_paths", "training.checkpoints", "cli")])
 def test_light_modules_import_no_torch(module):
     assert imported_heavy(f"import {module}") == []
 
@@ -37,20 +36,20 @@ def test_light_modules_import_no_torch(module):
 @pytest.mark.timeout(300)
 def test_light_commands_run_without_torch(owt_data_dir, tmp_path):
     """`manifest verify` and `upload --dry_run`-style runs (argument parsing, checks, error paths) stay torch-free."""
-    verify = f"from training.manifest import main\nmain(['verify', '--data_dir', {str(owt_data_dir)!r}])"
+    verify = f"from gpt2_owt.training.manifest import main\nmain(['verify', '--data_dir', {str(owt_data_dir)!r}])"
     assert imported_heavy(verify) == []
-    upload = ("import upload\ntry:\n    upload.main([" + repr(str(tmp_path / "missing")) +
+    upload = ("from gpt2_owt import upload\ntry:\n    upload.main([" + repr(str(tmp_path / "missing")) +
               ", '--repo_id', 'x/y', '--dry_run'])\nexcept SystemExit as e:\n    assert e.code == 2")
     assert imported_heavy(upload) == []
 
 
 def test_lazy_package_keeps_its_names():
-    import modeling
+    from gpt2_owt import modeling
 
     for name in modeling.__all__:
         assert getattr(modeling, name) is not None
-    assert modeling.sha256_file is __import__("modeling.records").records.sha256_file
-    from modeling.tokenizer import sha256_file  # the old home still works
+    assert modeling.sha256_file is __import__("gpt2_owt.modeling.records").modeling.records.sha256_file
+    from gpt2_owt.modeling.tokenizer import sha256_file  # the old home still works
 
     assert sha256_file is modeling.sha256_file
     with pytest.raises(AttributeError):
@@ -134,7 +133,7 @@ def test_peak_table_matches_exact_device_names_only():
 
 def test_card_flops_are_the_trainers(tmp_path):
     """The card's fallback (no flops_per_token in run_info) is the trainer's formula, and it says which one."""
-    from model_card.facts import CostInputs, compute_facts
+    from gpt2_owt.model_card.facts import CostInputs, compute_facts
 
     config = {"n_layer": 12, "n_embd": 768, "n_inner": None, "vocab_size": 50257, "n_positions": 1024}
     trainer_value = flops.flops_per_token(config, 1024)
@@ -150,8 +149,8 @@ def test_card_flops_are_the_trainers(tmp_path):
 
 def test_reference_numbers_come_from_results_json():
     """The card shows the references results.json carries (eval/references.py), nothing of its own."""
-    from eval.references import REFERENCES, task_references
-    from model_card.facts import eval_rows
+    from gpt2_owt.eval.references import REFERENCES, task_references
+    from gpt2_owt.model_card.facts import eval_rows
 
     refs = task_references("lambada_openai", {"acc": 0.3, "acc_last_token": 0.4, "perplexity": 40.0})
     assert refs["acc_last_token"] == [{"value": 0.4667, "source": REFERENCES[("lambada_openai", "acc_last_token")][0][1]}]

@@ -1,4 +1,4 @@
-"""The sampler (training/data_dir.py) and `python -m training.data_order`: global batch k is a pure function of k,
+"""The sampler (training/data_dir.py) and `gpt2-owt data-order`: global batch k is a pure function of k,
 the same at any world size, and the lookup names exactly the tokens the trainer fed."""
 
 import json
@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from modeling import tiktoken_encoding
+from gpt2_owt.modeling import tiktoken_encoding
 from train_support import TINY_YAML, read_rows, run_inprocess
-from training.data_dir import WindowSampler, batch_sha256, open_split
-from training.data_order import main as data_order_main
+from gpt2_owt.training.data_dir import WindowSampler, batch_sha256, open_split
+from gpt2_owt.training.data_order import main as data_order_main
 
 # 6 sequences of 48 tokens per step, micro batches of 3 (gradient accumulation 2 in one process)
 RUN = dict(seq_len=48, global_batch_size=6, micro_batch_size=3, max_steps=3, warmup_steps=1, eval_iters=1,

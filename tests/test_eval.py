@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from eval import data as eval_data
-from eval.scoring import score_windows
-from eval.tasks import guide_nll_sums, lambada_request, load_metric, wikitext_detokenizer
-from eval.windows import Window, contiguous_windows, loglikelihood_window, rolling_windows, sliding_windows
+from gpt2_owt.eval import data as eval_data
+from gpt2_owt.eval.scoring import score_windows
+from gpt2_owt.eval.tasks import guide_nll_sums, lambada_request, load_metric, wikitext_detokenizer
+from gpt2_owt.eval.windows import Window, contiguous_windows, loglikelihood_window, rolling_windows, sliding_windows
 
 V, P = 8, 6  # fake vocabulary and positions
 
@@ -213,7 +213,7 @@ def test_hub_source_reads_the_harness_datasets(monkeypatch):
 
 
 def test_hub_source_offline_is_a_user_error(monkeypatch, tmp_path):
-    from modeling import UserError
+    from gpt2_owt.modeling import UserError
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
     monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)  # as in CI and here: no Hub access

@@ -1,4 +1,4 @@
-"""`python -m eval.evaluate` end to end on a tiny random GPT-2: results.json contents, independent re-computations
+"""`gpt2-owt eval` end to end on a tiny random GPT-2: results.json contents, independent re-computations
 of the sliding-window and owt_val numbers, batch size invariance, and clear errors for bad inputs."""
 
 import json
@@ -9,10 +9,10 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-import modeling
-from eval.evaluate import main
+from gpt2_owt import modeling
+from gpt2_owt.eval.evaluate import main
 from tests.eval_fixtures import save_tiny_model
-from training.data_dir import open_split
+from gpt2_owt.training.data_dir import open_split
 
 FAST = ["--max_length", "64", "--limit", "1"]  # small windows, first document/example/window of each task
 
@@ -53,7 +53,7 @@ def test_results_json_follows_the_schema(tiny_dir, tmp_path, owt_data_dir):
 
 def test_batch_size_gives_the_same_numbers(tiny_dir):
     """Every task's numbers with batch size 7 equal batch size 1 (windows of different lengths share batches)."""
-    from eval.tasks import TASKS, TaskSetup
+    from gpt2_owt.eval.tasks import TASKS, TaskSetup
 
     model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
     tokenizer = modeling.load_tokenizer()
@@ -66,9 +66,9 @@ def test_batch_size_gives_the_same_numbers(tiny_dir):
 
 def test_sliding_window_equals_the_guide_loop(tiny_dir, tmp_path):
     """The guide's code, transcribed, on the first windows of the same token sequence."""
-    from eval.data import wikitext_rows
-    from eval.tasks import TaskSetup, sliding_perplexity
-    from modeling import load_tokenizer
+    from gpt2_owt.eval.data import wikitext_rows
+    from gpt2_owt.eval.tasks import TaskSetup, sliding_perplexity
+    from gpt2_owt.modeling import load_tokenizer
 
     model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
     tokens = load_tokenizer()("\n\n".join(wikitext_rows().items[:12]))["input_ids"]
@@ -171,10 +171,10 @@ def full_logits_scores(model, windows):
 def test_fast_scoring_equals_full_logits_scoring(tiny_dir, batch_size):
     """Head only at scored positions, length-sorted right-padded batches without a mask, chunked log-softmax: the
     same numbers as full-logits scoring of each window alone, on a mix of LAMBADA and rolling WikiText windows."""
-    from eval.scoring import score_windows
-    from eval.tasks import TaskSetup, lambada_request, wikitext_detokenizer
-    from eval.windows import loglikelihood_window, rolling_windows
-    from eval.data import lambada_texts, wikitext_pages
+    from gpt2_owt.eval.scoring import score_windows
+    from gpt2_owt.eval.tasks import TaskSetup, lambada_request, wikitext_detokenizer
+    from gpt2_owt.eval.windows import loglikelihood_window, rolling_windows
+    from gpt2_owt.eval.data import lambada_texts, wikitext_pages
 
     model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
     setup = TaskSetup(model=model, tokenizer=modeling.load_tokenizer(), max_length=100, batch_size=batch_size)
@@ -193,7 +193,7 @@ def test_fast_scoring_equals_full_logits_scoring(tiny_dir, batch_size):
 
 def test_tokens_are_cached_across_setups(tiny_dir):
     """A series shares one TokenCache: the second checkpoint's tasks do not tokenize again, same ids."""
-    from eval.tasks import TokenCache
+    from gpt2_owt.eval.tasks import TokenCache
 
     cache, tokenizer = TokenCache(), modeling.load_tokenizer()
     calls = []

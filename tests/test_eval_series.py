@@ -1,4 +1,4 @@
-"""`python -m eval.evaluate --checkpoints RUN/hf` / `--repo_id ID --revisions ...`: a tiny trainer run's exports
+"""`gpt2-owt eval --checkpoints RUN/hf` / `--repo_id ID --revisions ...`: a tiny trainer run's exports
 evaluated as a series equal each folder evaluated alone; resume skips finished rows and recomputes changed weights;
 the Hub path against the local server (tests/hub_server.py); bad inputs fail before anything is written."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.evaluate import main
+from gpt2_owt.eval.evaluate import main
 from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
 FAST = ["--tasks", "wikitext,lambada_openai,owt_val", "--max_length", "32", "--limit", "2", "--batch_size", "3",
@@ -132,7 +132,7 @@ def test_series_over_hub_revisions_equals_the_local_series(run_hf, owt_data_dir,
     by_sha = {r["weights_sha256"]: r for r in read_series(local)}
 
     out = tmp_path / "hub"
-    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "all",
+    proc = run_with_hub(hub.env, "-m", "gpt2_owt.eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "all",
                    "--output_dir", str(out), *fast(owt_data_dir))
     assert proc.returncode == 0, proc.stderr
     rows = read_series(out)
@@ -144,23 +144,23 @@ def test_series_over_hub_revisions_equals_the_local_series(run_hf, owt_data_dir,
         assert stored["model"]["name_or_path"] == "alice/tiny-series" and stored["model"]["revision"] == row["revision"]
 
     picked = tmp_path / "picked"
-    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1",
+    proc = run_with_hub(hub.env, "-m", "gpt2_owt.eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1",
                    "--output_dir", str(picked), *fast(owt_data_dir))
     assert proc.returncode == 0, proc.stderr
     assert [r["checkpoint"] for r in read_series(picked)] == ["step1"]
 
     bad = tmp_path / "bad"
-    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1,step7",
+    proc = run_with_hub(hub.env, "-m", "gpt2_owt.eval.evaluate", "--repo_id", "alice/tiny-series", "--revisions", "step1,step7",
                    "--output_dir", str(bad), *fast(owt_data_dir))
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: unknown revision(s) step7")
     assert "step0, step1" in proc.stderr and not bad.exists()
-    proc = run_with_hub(hub.env, "-m", "eval.evaluate", "--repo_id", "alice/no-such-repo", "--output_dir", str(bad))
+    proc = run_with_hub(hub.env, "-m", "gpt2_owt.eval.evaluate", "--repo_id", "alice/no-such-repo", "--output_dir", str(bad))
     assert proc.returncode == 2 and "not found" in proc.stderr and not bad.exists()
 
 
 @pytest.mark.timeout(900)
 def test_card_gets_the_series_table_and_plot_and_keeps_the_final_model_index(run_hf, owt_data_dir, tmp_path):
-    from model_card.build import main as build_main
+    from gpt2_owt.model_card.build import main as build_main
 
     out = tmp_path / "series"
     main(["--checkpoints", str(run_hf), "--output_dir", str(out), *fast(owt_data_dir)])

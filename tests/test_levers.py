@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import load_file
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from modeling import build_model
+from gpt2_owt.modeling import build_model
 from train_support import load_export, read_rows, run_inprocess
-from training import levers
-from training import run_dir as rd
-from training.config import parse_config
-from training.train import build_optimizer, lm_loss
+from gpt2_owt.training import levers
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.train import build_optimizer, lm_loss
 
 V = 50257
 SHORT = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=4, warmup_steps=1, eval_interval=0,

@@ -8,12 +8,12 @@ import torch
 import yaml
 from huggingface_hub import ModelCard
 
-import modeling
-from modeling.flops import flops_per_token
-from model_card import facts
-from model_card.build import main as build_main
+from gpt2_owt import modeling
+from gpt2_owt.modeling.flops import flops_per_token
+from gpt2_owt.model_card import facts
+from gpt2_owt.model_card.build import main as build_main
 from release_fixtures import RESULTS_TASKS, copy_run, make_results
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 RELEASE_FILES = {
     "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -135,7 +135,7 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     assert f"`{run_info['git_commit']}`" in card and "**Seeds:** init_seed 1337 (initial weights = `hf/step_0`), data_seed 1337" in card
     assert facts.command_line(run_info["command"]) in card and "training/configs/tiny.yaml" in card
     assert " ".join(manifest["command"][1:]) in card  # the prepare command line from the data manifest
-    assert "python -m model_card.build --run_dir" in card
+    assert "gpt2-owt card --run_dir" in card
     for step in (0, 1):
         sha = rd.read_json(run / "hf" / f"step_{step}" / "export_info.json")["weights_sha256"]
         assert f"| `step{step}` | {step} |" in card and sha in card

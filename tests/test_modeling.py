@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from modeling import UserError, build_model, count_parameters, list_presets, load_config, resolve_config_path
+from gpt2_owt.modeling import UserError, build_model, count_parameters, list_presets, load_config, resolve_config_path
 from transformers import GPT2Config, GPT2LMHeadModel
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling import EOT_TOKEN_ID, UserError, cli_main
-from training import prepare_data
-from training.prepare import source as prepare_source
-from training.prepare import tokenize as prepare_tokenize
-from training.prepare.split import split_rows
-from training.data_dir import MANIFEST, SPLITS, all_files, open_split, tokens_file
-from training.manifest import main as verify_main
-from training.manifest import verify_data_dir
+from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.training import prepare_data
+from gpt2_owt.training.prepare import source as prepare_source
+from gpt2_owt.training.prepare import tokenize as prepare_tokenize
+from gpt2_owt.training.prepare.split import split_rows
+from gpt2_owt.training.data_dir import MANIFEST, SPLITS, all_files, open_split, tokens_file
+from gpt2_owt.training.manifest import main as verify_main
+from gpt2_owt.training.manifest import verify_data_dir
 
 
 def reference_ids(encoding, text: str) -> list[int]:
@@ -77,7 +77,7 @@ def test_token_ids_are_encode_ordinary_plus_eot_in_split_order(owt_data_dir, owt
 
 
 def test_ids_equal_shipped_hf_tokenizer(owt_data_dir, owt_documents):
-    from modeling import load_tokenizer
+    from gpt2_owt.modeling import load_tokenizer
 
     tokenizer = load_tokenizer()
     val = open_split(owt_data_dir, "val")
@@ -177,7 +177,7 @@ def test_sliced_source_split(sample_jsonl, owt_documents, reference_tiktoken, tm
 
 
 def test_manifest_records_source_split_tokenizer_and_hashes(owt_data_dir, sample_jsonl):
-    from modeling import sha256_file, tokenizer_fingerprint
+    from gpt2_owt.modeling import sha256_file, tokenizer_fingerprint
 
     m = manifest_of(owt_data_dir)
     assert m["source"]["dataset"] == "json" and m["source"]["data_files"] == [str(sample_jsonl)]
@@ -189,7 +189,7 @@ def test_manifest_records_source_split_tokenizer_and_hashes(owt_data_dir, sample
     for name, entry in m["files"].items():
         assert entry == {"bytes": (owt_data_dir / name).stat().st_size, "sha256": sha256_file(owt_data_dir / name)}
     assert "datasets" in m["versions"] and "tiktoken" in m["versions"] and m["command"][:3] == [
-        "python", "-m", "training.prepare_data"]
+        "python", "-m", "gpt2_owt.training.prepare_data"]
     assert verify_data_dir(owt_data_dir) == m
 
 
@@ -247,7 +247,7 @@ def test_verification_recomputes_edited_manifest_fields(field, value, message, o
 
 def test_verification_checks_document_ends(owt_data_dir, tmp_path):
     """A train.bin rewritten consistently (sizes and sha256 updated) is still caught if a document lost its EOT."""
-    from modeling import sha256_file
+    from gpt2_owt.modeling import sha256_file
 
     copy = tmp_path / "copy"
     shutil.copytree(owt_data_dir, copy)
@@ -271,7 +271,7 @@ def test_manifest_that_is_a_json_list_is_one_error_line(owt_data_dir, tmp_path, 
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {copy / MANIFEST} holds a JSON list, not a manifest object: {copy} is not a data_dir made by "
-        f"`python -m training.prepare_data`"]
+        f"`gpt2-owt prepare`"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,12 +427,12 @@ def test_command_line_entry_points(owt_data_dir, tmp_path):
     import subprocess
     import sys
 
-    bad = subprocess.run([sys.executable, "-m", "training.prepare_data", "--output-dir", str(tmp_path / "out"),
+    bad = subprocess.run([sys.executable, "-m", "gpt2_owt.training.prepare_data", "--output-dir", str(tmp_path / "out"),
                           "--dataset", "json", "--data-files", "x.jsonl", "--val-fraction", "2"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --val_fraction must be in (0, 1), got 2.0"
     assert not (tmp_path / "out").exists()
-    ok = subprocess.run([sys.executable, "-m", "training.manifest", "verify", "--data-dir", str(owt_data_dir)],
+    ok = subprocess.run([sys.executable, "-m", "gpt2_owt.training.manifest", "verify", "--data-dir", str(owt_data_dir)],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {owt_data_dir} matches its manifest"), ok.stderr
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling import sha256_file
+from gpt2_owt.modeling import sha256_file
 from train_support import read_jsonl, read_rows, run_inprocess, untimed
-from training import checkpoints as ckpt
-from training import run_dir as rd
-from training.manifest import read_manifest, write_manifest
+from gpt2_owt.training import checkpoints as ckpt
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.manifest import read_manifest, write_manifest
 
 # 12 updates, checkpoints at 4, 8, 12 (all kept), batch hashes traced
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2, eval_interval=4,
@@ -187,7 +187,7 @@ def test_allowed_change_is_recorded_as_a_segment_and_shown_on_the_card(reference
         cosine = (ref["lr"] - 3e-4) / (3e-3 - 3e-4)
         assert got["lr"] == pytest.approx(3e-4 + (1e-3 - 3e-4) * cosine, rel=1e-9)
 
-    from model_card.build import main as build_card
+    from gpt2_owt.model_card.build import main as build_card
 
     release = tmp_path / "release"
     build_card(["--run_dir", str(out), "--output_dir", str(release)])
@@ -208,7 +208,7 @@ def test_a_completed_run_stays_completed_after_a_crashed_resume(reference, owt_d
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     before = rd.read_json(out / rd.RUN_INFO)
-    from training.train import Trainer
+    from gpt2_owt.training.train import Trainer
 
     def crash(self):
         raise RuntimeError("crashed while building the model")

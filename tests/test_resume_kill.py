@@ -1,4 +1,4 @@
-"""SIGKILL a real `python -m training.train` at seeded moments (mid-step, mid-checkpoint, mid-export, at a random
+"""SIGKILL a real `gpt2-owt train` at seeded moments (mid-step, mid-checkpoint, mid-export, at a random
 delay), each time continuing with `--resume_from_checkpoint auto`, until it finishes: the final weights, every
 export and the per-step logs equal an uninterrupted run's (rows except timings, each step exactly once)."""
 
@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from train_support import REPO_ROOT, cli_env, read_jsonl, run_inprocess, train_args, untimed
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def moments(rng: random.Random) -> list[tuple[str, object]]:
 
 
 def start(data_dir: Path, out: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "training.train", *train_args(data_dir, out, **RUN, resume_from_checkpoint="auto")]
+    cmd = [sys.executable, "-m", "gpt2_owt.training.train", *train_args(data_dir, out, **RUN, resume_from_checkpoint="auto")]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
 

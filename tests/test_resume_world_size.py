@@ -6,7 +6,7 @@ import json
 import pytest
 
 from train_support import accelerate_cmd, run_cli, run_inprocess, train_args
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=8, war
 
 def launch(args: list[str], config_file: str = "cpu_zero2.yaml"):
     """2 CPU processes under an accelerate config (DeepSpeed)."""
-    return run_cli([*accelerate_cmd(config_file, 2), "-m", "training.train", *args], timeout=900, OMP_NUM_THREADS="1")
+    return run_cli([*accelerate_cmd(config_file, 2), "-m", "gpt2_owt.training.train", *args], timeout=900, OMP_NUM_THREADS="1")
 
 
 

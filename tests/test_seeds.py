@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from modeling import sha256_file
+from gpt2_owt.modeling import sha256_file
 from train_support import run_inprocess
-from training import run_dir as rd
-from training.config import parse_config
-from training.data_order import main as data_order_main
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.data_order import main as data_order_main
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=4, max_steps=3, warmup_steps=1, eval_interval=0,
            eval_iters=1, checkpoint_interval=3, export_steps=[0], trace_batches="true")

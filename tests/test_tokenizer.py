@@ -1,11 +1,12 @@
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from transformers import AutoTokenizer
 
-from modeling import (
+from gpt2_owt.modeling import (
     TOKENIZER_DIR, UserError, load_tokenizer, tiktoken_encoding, tokenizer_fingerprint, verify_tokenizer_files,
 )
 
@@ -87,7 +88,8 @@ def test_hash_mismatch_is_a_clear_error(tmp_path):
 
 
 def test_loads_from_installed_non_editable_package(tmp_path):
-    """Build a wheel-style install into a temp dir and load the tokenizer from there (package data shipped)."""
+    """Build a wheel-style install into a temp dir and load the tokenizer from there (package data shipped). Every
+    module of the repository's package folders is installed under the one `gpt2_owt` namespace, nothing at the top."""
     repo = TOKENIZER_DIR.parents[1]
     target = tmp_path / "site"
     subprocess.run(
@@ -95,8 +97,12 @@ def test_loads_from_installed_non_editable_package(tmp_path):
          "--target", str(target), str(repo)],
         check=True,
     )
+    modules = [p.relative_to(repo) for folder in ("modeling", "training", "eval", "model_card", "tracing")
+               for p in (repo / folder).rglob("*.py")] + [Path("cli.py"), Path("upload.py")]
+    assert [m for m in modules if not (target / "gpt2_owt" / m).is_file()] == []
+    assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")) == ["bin", "gpt2_owt"]
     code = (
-        "import modeling, pathlib; "
+        "from gpt2_owt import modeling; import pathlib; "
         f"assert pathlib.Path(modeling.__file__).is_relative_to({str(target)!r}), modeling.__file__; "
         "t = modeling.load_tokenizer(); print(t('Hello world')['input_ids'])"
     )

@@ -1,4 +1,4 @@
-"""`python -m training.trace index|find`: the infini-gram index of train.bin and the exposures of an occurrence,
+"""`gpt2-owt trace index|find`: the infini-gram index of train.bin and the exposures of an occurrence,
 against brute force (a scan of train.bin and the batches `training.data_order` lists, step by step)."""
 
 import json
@@ -7,11 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from modeling import EOT_TOKEN_ID
-from training.config import parse_config
-from training.data_dir import WindowSampler, open_split, read_windows
-from training.data_order import batch_order
-from training import trace
+from gpt2_owt.modeling import EOT_TOKEN_ID
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+from gpt2_owt.training.data_order import batch_order
+from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt.tracing.exposures import export_schedule
+from gpt2_owt.tracing.find import find
+from gpt2_owt.tracing.index import INDEX_DIR, INDEX_INFO, SCAN_SHARE, TraceIndex, build_folder
+from gpt2_owt.tracing import index as trace_index_module
 from train_support import TINY_YAML
 
 # ~2.5 epochs of the 33-document sample: exposures repeat across epochs and windows
@@ -25,7 +29,7 @@ def data_dir(owt_data_dir, tmp_path_factory):
     """A copy of the sample data_dir with its trace index built by the CLI."""
     copy = tmp_path_factory.mktemp("trace") / "data"
     shutil.copytree(owt_data_dir, copy)
-    trace.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
+    trace_cli.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
     return copy
 
 
@@ -73,10 +77,10 @@ def query_set(split) -> list[list[int]]:
 
 def test_index_layout_and_manifest(data_dir):
     split = open_split(data_dir, "train")
-    index_dir = data_dir / trace.INDEX_DIR
-    info = json.loads((index_dir / trace.INDEX_INFO).read_text())
+    index_dir = data_dir / INDEX_DIR
+    info = json.loads((index_dir / INDEX_INFO).read_text())
     assert info["num_tokens"] == split.num_tokens and info["num_documents"] == split.num_documents == 33
-    from modeling import sha256_file
+    from gpt2_owt.modeling import sha256_file
 
     assert info["data_manifest_sha256"] == sha256_file(data_dir / "manifest.json")
     assert info["shards"] == [{"dir": "shard_00000", "first_document": 0, "num_documents": 33, "first_token": 0,
@@ -91,10 +95,10 @@ def test_index_layout_and_manifest(data_dir):
     assert not [p for p in data_dir.iterdir() if p.name.startswith(".tmp")]
 
 
-@pytest.mark.parametrize("scan_share", [1.0, trace.SCAN_SHARE], ids=["suffix_array_only", "scan_for_common_ids"])
+@pytest.mark.parametrize("scan_share", [1.0, SCAN_SHARE], ids=["suffix_array_only", "scan_for_common_ids"])
 def test_positions_equal_a_scan_of_train_bin(data_dir, scan_share, monkeypatch):
-    monkeypatch.setattr(trace, "SCAN_SHARE", scan_share)
-    index = trace.TraceIndex(data_dir)
+    monkeypatch.setattr(trace_index_module, "SCAN_SHARE", scan_share)
+    index = TraceIndex(data_dir)
     split = index.split
     straddling = scanned = 0
     for ids in query_set(split):
@@ -118,19 +122,19 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
     """--shards 3 built as a multi-machine build would be: shards 0 and 2 on one "machine", then the finishing run
     builds shard 1 and puts the index in place; every query answers as the one-shard index does."""
     data = tmp_path / "data"
-    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns(trace.INDEX_DIR))
-    build = trace.build_folder(data / trace.INDEX_DIR)
-    trace.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3",
+    shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns(INDEX_DIR))
+    build = build_folder(data / INDEX_DIR)
+    trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3",
                 "--shard_ids", "0", "2"])
-    assert "run `python -m training.trace index` with the same --shards" in capsys.readouterr().out
+    assert "run `gpt2-owt trace index` with the same --shards" in capsys.readouterr().out
     assert sorted(p.name for p in build.iterdir()) == ["shard_00000", "shard_00002"]
-    assert not (data / trace.INDEX_DIR).exists()
+    assert not (data / INDEX_DIR).exists()
     kept = (build / "shard_00000" / "table.0").stat().st_mtime_ns
-    trace.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3"])
+    trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3"])
     assert not build.exists()
-    index_dir = data / trace.INDEX_DIR
+    index_dir = data / INDEX_DIR
     assert (index_dir / "shard_00000" / "table.0").stat().st_mtime_ns == kept  # a finished shard is not rebuilt
-    shards = json.loads((index_dir / trace.INDEX_INFO).read_text())["shards"]
+    shards = json.loads((index_dir / INDEX_INFO).read_text())["shards"]
     split = open_split(data, "train")
     assert len(shards) == 3 and shards[0]["first_document"] == 0
     for before, after in zip(shards, shards[1:]):  # contiguous whole documents
@@ -140,7 +144,7 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
         assert s["num_tokens"] == split.doc_offsets[s["first_document"] + s["num_documents"]] - s["first_token"]
     assert sum(s["num_documents"] for s in shards) == 33 and sum(s["num_tokens"] for s in shards) == split.num_tokens
     assert max(s["num_tokens"] for s in shards) < 0.5 * split.num_tokens  # about equal shares
-    one, three = trace.TraceIndex(data_dir), trace.TraceIndex(data)
+    one, three = TraceIndex(data_dir), TraceIndex(data)
     assert len(three.engine.find(input_ids=[262])["segment_by_shard"]) == 3
     for ids in query_set(split):
         want = brute_positions(split.tokens, ids)
@@ -153,13 +157,13 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
 
 
 def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
-    index = trace.TraceIndex(data_dir)
+    index = TraceIndex(data_dir)
     split = index.split
     sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
     saw_split = saw_two_windows = 0
     for k, ids in enumerate(query_set(split)):
         until = STEPS if k % 3 else 150
-        report = trace.find(index, cfg, ids, until_step=until, limit=10**6, context=3)
+        report = find(index, cfg, ids, until_step=until, limit=10**6, context=3)
         positions = brute_positions(split.tokens, ids)
         assert report["count"] == positions.size
         assert [o["token_position"] for o in report["occurrences"]] == positions.tolist()
@@ -175,21 +179,21 @@ def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
             every += [e["step"] for e in want]
         assert report["first_step"] == (min(every) if every else None)
         assert report["num_exposures"] == len(every)
-        schedule = [s for s in trace.export_schedule(cfg, STEPS) if s <= until]
+        schedule = [s for s in export_schedule(cfg, STEPS) if s <= until]
         assert report["exposures_by_step"] == [{"step": s, "exposures": sum(e < s for e in every)} for s in schedule]
         # the totals count every occurrence, not only the --limit listed ones
-        short = trace.find(index, cfg, ids, until_step=until, limit=2, context=3)
+        short = find(index, cfg, ids, until_step=until, limit=2, context=3)
         assert short == {**report, "occurrences": report["occurrences"][:2]}
     assert saw_split > 0 and saw_two_windows > 0
 
 
 def test_exposed_rows_hold_the_occurrence(data_dir, cfg):
     """Each exposure's (step, row) of the trainer's batch really holds the occurrence whole."""
-    index = trace.TraceIndex(data_dir)
+    index = TraceIndex(data_dir)
     split = index.split
     sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
     ids = split.tokens[1000:1006].tolist()
-    report = trace.find(index, cfg, ids, limit=100)
+    report = find(index, cfg, ids, limit=100)
     assert report["num_exposures"] > 0
     for occ in report["occurrences"]:
         for e in occ["exposures"]:
@@ -202,10 +206,10 @@ def test_exposed_rows_hold_the_occurrence(data_dir, cfg):
 def test_answers_do_not_depend_on_world_size_or_micro_batch(data_dir, cfg):
     """find reads only the recipe's global batch: micro-batch 2 or 4 give the same report, and each exposure's row
     is what the trainer's rank (row // per-rank rows) reads at 1 or 2 processes (gathered in rank order)."""
-    index = trace.TraceIndex(data_dir)
+    index = TraceIndex(data_dir)
     split = index.split
     ids = split.tokens[2000:2004].tolist()
-    reports = [trace.find(index, parse_config(["--config", str(TINY_YAML), *CONFIG_ARGS[:4], "--micro_batch_size",
+    reports = [find(index, parse_config(["--config", str(TINY_YAML), *CONFIG_ARGS[:4], "--micro_batch_size",
                                                str(micro), *CONFIG_ARGS[6:]], validate=False), ids, limit=100)
                for micro in (2, 4)]
     assert reports[0] == reports[1] and reports[0]["num_exposures"] > 0
@@ -226,7 +230,7 @@ def test_export_schedule_is_the_trainers(steps, interval, total):
     """trace's export schedule (computed, not looped over every step) lists exactly the steps the trainer exports."""
     cfg = parse_config(["--config", str(TINY_YAML), "--export_steps", *map(str, steps), "--export_interval",
                         str(interval)], validate=False)
-    assert trace.export_schedule(cfg, total) == [s for s in range(total + 1) if cfg.is_export_step(s) or s == total]
+    assert export_schedule(cfg, total) == [s for s in range(total + 1) if cfg.is_export_step(s) or s == total]
 
 
 def test_sampler_inverse_round_trips():
@@ -247,13 +251,13 @@ def test_sampler_inverse_round_trips():
 
 def run_cli(capsys, *argv):
     with pytest.raises(SystemExit) as e:
-        trace.main(list(argv))
+        trace_cli.main(list(argv))
     return e.value.code, capsys.readouterr()
 
 
 def test_find_cli_json_and_text(data_dir, capsys):
     common = ["find", "--data_dir", str(data_dir), "--config", str(TINY_YAML), *CONFIG_ARGS]
-    trace.main([*common, "--text", "the", "--json", "--limit", "2"])
+    trace_cli.main([*common, "--text", "the", "--json", "--limit", "2"])
     report = json.loads(capsys.readouterr().out)
     assert report["token_ids"] == [1169] and report["text"] == "the"
     assert len(report["occurrences"]) == 2 and report["leading_space_variant"]["token_ids"] == [262]
@@ -262,7 +266,7 @@ def test_find_cli_json_and_text(data_dir, capsys):
     assert {"count", "first_step", "occurrences", "exposures_by_step"} <= report.keys()
     assert {"token_position", "document", "source_row", "exposures", "split", "context"} <= \
         report["occurrences"][0].keys()
-    trace.main([*common, "--text", "zzqxv never in the sample qqqzz"])
+    trace_cli.main([*common, "--text", "zzqxv never in the sample qqqzz"])
     out = capsys.readouterr().out
     assert out.startswith("0 occurrences of 'zzqxv never in the sample qqqzz'")
 
@@ -276,7 +280,7 @@ def test_bad_inputs_are_one_error_line(data_dir, owt_data_dir, tmp_path, capsys)
         "beyond the run's 400 steps": ["find", "--data_dir", str(data_dir), *common, "--text", "the",
                                        "--until_step", "401"],
         "does not exist": ["find", "--data_dir", str(data_dir), "--run_dir", str(tmp_path / "nope"), "--text", "a"],
-        "usage: python -m training.trace": ["frobnicate"],
+        "unknown trace verb": ["frobnicate"],
         "is not a data_dir": ["index", "--data_dir", str(tmp_path)],
         "--shards must be >= 1": ["index", "--data_dir", str(owt_data_dir), "--shards", "0"],
         "cannot fill that many shards": ["index", "--data_dir", str(owt_data_dir), "--shards", "34"],

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from train_support import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
-from training import run_dir as rd
-from training import trace
-from training.data_dir import WindowSampler, open_split, read_windows
-from training.sequence_losses import SEQUENCE_LOSSES, SequenceLossWriter, read_sequence_losses
-from training.train import lm_token_losses
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt.tracing.text import encode
+from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+from gpt2_owt.training.sequence_losses import SEQUENCE_LOSSES, SequenceLossWriter, read_sequence_losses
+from gpt2_owt.training.train import lm_token_losses
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=8, warmup_steps=2, eval_interval=4,
            eval_iters=1, checkpoint_interval=2, keep_last_checkpoints=10, export_steps=[0, 1, 3, 5], export_interval=0)
@@ -83,14 +84,14 @@ def test_writer_truncates_on_resume_and_ignores_a_partial_row(tmp_path):
 def test_find_with_run_dir_adds_the_loss_of_each_exposure(run, owt_data_dir, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(owt_data_dir, data)
-    trace.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1"])
+    trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1"])
     losses = read_sequence_losses(run)
     split = open_split(data, "train")
     sampler = WindowSampler(split.num_tokens, 32, 4, 1337)
     window = int(sampler.global_batch_windows(3)[2])
     ids = split.tokens[window * 32 + 5 : window * 32 + 9].tolist()  # a 4-gram trained at step 3, row 2
     capsys.readouterr()
-    trace.main(["find", "--data_dir", str(data), "--run_dir", str(run), "--token_ids", *map(str, ids), "--json",
+    trace_cli.main(["find", "--data_dir", str(data), "--run_dir", str(run), "--token_ids", *map(str, ids), "--json",
                 "--limit", "1000"])
     report = json.loads(capsys.readouterr().out)
     exposures = [e for o in report["occurrences"] for e in o["exposures"]]
@@ -101,10 +102,10 @@ def test_find_with_run_dir_adds_the_loss_of_each_exposure(run, owt_data_dir, tmp
 def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
     text = " the United States"
     png = tmp_path / "curve.png"
-    trace.main(["curve", "--run_dir", str(run), "--text", text, "--output", str(png), "--json"])
+    trace_cli.main(["curve", "--run_dir", str(run), "--text", text, "--output", str(png), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert [r["step"] for r in result["rows"]] == [0, 1, 3, 5, 8]
-    ids = trace.encode(text)
+    ids = encode(text)
     for r in result["rows"]:
         model = load_export(run / r["checkpoint"])
         tokens = torch.tensor([[50256, *ids]])
@@ -115,7 +116,7 @@ def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        trace.main(["curve", "--run_dir", str(tmp_path / "missing"), "--text", "x"])
+        trace_cli.main(["curve", "--run_dir", str(tmp_path / "missing"), "--text", "x"])
     assert capsys.readouterr().err.startswith("error: run_dir")
 
 
@@ -124,15 +125,15 @@ def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, ca
     from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
     text = " the United States"
-    trace.main(["curve", "--run_dir", str(run), "--text", text, "--json"])
+    trace_cli.main(["curve", "--run_dir", str(run), "--text", text, "--json"])
     local = {r["step"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     with alice_hub(tmp_path / "hf_home") as hub:
         publish = run_with_hub(hub.env, "-c", PUBLISH_STEPS, "alice/tiny-trace", str(run / rd.HF_EXPORTS), "0,1,3,5")
         assert publish.returncode == 0, publish.stderr
-        proc = run_with_hub(hub.env, "-m", "training.trace", "curve", "--repo_id", "alice/tiny-trace", "--text", text,
+        proc = run_with_hub(hub.env, "-m", "gpt2_owt.tracing.curve", "--repo_id", "alice/tiny-trace", "--text", text,
                             "--json")
         assert proc.returncode == 0, proc.stderr
-        missing = run_with_hub(hub.env, "-m", "training.trace", "curve", "--repo_id", "alice/no-such-repo", "--text",
+        missing = run_with_hub(hub.env, "-m", "gpt2_owt.tracing.curve", "--repo_id", "alice/no-such-repo", "--text",
                                text)
     rows = json.loads(proc.stdout)["rows"]
     assert [(r["step"], r["checkpoint"]) for r in rows] == [(0, "step0"), (1, "step1"), (3, "step3"), (5, "step5")]
@@ -143,7 +144,7 @@ def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, ca
 
 
 def launched(out, data_dir, **extra):
-    cmd = [sys.executable, "-m", "training.train", *train_args(data_dir, out, **RUN | extra)]
+    cmd = [sys.executable, "-m", "gpt2_owt.training.train", *train_args(data_dir, out, **RUN | extra)]
     return subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -174,7 +175,7 @@ def test_kill_and_resume_leaves_no_gap_or_duplicate(run, owt_data_dir, tmp_path,
 @pytest.mark.timeout(900)
 def test_zero2_two_processes_records_the_global_order(run, owt_data_dir, tmp_path):
     out = tmp_path / "zero2"
-    cmd = accelerate_cmd("cpu_zero2.yaml", 2, "-m", "training.train",
+    cmd = accelerate_cmd("cpu_zero2.yaml", 2, "-m", "gpt2_owt.training.train",
                          *train_args(owt_data_dir, out, **RUN | {"trace_batches": "true"}))
     proc = run_cli(cmd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -185,7 +186,7 @@ def test_zero2_two_processes_records_the_global_order(run, owt_data_dir, tmp_pat
     for step in (0, 3, 5):
         np.testing.assert_allclose(got[step], recomputed(out, owt_data_dir, step), atol=1e-5, rtol=0)
     # the 2-process run fed exactly the sampler's global batches, rank 0 rows first
-    from training.data_dir import batch_sha256
+    from gpt2_owt.training.data_dir import batch_sha256
 
     split = open_split(owt_data_dir, "train")
     sampler = WindowSampler(split.num_tokens, 32, 4, 1337)

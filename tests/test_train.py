@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling import UserError, build_model, count_parameters, sha256_file
+from gpt2_owt.modeling import UserError, build_model, count_parameters, sha256_file
 from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args, untimed
-from training import run_dir as rd
-from training.config import parse_config
-from modeling.flops import flops_per_token
-from training.train import build_optimizer, build_scheduler, peak_flops
-from training.levers import exported_state_dict
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.modeling.flops import flops_per_token
+from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
+from gpt2_owt.training.levers import exported_state_dict
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
@@ -71,7 +71,7 @@ def test_loss_falls_and_run_dir_follows_schema(tiny_run):
 
 def test_card_flops_equal_the_trainers(tiny_run):
     """The model card's FLOPs per token, recomputed from the export's config.json, is what the trainer recorded."""
-    from model_card.facts import CostInputs, compute_facts
+    from gpt2_owt.model_card.facts import CostInputs, compute_facts
 
     info = rd.read_json(tiny_run / rd.RUN_INFO)
     config = rd.read_json(tiny_run / rd.HF_EXPORTS / rd.FINAL / "config.json")
@@ -176,7 +176,7 @@ def test_no_weight_decay_on_biases_and_layernorm():
 @pytest.mark.slow  # a launched end-to-end run plus its resume: ~1.5 min on 2 shared cores
 def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, owt_data_dir, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training.train", *train_args(owt_data_dir, out, **RUN)]
+    cmd = [sys.executable, "-m", "gpt2_owt.training.train", *train_args(owt_data_dir, out, **RUN)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
@@ -208,7 +208,7 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
     killed one wrote after its checkpoint and writes them again, so metrics.jsonl and fed_batches.jsonl equal the
     uninterrupted run's (timing fields aside), each step exactly once."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "training.train", *train_args(owt_data_dir, out, **RUN)]
+    cmd = [sys.executable, "-m", "gpt2_owt.training.train", *train_args(owt_data_dir, out, **RUN)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -237,7 +237,7 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
 
 
 def test_flops_per_token_and_peak_table(monkeypatch):
-    from modeling import load_config
+    from gpt2_owt.modeling import load_config
 
     # 6N (N = 12 x 7,077,888 block matmul weights + 38,597,376 tied embedding) + attention 12 * 12 * 768 * 1024
     assert flops_per_token(load_config("gpt2-124m").to_dict(), 1024) == 6 * 123_532_032 + 113_246_208 == 854_438_400

@@ -10,7 +10,7 @@ import torch
 
 from train_support import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, load_export, read_rows, run_cli,
                            run_inprocess, train_args)
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def reference(trained_run):
 
 
 def launch(config_file, data_dir, out, *launcher_args, num_processes=2, **overrides):
-    cmd = accelerate_cmd(config_file, num_processes, *launcher_args, "-m", "training.train",
+    cmd = accelerate_cmd(config_file, num_processes, *launcher_args, "-m", "gpt2_owt.training.train",
                          *train_args(data_dir, out, **RUN | overrides))
     return run_cli(cmd, OMP_NUM_THREADS="1")
 
@@ -134,7 +134,7 @@ def test_simulated_two_nodes_zero2(owt_data_dir, reference, tmp_path):
     for machine_rank in (0, 1):
         cmd = accelerate_cmd("cpu_zero2.yaml", 2, "--num_machines", "2", "--machine_rank", str(machine_rank),
                              "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-                             "--deepspeed_multinode_launcher", "standard", "-m", "training.train",
+                             "--deepspeed_multinode_launcher", "standard", "-m", "gpt2_owt.training.train",
                              *train_args(owt_data_dir, out, **RUN))
         procs.append(subprocess.Popen(cmd, env=cli_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT))

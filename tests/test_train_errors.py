@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from train_support import TINY_YAML, read_rows, run_inprocess
-from training import run_dir as rd
-from training.manifest import file_entries, read_manifest, write_manifest
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.manifest import file_entries, read_manifest, write_manifest
 
 SHORT = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=2, warmup_steps=1, checkpoint_interval=1,
              eval_iters=1, export_steps=[], export_interval=0)
@@ -48,7 +48,7 @@ def test_unknown_field_in_yaml_and_on_the_command_line(capsys, owt_data_dir, tmp
     yaml_file = tmp_path / "bad.yaml"
     yaml_file.write_text(TINY_YAML.read_text() + "\nlearning_rat: 0.1\n")
     with pytest.raises(SystemExit) as exc:
-        from training.train import main
+        from gpt2_owt.training.train import main
 
         main(["--config", str(yaml_file), "--data_dir", str(owt_data_dir), "--output_dir", str(tmp_path / "o")])
     assert exc.value.code == 2

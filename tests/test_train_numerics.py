@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from train_support import accelerate_cmd, final_weights, read_rows, run_cli, run_inprocess, train_args
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def bf16_runs(owt_data_dir, tmp_path_factory):
     runs = {"autocast": root / "autocast", "ddp": root / "ddp", "zero2": root / "zero2"}
     assert run_inprocess(owt_data_dir, runs["autocast"], **RUN) == 0
     for name, config_file in (("ddp", "cpu_ddp.yaml"), ("zero2", "cpu_zero2.yaml")):
-        cmd = accelerate_cmd(config_file, 2, "-m", "training.train", *train_args(owt_data_dir, runs[name], **RUN))
+        cmd = accelerate_cmd(config_file, 2, "-m", "gpt2_owt.training.train", *train_args(owt_data_dir, runs[name], **RUN))
         proc = run_cli(cmd, OMP_NUM_THREADS="1")
         assert proc.returncode == 0, proc.stderr[-3000:]
     return runs

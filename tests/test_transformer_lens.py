@@ -7,12 +7,12 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from modeling import UserError, build_model, load_tokenizer
-from modeling.hf_folder import save_hf_folder
+from gpt2_owt.modeling import UserError, build_model, load_tokenizer
+from gpt2_owt.modeling.hf_folder import save_hf_folder
 
 pytest.importorskip("transformer_lens", reason='TransformerLens not installed (pip install -e ".[interp]")')
 
-from modeling.interp import load_transformer_lens  # noqa: E402
+from gpt2_owt.modeling.interp import load_transformer_lens  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "attention_pattern.py"
 PROMPT = "The cat sat on the mat because it was tired."

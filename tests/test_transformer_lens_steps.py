@@ -9,13 +9,13 @@ import textwrap
 import pytest
 import torch
 
-from modeling import UserError
+from gpt2_owt.modeling import UserError
 from test_upload import hub, published_inputs, run_upload  # noqa: F401 (fixtures)
 from train_support import load_export
 
 pytest.importorskip("transformer_lens", reason='TransformerLens not installed (pip install -e ".[interp]")')
 
-from modeling.interp import available_steps, load_transformer_lens  # noqa: E402
+from gpt2_owt.modeling.interp import available_steps, load_transformer_lens  # noqa: E402
 
 IDS = torch.tensor([[15496, 995, 11, 428, 318, 257, 1332, 13]])
 
@@ -46,8 +46,8 @@ def test_hub_repo_by_step(hub, published_inputs):
     assert run_upload(hub, release, "--repo_id", repo, "--checkpoints", hf).returncode == 0
     code = textwrap.dedent(f"""
         import json, torch
-        from modeling import UserError
-        from modeling.interp import available_steps, load_transformer_lens
+        from gpt2_owt.modeling import UserError
+        from gpt2_owt.modeling.interp import available_steps, load_transformer_lens
         ids = torch.tensor({IDS.tolist()})
         out = {{"steps": available_steps("{repo}")}}
         with torch.no_grad():

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import upload
+from gpt2_owt import upload
 from hub_server import HubServer
-from model_card.build import main as build_main
-from training import run_dir as rd
+from gpt2_owt.model_card.build import main as build_main
+from gpt2_owt.training import run_dir as rd
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_aliceSecretToken0123456789"
@@ -30,7 +30,7 @@ def published_inputs(release_run, owt_data_dir, tmp_path_factory):
     """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (the
     shared release run: single process, 2 steps, exports step_0, step_1 and final: three different weights), the
     eval (owt_val), the card."""
-    from eval.evaluate import main as eval_main
+    from gpt2_owt.eval.evaluate import main as eval_main
 
     root = tmp_path_factory.mktemp("upload")
     run = release_run

@@ -14,15 +14,15 @@ import sys
 import pytest
 
 from hub_server import Entry
-from model_card import checkpoint_manifest as cm
+from gpt2_owt.model_card import checkpoint_manifest as cm
 from test_upload import REPO_ROOT, hub, published_inputs, run_upload  # noqa: F401 (fixtures)
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 REPO = "alice/gpt2-owt-verify"
 
 
 def run_verify(hub, *argv):
-    proc = subprocess.run([sys.executable, "-m", "model_card.verify", *map(str, argv)], env=hub.env,
+    proc = subprocess.run([sys.executable, "-m", "gpt2_owt.model_card.verify", *map(str, argv)], env=hub.env,
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     lines = {line.split(":", 1)[0].split()[-1]: line for line in proc.stdout.splitlines() if line[:4] in
              ("PASS", "FAIL", "SKIP")}
@@ -140,7 +140,7 @@ def _fresh_init_bytes(seed: int, config: bytes) -> bytes:
 
     from transformers import GPT2Config
 
-    from modeling import build_model
+    from gpt2_owt.modeling import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_bytes(config)
@@ -151,7 +151,7 @@ def _fresh_init_bytes(seed: int, config: bytes) -> bytes:
 
 @pytest.mark.timeout(900)
 def test_local_copy_and_bad_input(published, tmp_path, owt_data_dir, capsys):
-    from model_card.verify import main as verify_main
+    from gpt2_owt.model_card.verify import main as verify_main
 
     hub, release, hf = published
     local = tmp_path / "main"

@@ -14,14 +14,14 @@ import textwrap
 import pytest
 from safetensors.torch import load_file
 
-from model_card import checkpoint_manifest as cm
-from model_card.build import main as build_main
-from modeling import sha256_file
+from gpt2_owt.model_card import checkpoint_manifest as cm
+from gpt2_owt.model_card.build import main as build_main
+from gpt2_owt.modeling import sha256_file
 from release_fixtures import make_results
 from test_upload import REPO_ROOT, hub, run_upload  # noqa: F401 (fixture)
 from test_verify import blob
 from train_support import read_rows, run_inprocess
-from training import run_dir as rd
+from gpt2_owt.training import run_dir as rd
 
 REPO = "alice/gpt2-owt-states"
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=3, warmup_steps=1, eval_interval=0,
@@ -93,7 +93,7 @@ def test_optimizer_states_upload_then_resume_equals_local_resume(hub, state_run,
 
 @pytest.mark.timeout(900)
 def test_verify_replays_a_published_data_order(hub, state_run, owt_data_dir, tmp_path, capsys):
-    from model_card.verify import main as verify_main
+    from gpt2_owt.model_card.verify import main as verify_main
 
     run, release = state_run
     assert run_upload(hub, release, "--repo_id", REPO, "--checkpoints", run / "hf").returncode == 0

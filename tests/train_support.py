@@ -26,7 +26,7 @@ def run_inprocess(data_dir: Path, output_dir: Path, **overrides) -> int:
     """Run the trainer in this process (single process, no launcher); resets Accelerate's singletons after."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from training.train import main
+    from gpt2_owt.training.train import main
 
     try:
         return main(train_args(data_dir, output_dir, **overrides))
@@ -62,7 +62,7 @@ def load_export(folder: Path) -> torch.nn.Module:
 def final_weights(run: Path) -> dict:
     """The tensors of a run's final export (hf/final/model.safetensors)."""
     from safetensors.torch import load_file
-    from training import run_dir as rd
+    from gpt2_owt.training import run_dir as rd
 
     return load_file(str(run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
 

@@ -19,9 +19,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from modeling import UserError, sha256_file
-from modeling.records import write_json_atomic
-from training import run_dir as rd
+from gpt2_owt.modeling import UserError, sha256_file
+from gpt2_owt.modeling.records import write_json_atomic
+from gpt2_owt.training import run_dir as rd
 
 INFO = rd.CHECKPOINT_INFO
 # Training-config fields that define the run: a resume that changes one is a different run unless allowed.

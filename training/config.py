@@ -1,6 +1,6 @@
 """The trainer's configuration: one dataclass holding every hyperparameter, read from YAML plus command-line overrides.
 
-    accelerate launch -m training.train --config training/configs/gpt2-124m-owt.yaml --micro_batch_size 8
+    accelerate launch -m gpt2_owt.cli train --config training/configs/gpt2-124m-owt.yaml --micro_batch_size 8
 
 The YAML mapping becomes a typed TrainConfig through `HfArgumentParser.parse_dict` (values checked and coerced by
 the dataclass itself, `TrainConfig.__post_init__`); that config is then the parser's defaults, so the command line
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from modeling import UserError
-from modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling import UserError
+from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
 # Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
 PYTHIA_EARLY_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
@@ -90,7 +90,7 @@ class TrainConfig:
         default=False, metadata={"help": "write sha256 of every fed batch to fed_batches.jsonl (data-order audits)"}
     )
     record_sequence_losses: bool = field(
-        default=True, metadata={"help": "write every sequence's training loss to sequence_losses/ (training/trace.py)"}
+        default=True, metadata={"help": "write every sequence's training loss to sequence_losses/ (tracing/)"}
     )
     # --- speed levers that keep the model's numerics (training/levers.py); unset = on exactly on CUDA ---
     compile: bool | None = field(

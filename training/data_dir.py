@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling import UserError
+from gpt2_owt.modeling import UserError
 
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.uint16
@@ -82,7 +82,7 @@ def open_split(data_dir: str | Path, split: str) -> TokenSplit:
     paths = [data_dir / name for name in split_files(split)]
     for path in paths:
         if not path.is_file():
-            raise UserError(f"{path} not found: is {data_dir} a data_dir made by `python -m training.prepare_data`?")
+            raise UserError(f"{path} not found: is {data_dir} a data_dir made by `gpt2-owt prepare`?")
     tokens_path, offsets_path, rows_path = paths
     size = tokens_path.stat().st_size
     if size % np.dtype(TOKEN_DTYPE).itemsize:
@@ -183,7 +183,7 @@ class WindowSampler:
         return start, start + self.seq_len + 1
 
 
-    # ---- the inverse: which sequences (hence steps and rows) read a given token range. `training/trace.py` uses it.
+    # ---- the inverse: which sequences (hence steps and rows) read a given token range. `tracing/exposures.py` uses it.
     def windows_holding(self, starts, ends) -> tuple[np.ndarray, np.ndarray]:
         """Every window holding a whole token range [start, end): w * seq_len <= start and
         end <= w * seq_len + seq_len + 1 (at most two: consecutive windows share one token). Returns (index into the

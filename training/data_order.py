@@ -1,6 +1,6 @@
 """Which documents and token ranges make up the global batch of training step N.
 
-    python -m training.data_order --data_dir data/owt --config training/configs/gpt2-124m-owt.yaml --step 1000
+    gpt2-owt data-order --data_dir data/owt --config training/configs/gpt2-124m-owt.yaml --step 1000
 
 Uses the trainer's own sampler (`training/data_dir.py: WindowSampler`) with the config's seq_len,
 global_batch_size and data_seed (default: seed), so the answer is by construction what the trainer fed at that step, at any world
@@ -14,11 +14,11 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
-from modeling import UserError, cli_main
-from training.config import parse_config
-from training.data_dir import TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
+from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 
 
 @dataclass

@@ -27,7 +27,7 @@ from types import MethodType
 
 import torch
 import torch.nn.functional as F
-from modeling import UserError, fuse_gelu
+from gpt2_owt.modeling import UserError, fuse_gelu
 
 
 def resolve_auto(value: bool | None, on_cuda: bool) -> bool:

@@ -5,7 +5,7 @@ builder/config), the split parameters, the tokenizer fingerprint and engine, doc
 byte size + sha256 of every other file, package versions and the command line. `verify_data_dir` re-checks every
 field the files let it recompute (its docstring lists which cannot be); the trainer calls it before training.
 
-    python -m training.manifest verify --data_dir data/owt      (console script: gpt2-owt-verify-data)
+    gpt2-owt verify-data --data_dir data/owt      (console script: gpt2-owt-verify-data)
 """
 
 import json
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from modeling import EOT_TOKEN_ID, VOCAB_SIZE, UserError, cli_main, sha256_file, tokenizer_fingerprint
-from modeling.records import write_json_atomic
-from training.data_dir import (MANIFEST, SPLITS, TOKEN_DTYPE, TokenSplit, all_files, doc_rows_file, open_split,
+from gpt2_owt.modeling import EOT_TOKEN_ID, VOCAB_SIZE, UserError, cli_main, sha256_file, tokenizer_fingerprint
+from gpt2_owt.modeling.records import write_json_atomic
+from gpt2_owt.training.data_dir import (MANIFEST, SPLITS, TOKEN_DTYPE, TokenSplit, all_files, doc_rows_file, open_split,
                                tokens_file)
-from training.prepare.split import split_info, split_rows
+from gpt2_owt.training.prepare.split import split_info, split_rows
 
 FORMAT = "gpt2-owt-data/1"
 VERSIONED_PACKAGES = ("datasets", "tiktoken", "tokenizers", "transformers", "numpy", "pyarrow")
@@ -44,14 +44,14 @@ def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
 def read_manifest(data_dir: str | Path) -> dict:
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
-        raise UserError(f"{path} not found: {data_dir} is not a data_dir made by `python -m training.prepare_data`")
+        raise UserError(f"{path} not found: {data_dir} is not a data_dir made by `gpt2-owt prepare`")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict):
         raise UserError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object: {data_dir} is not a "
-                        f"data_dir made by `python -m training.prepare_data`")
+                        f"data_dir made by `gpt2-owt prepare`")
     if manifest.get("format") != FORMAT:
         raise UserError(f"{path}: unknown manifest format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest
@@ -162,10 +162,10 @@ class VerifyArgs:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from modeling.hf_argparser import HfArgumentParser
+    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "verify":  # `python -m training.manifest verify --data_dir D`
+    if argv and argv[0] == "verify":  # `gpt2-owt verify-data --data_dir D`
         argv = argv[1:]
     (args,) = HfArgumentParser(VerifyArgs).parse_args_into_dataclasses(args=argv)
     manifest = verify_data_dir(args.data_dir, check_hashes=not args.skip_hashes)

@@ -1,13 +1,13 @@
 """Prepare a text dataset for training: GPT-2 token ids in nanoGPT's uint16 format, a document index, a manifest.
 
-    python -m training.prepare_data --output_dir data/owt                       # OpenWebText, pinned (see below)
-    python -m training.prepare_data --output_dir data/owt --streaming           # same bytes, no Arrow cache
-    python -m training.prepare_data --dataset json --data_files 'my/*.jsonl' --output_dir data/mine
+    gpt2-owt prepare --output_dir data/owt                       # OpenWebText, pinned (see below)
+    gpt2-owt prepare --output_dir data/owt --streaming           # same bytes, no Arrow cache
+    gpt2-owt prepare --dataset json --data_files 'my/*.jsonl' --output_dir data/mine
     (console script: gpt2-owt-prepare)
 
 Output (layout in training/data_dir.py): train.bin / val.bin (uint16 ids, every document followed by EOT 50256),
 {split}.docs.npy (token offset of every document), {split}.rows.npy (source row of every document), manifest.json
-(training/manifest.py; `python -m training.manifest verify --data_dir D` re-checks it).
+(training/manifest.py; `gpt2-owt verify-data --data_dir D` re-checks it).
 
 What it computes -- exactly nanoGPT's data/openwebtext/prepare.py:
   * the split of `datasets.Dataset.train_test_split(test_size=val_fraction, seed=seed, shuffle=True)` ("test" is
@@ -64,16 +64,16 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling import EOT_TOKEN_ID, UserError, VOCAB_SIZE, cli_main, tokenizer_fingerprint
-from modeling.records import package_versions
-from training import manifest as manifest_lib
-from training.data_dir import TOKEN_DTYPE, tokens_file
-from training.prepare.output import (check_output_dir, gather_split, identity, install, make_temp_dir,
+from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, VOCAB_SIZE, cli_main, tokenizer_fingerprint
+from gpt2_owt.modeling.records import package_versions
+from gpt2_owt.training import manifest as manifest_lib
+from gpt2_owt.training.data_dir import TOKEN_DTYPE, tokens_file
+from gpt2_owt.training.prepare.output import (check_output_dir, gather_split, identity, install, make_temp_dir,
                                      named_write_errors)
-from training.prepare.source import (OPENWEBTEXT, OPENWEBTEXT_DATA_FILES, OPENWEBTEXT_REVISION, Source, load_source,
+from gpt2_owt.training.prepare.source import (OPENWEBTEXT, OPENWEBTEXT_DATA_FILES, OPENWEBTEXT_REVISION, Source, load_source,
                                      resolve_source, text_batches)
-from training.prepare.split import split_info, split_rows
-from training.prepare.tokenize import tokenize_source
+from gpt2_owt.training.prepare.split import split_info, split_rows
+from gpt2_owt.training.prepare.tokenize import tokenize_source
 
 logger = logging.getLogger("training.prepare_data")  # also when run as __main__
 
@@ -253,7 +253,7 @@ def run(argv: list[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(PrepareArgs).parse_args_into_dataclasses(args=argv)
     configure_logging(args.quiet, args.verbose)
-    return prepare(args, command=["python", "-m", "training.prepare_data", *argv])
+    return prepare(args, command=["python", "-m", "gpt2_owt.training.prepare_data", *argv])
 
 
 @cli_main

@@ -49,8 +49,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
-from modeling.records import read_json, write_json_atomic
+from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
+from gpt2_owt.modeling.records import read_json, write_json_atomic
 
 TRAINING_CONFIG = "training_config.json"
 RUN_INFO = "run_info.json"

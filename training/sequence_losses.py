@@ -1,5 +1,5 @@
 """Per-sequence training losses: the mean next-token loss of every sequence of every global batch, at the update
-that trained on it (written by training/train.py, read by `python -m training.trace find --run_dir`).
+that trained on it (written by training/train.py, read by `gpt2-owt trace find --run_dir`).
 
     run_dir/sequence_losses/
       info.json            {"global_batch_size": B, "steps_per_shard": K, "dtype": "float32"}
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modeling import UserError
-from training.run_dir import SEQUENCE_LOSSES
+from gpt2_owt.modeling import UserError
+from gpt2_owt.training.run_dir import SEQUENCE_LOSSES
 
 INFO = "info.json"
 DTYPE = np.dtype("<f4")

@@ -1,6 +1,6 @@
 """Train GPT-2 with Accelerate (single GPU, DDP, DeepSpeed ZeRO-1/2/3, multi-node) from one YAML config.
 
-    accelerate launch [--config_file accelerate_configs/X.yaml] -m training.train \
+    accelerate launch [--config_file accelerate_configs/X.yaml] -m gpt2_owt.cli train \
         --config training/configs/gpt2-124m-owt.yaml [--field value ...]
 
 Reads a prepared `data_dir/` (training/data_dir.py), writes a `run_dir/` (training/run_dir.py). Read top to bottom:
@@ -23,19 +23,19 @@ from pathlib import Path
 
 import torch
 
-from modeling import UserError, build_model, cli_main, load_config, sha256_file
-from modeling.flops import flops_per_token, peak_bf16_flops
-from modeling.hf_folder import save_hf_folder
-from modeling.output_paths import check_not_overlapping
-from modeling.records import package_versions
-from training import checkpoints as ckpt
-from training import determinism, levers
-from training import run_dir as rd
-from training.config import TrainConfig, parse_config
-from training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
-from training.run_dir import RunDir
-from training.sequence_losses import SequenceLossWriter
-from training.timing import IntervalTimer
+from gpt2_owt.modeling import UserError, build_model, cli_main, load_config, sha256_file
+from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops
+from gpt2_owt.modeling.hf_folder import save_hf_folder
+from gpt2_owt.modeling.output_paths import check_not_overlapping
+from gpt2_owt.modeling.records import package_versions
+from gpt2_owt.training import checkpoints as ckpt
+from gpt2_owt.training import determinism, levers
+from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.config import TrainConfig, parse_config
+from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
+from gpt2_owt.training.run_dir import RunDir
+from gpt2_owt.training.sequence_losses import SequenceLossWriter
+from gpt2_owt.training.timing import IntervalTimer
 
 # Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
 MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
@@ -83,7 +83,7 @@ def memory_gb(device: torch.device) -> float:
 def verify_manifest(data_dir: Path, check_hashes: bool) -> dict:
     """The data_dir's manifest after checking every file (and the tokenizer fingerprint) against it
     (training/manifest.py owns the format and the check)."""
-    from training.manifest import verify_data_dir
+    from gpt2_owt.training.manifest import verify_data_dir
 
     return verify_data_dir(data_dir, check_hashes=check_hashes)
 

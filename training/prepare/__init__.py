@@ -1,4 +1,4 @@
-"""The pieces of `python -m training.prepare_data`, one concern per module, in the order a run uses them:
+"""The pieces of `gpt2-owt prepare`, one concern per module, in the order a run uses them:
 
     source.py    what to load (flags -> load_dataset arguments), loading it, reading its text column as Arrow
     tokenize.py  tokenizing in source order in worker processes (bounded, race-free signals, no unbounded wait)

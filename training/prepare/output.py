@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from modeling import UserError
-from training import manifest as manifest_lib
-from training.data_dir import MANIFEST, TOKEN_DTYPE, all_files, doc_offsets_file, doc_rows_file, tokens_file
-from training.prepare.tokenize import SourceTokens
+from gpt2_owt.modeling import UserError
+from gpt2_owt.training import manifest as manifest_lib
+from gpt2_owt.training.data_dir import MANIFEST, TOKEN_DTYPE, all_files, doc_offsets_file, doc_rows_file, tokens_file
+from gpt2_owt.training.prepare.tokenize import SourceTokens
 
 logger = logging.getLogger(__name__)
 

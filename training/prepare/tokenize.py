@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from modeling import EOT_TOKEN_ID, UserError, tiktoken_encoding
-from training.data_dir import TOKEN_DTYPE
+from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, tiktoken_encoding
+from gpt2_owt.training.data_dir import TOKEN_DTYPE
 
 # One batch (1024 OpenWebText documents, ~1.1M tokens) takes ~1 s on one core of the 2-core test machine; an hour
 # is far beyond any real batch, yet bounds a worker that is alive but stuck.
