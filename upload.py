@@ -4,15 +4,15 @@
                     [--checkpoints RUN/hf] [--with_training_logs RUN] [--dry_run]
 
 1. `create_repo(exist_ok=True)`; the release folder goes to `--revision` (default `main`) with `upload_folder`.
-2. Every `RUN/hf/step_N` export goes to its own branch `step{N}` (the Pythia convention), created from the repo's
+2. Every `RUN/hf/stepN` export goes to its own branch `step{N}` (the Pythia convention), created from the repo's
    initial commit so it holds only that checkpoint. Each branch's weights are checked by sha256 before upload: a
    step that carries the release's (or another step's) weights is refused, never published.
 3. `checkpoints.json` (model_card/checkpoint_manifest.py) goes to the release branch: every published step and the
    release, with branch, step, tokens, weights sha256, per-tensor sha256, the commit that published them and the
    data-order identity (seeds, seq_len, global batch, data manifest sha256). `gpt2-owt verify
    --repo_id ID` checks a download against it.
-4. `--with_optimizer_states`: each kept Accelerate checkpoint `RUN/checkpoints/step_N` of a published step goes to
-   `checkpoints/step_N/` on branch `step{N}` (the final step's, when it has no step branch, on the release branch);
+4. `--with_optimizer_states`: each kept Accelerate checkpoint `RUN/checkpoints/stepN` of a published step goes to
+   `checkpoints/stepN/` on branch `step{N}` (the final step's, when it has no step branch, on the release branch);
    `--resume_from_checkpoint` on a downloaded copy continues the run exactly like a local resume.
 5. `--with_training_logs RUN` also commits the run's metrics.jsonl, fed_batches.jsonl (if traced) and
    sequence_losses/ to the release branch under training_logs/ (what `gpt2-owt trace` reads).
@@ -36,7 +36,7 @@ from pathlib import Path
 from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
-from gpt2_owt.modeling.hub_branches import step_branch
+from gpt2_owt.modeling.steps import step_name
 from gpt2_owt.modeling.records import read_json, sha256_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
@@ -58,14 +58,14 @@ class UploadArgs:
     revision: str = field(default="main", metadata={"help": "branch receiving the release"})
     create_pr: bool = field(default=False, metadata={"help": "open a pull request with the release instead of pushing"})
     tag: str | None = field(default=None, metadata={"help": "tag to put on the release commit, e.g. v1.0"})
-    checkpoints: str | None = field(default=None, metadata={"help": "RUN/hf: publish each step_N to branch step{N}"})
+    checkpoints: str | None = field(default=None, metadata={"help": "RUN/hf: publish each stepN to branch step{N}"})
     with_training_logs: str | None = field(
         default=None, metadata={"help": "RUN: also publish its metrics, fed batches and sequence losses to training_logs/"})
     dry_run: bool = field(default=False, metadata={"help": "print what would be written; no token, no network"})
     allow_duplicate_weights: bool = field(
         default=False, metadata={"help": "publish steps whose weights equal another step's (e.g. lr was 0)"})
     with_optimizer_states: bool = field(default=False, metadata={
-        "help": "also publish each kept RUN/checkpoints/step_N (optimizer, scheduler, RNG) to checkpoints/step_N/ "
+        "help": "also publish each kept RUN/checkpoints/stepN (optimizer, scheduler, RNG) to checkpoints/stepN/ "
                 "on branch step{N}; needs --checkpoints RUN/hf"})
 
 
@@ -137,7 +137,7 @@ def check_release_files(release: Path, recorded: dict) -> None:
 
 
 def checkpoint_targets(hf_dir: Path) -> list[Target]:
-    """Every hf/step_N export, weights hash checked against its export_info.json."""
+    """Every hf/stepN export, weights hash checked against its export_info.json."""
     if not hf_dir.is_dir():
         raise UploadError(f"--checkpoints folder not found: {hf_dir}")
     targets = []
@@ -151,14 +151,14 @@ def checkpoint_targets(hf_dir: Path) -> list[Target]:
             raise UploadError(f"{path}/{WEIGHTS} has sha256 {sha} but {EXPORT_INFO} records {info['weights_sha256']}")
         if info.get("step") not in (None, step):
             raise UploadError(f"{path} holds step {info['step']} according to {EXPORT_INFO}, not {step}")
-        targets.append(Target(step_branch(step), path, folder_files(path), sha, step, info.get("tokens")))
+        targets.append(Target(step_name(step), path, folder_files(path), sha, step, info.get("tokens")))
     if not targets:
-        raise UploadError(f"no step_N exports found in {hf_dir}")
+        raise UploadError(f"no stepN exports found in {hf_dir}")
     return sorted(targets, key=lambda t: t.step)
 
 
 def optimizer_state_targets(hf_dir: Path, release: Target, steps: list[Target]) -> list[Target]:
-    """Every complete RUN/checkpoints/step_N of a published step, as a Target for `checkpoints/step_N/` on that step's
+    """Every complete RUN/checkpoints/stepN of a published step, as a Target for `checkpoints/stepN/` on that step's
     branch (the release branch for the final step when it has no branch of its own). Pruned steps have none."""
     branch_of = {t.step: t.branch for t in steps}
     if release.step is not None:
@@ -174,7 +174,7 @@ def optimizer_state_targets(hf_dir: Path, release: Target, steps: list[Target]) 
 
 
 def state_path(step: int) -> str:
-    return f"checkpoints/step_{step}"
+    return f"checkpoints/step{step}"
 
 
 TRAINING_LOGS = "training_logs"

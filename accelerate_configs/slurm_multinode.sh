@@ -5,7 +5,7 @@
 #   sbatch --nodes=2 accelerate_configs/slurm_multinode.sh DATA_DIR OUTPUT_DIR [--field value ...]
 #
 # Preemption / time limit: SLURM sends SIGTERM 300 s before the end (--signal); the launcher forwards it to the
-# workers, which finish the current step, save checkpoints/step_N and exit non-zero. With --requeue the job comes
+# workers, which finish the current step, save checkpoints/stepN and exit non-zero. With --requeue the job comes
 # back and `--resume_from_checkpoint auto` continues from the newest complete checkpoint (same batches, same
 # schedule). The global batch stays 512 sequences at any node count (micro batch 16 x 8 GPUs x nodes must divide 512).
 #SBATCH --job-name=gpt2-owt

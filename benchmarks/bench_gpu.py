@@ -59,19 +59,19 @@ def bare_run(spec: dict) -> dict:
     import torch
 
     from gpt2_owt.modeling import build_model
-    from gpt2_owt.training import levers
+    from gpt2_owt.training import speed
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
     from gpt2_owt.training.train import lm_loss
 
     device = torch.device("cuda")
-    levers.set_matmul_precision(True, on_cuda=True)
+    speed.set_matmul_precision(True, on_cuda=True)
     model = build_model("gpt2-124m", seed=1337)
     vocab_size = model.config.vocab_size
-    levers.apply_model_levers(model, True, spec["pad"], spec["compile"])
+    speed.apply_model_levers(model, True, spec["pad"], spec["compile"])
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     split = open_split(spec["data_dir"], "train")
-    sampler = WindowSampler(split.num_tokens, SEQ_LEN, spec["micro"], 1337)
+    sampler = WindowSampler(num_tokens=split.num_tokens, seq_len=SEQ_LEN, global_batch_size=spec["micro"], seed=1337)
     torch.cuda.reset_peak_memory_stats()
     rates = []
     for step in range(spec["steps"]):

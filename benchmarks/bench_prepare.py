@@ -3,7 +3,7 @@
     python benchmarks/bench_prepare.py                    # >= 50 MB of OWT text, num_proc = all cores
     python benchmarks/bench_prepare.py --target_mb 100 --num_proc 4
 
-Input: the genuine OpenWebText documents of ../shared/data/openwebtext-sample/owt_first37_docs.jsonl repeated into
+Input: the genuine OpenWebText documents of training/sample_data/owt_first37_docs.jsonl repeated into
 a temp jsonl of at least --target_mb MB of text (tokenizer speed does not depend on repetition: no cache).
 Each pipeline runs in its own subprocess with its own fresh `datasets` cache, timed inside the child from
 load_dataset to the finished .bin files (imports excluded for both). Peak memory = the largest sum of PSS (proportional
@@ -35,8 +35,7 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = Path(os.environ.get("GPT2_OWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / \
-    "openwebtext-sample" / "owt_first37_docs.jsonl"
+SAMPLE = REPO_ROOT / "training" / "sample_data" / "owt_first37_docs.jsonl"
 VAL_FRACTION, SEED = 0.0005, 2357
 
 

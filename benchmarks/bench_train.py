@@ -13,7 +13,7 @@ shrugs off load spikes from other processes on a shared machine), and the best o
 alternating the variants so machine load hits all alike. Targets: trainer / bare >= 0.95; best trainer setting /
 nanoGPT-style eager >= 1.2; compiled trainer / eager trainer >= 1.3 (at 4 layers / 256 wide / ctx 256 / batch 8),
 each printed per precision and for the best trainer setting of either precision against the fp32 reference.
-Without --data_dir, the genuine OpenWebText sample in ../shared/data is prepared into a temporary data_dir.
+Without --data_dir, the genuine OpenWebText sample shipped in training/sample_data is prepared into a temporary data_dir.
 """
 
 import json
@@ -31,7 +31,7 @@ from pathlib import Path
 from gpt2_owt.modeling import CONFIGS_DIR, UserError, cli_main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("GPT2_OWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SAMPLE = REPO_ROOT / "training" / "sample_data" / "owt_first37_docs.jsonl"
 
 # (name, model config overrides of the tiny preset, seq_len, global batch, micro batch)
 CASES = [
@@ -86,7 +86,7 @@ def child_bare(spec: dict) -> dict:
     from gpt2_owt.modeling import build_model, load_config
     from gpt2_owt.training.config import parse_config
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
-    from gpt2_owt.training import levers
+    from gpt2_owt.training import speed
     from gpt2_owt.training.train import build_optimizer, build_scheduler, lm_loss
 
     cfg = parse_config(["--model_config", spec["model_config"], "--data_dir", spec["data_dir"], "--output_dir", "-",
@@ -95,11 +95,11 @@ def child_bare(spec: dict) -> dict:
                         "--warmup_steps", "1"])
     model = build_model(load_config(cfg.model_config), seed=cfg.seed)
     vocab_size = model.config.vocab_size
-    levers.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, compile_model=False)
+    speed.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, compile_model=False)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg)
     split = open_split(cfg.data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, split)
     accum = cfg.global_batch_size // cfg.micro_batch_size
     half, rates = cfg.max_steps // 2, []
     for step in range(cfg.max_steps):
@@ -189,7 +189,8 @@ def child_nanogpt(spec: dict) -> dict:
                              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}], lr=6e-4,
                             betas=(0.9, 0.95), foreach=True)
     split = open_split(spec["data_dir"], "train")
-    sampler = WindowSampler(split.num_tokens, spec["seq_len"], spec["global"], 1337)
+    sampler = WindowSampler(num_tokens=split.num_tokens, seq_len=spec["seq_len"], global_batch_size=spec["global"],
+                             seed=1337)  # the bare loop's own batches
     accum, micro, rates = spec["global"] // spec["micro"], spec["micro"], []
     for step in range(spec["steps"]):
         t0 = time.time()
@@ -222,7 +223,7 @@ def prepare_sample(root: Path) -> str:
     from gpt2_owt.training.prepare_data import run as prepare
 
     return str(prepare(["--dataset", "json", "--data_files",
-                        str(SHARED_DATA / "openwebtext-sample" / "owt_first37_docs.jsonl"), "--val_fraction", "0.1",
+                        str(SAMPLE), "--val_fraction", "0.1",
                         "--num_proc", "1", "--output_dir", str(root / "data"), "--cache_dir", str(root / "cache")]))
 
 

@@ -1,7 +1,7 @@
 """Evaluate a causal LM (a `from_pretrained` folder or a Hub id) and write results.json.
 
     gpt2-owt eval --model runs/r1/hf/final --output results.json
-    gpt2-owt eval --model runs/r1/hf/step_2000 --tasks wikitext,lambada_openai --batch_size 16
+    gpt2-owt eval --model runs/r1/hf/step2000 --tasks wikitext,lambada_openai --batch_size 16
     gpt2-owt eval --model openai-community/gpt2 --revision main --device cuda --tasks lambada_openai
     gpt2-owt eval --model DIR --tasks owt_val --data_dir data/owt
     gpt2-owt eval --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt   (a series)
@@ -52,10 +52,10 @@ VERSIONED = ("torch", "transformers", "tokenizers", "datasets", "evaluate", "num
 @dataclass
 class EvalArgs:
     model: str | None = field(default=None, metadata={
-        "help": "a from_pretrained folder (release, run_dir/hf/step_N) or a Hub model id"})
+        "help": "a from_pretrained folder (release, run_dir/hf/stepN) or a Hub model id"})
     output: str = field(default="results.json", metadata={"help": "where to write results.json"})
     checkpoints: str | None = field(default=None, metadata={
-        "help": "series: a run's hf/ folder; evaluates every step_N and final into --output_dir"})
+        "help": "series: a run's hf/ folder; evaluates every stepN and final into --output_dir"})
     repo_id: str | None = field(default=None, metadata={
         "help": "series: a Hub model repo whose step{N} branches (and main) are evaluated into --output_dir"})
     revisions: str = field(default="all", metadata={
@@ -70,7 +70,7 @@ class EvalArgs:
     device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: cuda if available)"})
     dtype: str = field(default="float32", metadata={"help": f"model weights dtype: {', '.join(DTYPES)}"})
     fused_gelu: bool = field(default=True, metadata={
-        "help": "run gelu_new as the one-kernel tanh GELU (same function, ~17% faster on CPU, numbers move by "
+        "help": "run gelu_new as the one-kernel tanh GELU (same function, about 17 percent faster on CPU, numbers move by "
                 "~1e-8 relative); false = the model's own module, the harness's exact computation"})
     max_length: int | None = field(default=None, metadata={
         "help": "window length L (default: the model's n_positions, 1024 for GPT-2)"})
@@ -244,7 +244,7 @@ def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dic
 def run(argv: list[str] | None = None) -> dict | list[dict]:
     """The command: results.json content (--model) or the series rows (--checkpoints / --repo_id)."""
     (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
-    command = ["python", "-m", "gpt2_owt.eval.evaluate", *(sys.argv[1:] if argv is None else argv)]
+    command = ["gpt2-owt", "eval", *(sys.argv[1:] if argv is None else argv)]
     check_args(args)
     parse_tasks(args)  # bad task names fail before any checkpoint is resolved
     if args.model:

@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint series: every `RUN/hf/step_N` + `final`, or every Hub `step{N}` branch (+ `main`).
+"""Evaluate a checkpoint series: every `RUN/hf/stepN` + `final`, or every Hub `step{N}` branch (+ `main`).
 
     gpt2-owt eval --checkpoints runs/r1/hf --output_dir evals/r1 --data_dir data/owt
     gpt2-owt eval --repo_id user/gpt2-owt --revisions all --output_dir evals/hub
@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 
 from gpt2_owt.modeling import UserError, sha256_file
 from gpt2_owt.modeling.errors import first_line
-from gpt2_owt.modeling.hub_branches import repo_refs, step_of_branch
+from gpt2_owt.modeling.hub_branches import repo_refs
+from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import read_json, write_json_atomic
-from gpt2_owt.training.run_dir import FINAL, parse_step_dir
+from gpt2_owt.training.run_dir import FINAL
 
 from .tasks import TokenCache
 
@@ -39,7 +40,7 @@ RESUME_KEYS = ("tasks", "max_length", "stride", "dtype", "fused_gelu", "data_sou
 
 @dataclass(frozen=True)
 class Checkpoint:
-    name: str  # row name and OUT sub-folder: step_N / final (local), step{N} / main (Hub)
+    name: str  # row name and OUT sub-folder: stepN / final (local), step{N} / main (Hub)
     model: str  # folder or Hub repo id
     revision: str | None
     step: int | None
@@ -50,8 +51,7 @@ class Checkpoint:
 # ---------------------------------------------------------------------------------------------------- discovery
 
 def _step_of(name: str) -> int | None:
-    step = step_of_branch(name)
-    return step if step is not None else parse_step_dir(name)
+    return parse_step_name(name)
 
 
 def _order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
@@ -60,13 +60,13 @@ def _order(checkpoints: list[Checkpoint]) -> list[Checkpoint]:
 
 
 def local_checkpoints(hf_dir: str | Path) -> list[Checkpoint]:
-    """Every `step_N` and `final` export in a run's hf/ folder, each with weights (sha256 computed here)."""
+    """Every `stepN` and `final` export in a run's hf/ folder, each with weights (sha256 computed here)."""
     hf_dir = Path(hf_dir).expanduser()
     if not hf_dir.is_dir():
         raise UserError(f"--checkpoints folder {hf_dir} does not exist")
-    folders = [p for p in sorted(hf_dir.iterdir()) if p.is_dir() and (parse_step_dir(p.name) is not None or p.name == FINAL)]
+    folders = [p for p in sorted(hf_dir.iterdir()) if p.is_dir() and (parse_step_name(p.name) is not None or p.name == FINAL)]
     if not folders:
-        raise UserError(f"no checkpoints (step_N or final folders) found in {hf_dir}")
+        raise UserError(f"no checkpoints (stepN or final folders) found in {hf_dir}")
     missing = [p.name for p in folders if not (p / WEIGHTS).is_file()]
     if missing:
         raise UserError(f"checkpoint folder(s) {', '.join(missing)} in {hf_dir} have no {WEIGHTS}")
@@ -109,12 +109,12 @@ def hub_checkpoints(repo_id: str, revisions: str) -> list[Checkpoint]:
     branches = repo_refs(repo_id)
     try:
         if revisions.strip() == "all":
-            wanted = [b for b in branches if step_of_branch(b) is not None] + [b for b in branches if b == "main"]
+            wanted = [b for b in branches if parse_step_name(b) is not None] + [b for b in branches if b == "main"]
         else:
             wanted = list(dict.fromkeys(r.strip() for r in revisions.split(",") if r.strip()))
             unknown = [r for r in wanted if r not in branches]
             if unknown or not wanted:
-                steps = sorted((b for b in branches if step_of_branch(b) is not None), key=_step_of)
+                steps = sorted((b for b in branches if parse_step_name(b) is not None), key=_step_of)
                 raise UserError(f"unknown revision(s) {', '.join(unknown) or repr(revisions)} in {repo_id}; it has "
                                 f"{', '.join(['main'] * ('main' in branches) + steps) or 'no branches'}")
         if not wanted:

@@ -1,6 +1,6 @@
 """Assemble a self-contained release folder (weights, tokenizer, model card, configs, eval, manifests, plots).
 
-    gpt2-owt card --run_dir RUN [--checkpoint final|step_N] [--eval_results results.json] \
+    gpt2-owt card --run_dir RUN [--checkpoint final|stepN] [--eval_results results.json] \
         --output_dir RELEASE [--repo_id user/name] [--gpu_hour_usd X --gpu_watts W --grid_kgco2_per_kwh C]
 
 The release is built in a temporary folder next to `output_dir`, checked (loads with AutoModelForCausalLM and
@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from gpt2_owt import modeling
 from gpt2_owt.modeling import UserError, cli_main
-from gpt2_owt.modeling.hub_branches import step_branch
+from gpt2_owt.modeling.steps import parse_step_name, step_name
 from gpt2_owt.modeling.model_folder import check_model_folder, read_json_file
 from gpt2_owt.modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
                                    os_error_message)
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
 from gpt2_owt.training.manifest import check_tokenizer_fingerprint
 
 from . import card as card_mod
@@ -43,7 +43,7 @@ DATA_NOTICE_SRC = Path(__file__).parent / "notices" / DATA_NOTICE
 class BuildArgs:
     run_dir: str = field(metadata={"help": "training run folder (training/run_dir.py layout)"})
     output_dir: str = field(metadata={"help": "release folder to create"})
-    checkpoint: str = field(default="final", metadata={"help": "which export to release: final or step_N"})
+    checkpoint: str = field(default="final", metadata={"help": "which export to release: final or stepN"})
     eval_results: str | None = field(default=None, metadata={"help": "results.json written by the eval stage"})
     eval_series: str | None = field(default=None, metadata={
         "help": "series.json of `eval.evaluate --checkpoints`: a table + plot over training (model-index stays "
@@ -63,9 +63,9 @@ def _read_json(path: Path, what: str) -> dict:
 
 
 def export_dir(run_dir: Path, checkpoint: str) -> Path:
-    if checkpoint != rd.FINAL and rd.parse_step_dir(checkpoint) is None:
-        raise UserError(f"--checkpoint must be 'final' or 'step_N', got {checkpoint!r}")
-    path = run_dir / rd.HF_EXPORTS / checkpoint
+    if checkpoint != run_layout.FINAL and parse_step_name(checkpoint) is None:
+        raise UserError(f"--checkpoint must be 'final' or 'stepN', got {checkpoint!r}")
+    path = run_dir / run_layout.HF_EXPORTS / checkpoint
     missing = [name for name in MODEL_FILES if not (path / name).is_file()]
     if missing:
         raise UserError(f"export {path} is incomplete or missing (no {', '.join(missing)})")
@@ -75,24 +75,24 @@ def export_dir(run_dir: Path, checkpoint: str) -> Path:
 
 def export_weights_sha256(path: Path) -> str:
     """The export's recorded weights hash, checked against the file (a mismatch means a damaged export)."""
-    actual = modeling.sha256_file(path / rd.WEIGHTS)
-    info_path = path / rd.EXPORT_INFO
+    actual = modeling.sha256_file(path / run_layout.WEIGHTS)
+    info_path = path / run_layout.EXPORT_INFO
     if info_path.is_file():
-        recorded = rd.read_json(info_path).get("weights_sha256")
+        recorded = run_layout.read_json(info_path).get("weights_sha256")
         if recorded and recorded != actual:
-            raise UserError(f"{path}/{rd.WEIGHTS} has sha256 {actual} but {rd.EXPORT_INFO} records {recorded}")
+            raise UserError(f"{path}/{run_layout.WEIGHTS} has sha256 {actual} but {run_layout.EXPORT_INFO} records {recorded}")
     return actual
 
 
 def intermediate_checkpoints(run_dir: Path) -> list[dict]:
-    """Every hf/step_N export: the branch it is published to, step, tokens and weights hash."""
+    """Every hf/stepN export: the branch it is published to, step, tokens and weights hash."""
     found = []
-    for step, path in rd.list_step_dirs(run_dir / rd.HF_EXPORTS):
-        if not (path / rd.WEIGHTS).is_file():
+    for step, path in run_layout.list_step_dirs(run_dir / run_layout.HF_EXPORTS):
+        if not (path / run_layout.WEIGHTS).is_file():
             continue
-        info = rd.read_json(path / rd.EXPORT_INFO) if (path / rd.EXPORT_INFO).is_file() else {}
-        sha = info.get("weights_sha256") or modeling.sha256_file(path / rd.WEIGHTS)
-        found.append({"branch": step_branch(step), "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
+        info = run_layout.read_json(path / run_layout.EXPORT_INFO) if (path / run_layout.EXPORT_INFO).is_file() else {}
+        sha = info.get("weights_sha256") or modeling.sha256_file(path / run_layout.WEIGHTS)
+        found.append({"branch": step_name(step), "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
     return found
 
 
@@ -100,7 +100,7 @@ def check_tokenizer(manifest: dict, run_dir: Path) -> str:
     """The release ships the package's tokenizer files (hash-checked); the run's data must have been tokenized with
     that same tokenizer (the manifest check of training/manifest.py)."""
     modeling.verify_tokenizer_files()
-    check_tokenizer_fingerprint(manifest, f"{run_dir}/{rd.DATA_MANIFEST}")
+    check_tokenizer_fingerprint(manifest, f"{run_dir}/{run_layout.DATA_MANIFEST}")
     return modeling.tokenizer_fingerprint()
 
 
@@ -141,17 +141,17 @@ def check_loads(release: Path) -> int:
 def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, export_info: dict, weights_sha256: str,
                  results: dict | None, num_parameters: int, plots: list[str], fingerprint: str) -> dict:
     """Everything the template shows, derived from the run's files."""
-    training_config = _read_json(run_dir / rd.TRAINING_CONFIG, "training config")
-    run_info = _read_json(run_dir / rd.RUN_INFO, "run info")
-    manifest = _read_json(run_dir / rd.DATA_MANIFEST, "data manifest")
-    metrics = rd.read_metrics(run_dir)
+    training_config = _read_json(run_dir / run_layout.TRAINING_CONFIG, "training config")
+    run_info = _read_json(run_dir / run_layout.RUN_INFO, "run info")
+    manifest = _read_json(run_dir / run_layout.DATA_MANIFEST, "data manifest")
+    metrics = run_layout.read_metrics(run_dir)
     cost = F.CostInputs(args.gpu_hour_usd, args.gpu_watts, args.grid_kgco2_per_kwh)
     rows = F.eval_rows(results)
     commands = [
         ("Prepare the data", F.command_line(manifest.get("command"))),
         ("Train", F.command_line(run_info.get("command"))),
         ("Evaluate", F.command_line((results or {}).get("command"))),
-        ("Build this release", F.command_line(["python", "-m", "gpt2_owt.model_card.build", *argv])),
+        ("Build this release", F.command_line(["gpt2-owt", "card", *argv])),
     ]
     return {
         "model_name": args.model_name or args.repo_id.split("/")[-1],
@@ -207,7 +207,7 @@ def finalize(tmp: Path, output: Path, overwrite: bool) -> str:
         output.rmdir()
     if output.exists():
         old = output / RELEASE_MANIFEST
-        same = old.is_file() and rd.read_json(old)["files"] == rd.read_json(tmp / RELEASE_MANIFEST)["files"]
+        same = old.is_file() and run_layout.read_json(old)["files"] == run_layout.read_json(tmp / RELEASE_MANIFEST)["files"]
         if same:
             shutil.rmtree(tmp)
             return "unchanged"
@@ -228,15 +228,15 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run_dir not found: {run_dir}")
-    for name, what in ((rd.TRAINING_CONFIG, "training config"), (rd.RUN_INFO, "run info"),
-                       (rd.DATA_MANIFEST, "data manifest")):
+    for name, what in ((run_layout.TRAINING_CONFIG, "training config"), (run_layout.RUN_INFO, "run info"),
+                       (run_layout.DATA_MANIFEST, "data manifest")):
         _read_json(run_dir / name, what)
     export = export_dir(run_dir, args.checkpoint)
     weights_sha256 = export_weights_sha256(export)
-    export_info = rd.read_json(export / rd.EXPORT_INFO) if (export / rd.EXPORT_INFO).is_file() else {}
+    export_info = run_layout.read_json(export / run_layout.EXPORT_INFO) if (export / run_layout.EXPORT_INFO).is_file() else {}
     results = load_eval_results(args.eval_results, weights_sha256)
     series_rows = load_eval_series(args.eval_series)
-    fingerprint = check_tokenizer(_read_json(run_dir / rd.DATA_MANIFEST, "data manifest"), run_dir)
+    fingerprint = check_tokenizer(_read_json(run_dir / run_layout.DATA_MANIFEST, "data manifest"), run_dir)
 
     output = check_release_output(args)
     tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
@@ -252,18 +252,18 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in modeling.TOKENIZER_FILES]
         pairs += [(modeling.TOKENIZER_DIR / "LICENSE-NOTICE.md", tmp / TOKENIZER_NOTICE),
                   (DATA_NOTICE_SRC, tmp / DATA_NOTICE),
-                  (run_dir / rd.TRAINING_CONFIG, tmp / TRAINING_CONFIG),
-                  (run_dir / rd.DATA_MANIFEST, tmp / DATA_MANIFEST)]
+                  (run_dir / run_layout.TRAINING_CONFIG, tmp / TRAINING_CONFIG),
+                  (run_dir / run_layout.DATA_MANIFEST, tmp / DATA_MANIFEST)]
         if args.eval_results:
             pairs.append((Path(args.eval_results), tmp / EVAL_RESULTS))
         copy_files(pairs)
-        if modeling.sha256_file(tmp / rd.WEIGHTS) != weights_sha256:
-            raise UserError(f"copy of {export}/{rd.WEIGHTS} does not match its hash (disk error?)")
+        if modeling.sha256_file(tmp / run_layout.WEIGHTS) != weights_sha256:
+            raise UserError(f"copy of {export}/{run_layout.WEIGHTS} does not match its hash (disk error?)")
         num_parameters = check_loads(tmp)
         from .plots import write_plots  # matplotlib: only once the inputs are checked
 
-        plots = write_plots(rd.read_metrics(run_dir), tmp)
-        config = rd.read_json(tmp / "config.json")
+        plots = write_plots(run_layout.read_metrics(run_dir), tmp)
+        config = run_layout.read_json(tmp / "config.json")
         context = card_context(args, argv, run_dir, config, export_info, weights_sha256, results, num_parameters,
                                plots, fingerprint)
         context["eval_series"] = series_context(series_rows, tmp)

@@ -35,5 +35,5 @@ REQUIRED_FILES = {
     "model card": (README,),
     "eval results": (EVAL_RESULTS,),
 }
-# What an intermediate export (run_dir/hf/step_N) needs to be published as a step branch.
+# What an intermediate export (run_dir/hf/stepN) needs to be published as a step branch.
 EXPORT_REQUIRED = (WEIGHTS, MODEL_CONFIG)

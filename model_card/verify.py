@@ -23,7 +23,7 @@ saved here, is not byte-identical to it (then its tensors are compared one by on
 the step-0 and data-order checks import it when they run.
 
 RELEASE_DIR is a local copy of the release branch (e.g. `hf download ID --local-dir DIR`); step branch `stepN` is
-looked up in --branches_dir as `stepN/` (one `hf download --revision stepN` each) or `step_N/` (a run's `hf/`).
+looked up in --branches_dir as `stepN/` (one `hf download --revision stepN` each) or `stepN/` (a run's `hf/`).
 """
 
 import json
@@ -37,7 +37,7 @@ from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.facts import fmt
 from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
-from gpt2_owt.modeling.hub_branches import STEP_BRANCH, step_branch
+from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import sha256_file
 
 HPARAM_ROW = re.compile(r"^\| `([^`]+)` \| (.*) \|$")
@@ -49,7 +49,7 @@ class VerifyArgs:
     release_dir: str | None = field(default=None, metadata={"help": "local copy of the release branch"})
     repo_id: str | None = field(default=None, metadata={"help": "Hub repo to verify, e.g. user/gpt2-owt"})
     revision: str = field(default="main", metadata={"help": "release branch (or tag) on the Hub"})
-    branches_dir: str | None = field(default=None, metadata={"help": "local mode: folder of stepN/ or step_N/"})
+    branches_dir: str | None = field(default=None, metadata={"help": "local mode: folder of stepN/ or stepN/"})
     data_dir: str | None = field(default=None, metadata={"help": "prepared data folder: also check the data order"})
 
 
@@ -101,9 +101,8 @@ class LocalSource:
             if not branches_dir.is_dir():
                 raise UserError(f"--branches_dir not found: {branches_dir}")
             for p in sorted(branches_dir.iterdir()):
-                m = STEP_BRANCH.match(p.name.replace("_", "")) if p.name.startswith("step") else None
-                if m and p.is_dir():
-                    self.folders[step_branch(int(m.group(1)))] = p
+                if parse_step_name(p.name) is not None and p.is_dir():
+                    self.folders[p.name] = p
         self.branches = sorted(self.folders)
 
     def files(self, branch: str) -> dict[str, FileInfo] | None:
@@ -155,7 +154,7 @@ def check_weights(source, manifest: dict, report: Report) -> dict[str, str | Non
                        f"{entry['weights_sha256'][:16]}…")
     listed = {e["branch"] for e in manifest["checkpoints"]}
     bad += [f"branch {b} is not listed in {cm.CHECKPOINTS_JSON}" for b in source.branches
-            if STEP_BRANCH.match(b) and b not in listed]
+            if parse_step_name(b) is not None and b not in listed]
     if bad:
         report.line("FAIL", "weights", "; ".join(bad))
     else:
@@ -289,10 +288,10 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
 
     order = manifest["data_order"]
     split = open_split(data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, order["seq_len"], order["global_batch_size"], order["data_seed"])
+    sampler = WindowSampler.for_run(order, split)
     rows = [json.loads(line) for line in source.path(source.release, traces[0]).read_text().splitlines() if line]
-    bad = [row["step"] for row in tqdm(rows, desc="replay data order", leave=False)
-           if batch_sha256(read_windows(split, sampler.global_batch_windows(row["step"]), order["seq_len"]))
+    bad = [row["update"] for row in tqdm(rows, desc="replay data order", leave=False)
+           if batch_sha256(read_windows(split, sampler.global_batch_windows(row["update"]), order["seq_len"]))
            != row["tokens_sha256"]]
     if bad:
         report.line("FAIL", "data_order", f"{len(bad)} of {len(rows)} batches differ from {traces[0]} "

@@ -1,24 +1,11 @@
-"""The Hub layout of a checkpoint series: branch `step{N}` holds the export of step N (the Pythia convention).
+"""The Hub layout of a checkpoint series: branch `stepN` holds the export of step N (names: modeling/steps.py).
 
 upload.py writes it; eval.series, tracing.curve and modeling.interp read it, all through this module, so the
 branch name and the listing (with its one-line errors) have one owner. Imports huggingface_hub only when listing.
 """
 
-import re
-
 from .errors import UserError, first_line
-
-STEP_BRANCH = re.compile(r"^step(\d+)$")
-
-
-def step_branch(step: int) -> str:
-    return f"step{step}"
-
-
-def step_of_branch(name: str) -> int | None:
-    m = STEP_BRANCH.match(name)
-    return int(m.group(1)) if m else None
-
+from .steps import parse_step_name
 
 def repo_refs(repo_id: str) -> list[str]:
     """Names of the repo's branches, then its tags; a missing repo or an HTTP failure is one UserError."""
@@ -36,4 +23,4 @@ def repo_refs(repo_id: str) -> list[str]:
 
 def step_branches(repo_id: str) -> list[tuple[int, str]]:
     """(step, branch) of every `step{N}` branch of the repo, by step."""
-    return sorted((step, name) for name in repo_refs(repo_id) if (step := step_of_branch(name)) is not None)
+    return sorted((step, name) for name in repo_refs(repo_id) if (step := parse_step_name(name)) is not None)

@@ -1,6 +1,6 @@
 """Load a release, or checkpoint N of a series, into TransformerLens.
 
-    bridge = load_transformer_lens("runs/tiny", step=8)           # a run folder: runs/tiny/hf/step_8
+    bridge = load_transformer_lens("runs/tiny", step=8)           # a run folder: runs/tiny/hf/step8
     bridge = load_transformer_lens("user/gpt2-owt", step=8)       # a Hub repo: branch step8
     available_steps("user/gpt2-owt")                              # [0, 1, 2, 4, 8, ...]
 
@@ -23,11 +23,11 @@ import re
 from pathlib import Path
 
 from .errors import UserError
-from .hub_branches import step_branch, step_branches
+from .hub_branches import step_branches
+from .steps import parse_step_name, step_name
 from .model_folder import check_model_folder
 from .tokenizer import TOKENIZER_FILES, load_tokenizer
 
-STEP_FOLDER = re.compile(r"^step_(\d+)$")  # run_dir/hf/step_N (training/run_dir.py)
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors", *TOKENIZER_FILES]
 
@@ -41,14 +41,14 @@ def _exports(run_dir: Path) -> Path:
 
 
 def available_steps(repo_or_run_dir: str | Path) -> list[int]:
-    """Steps that `load_transformer_lens(..., step=N)` can load: a run's hf/step_N exports or a repo's step{N} branches."""
+    """Steps that `load_transformer_lens(..., step=N)` can load: a run's hf/stepN exports or a repo's step{N} branches."""
     if _is_hub_id(repo_or_run_dir):
         return [step for step, _ in step_branches(str(repo_or_run_dir))]
     folder = _exports(Path(repo_or_run_dir))
     if not folder.is_dir():
         raise UserError(f"run folder not found: {repo_or_run_dir}")
-    found = [(STEP_FOLDER.match(p.name), p) for p in folder.iterdir()]
-    return sorted(int(m.group(1)) for m, p in found if m and (p / "config.json").is_file())
+    found = [(parse_step_name(p.name), p) for p in folder.iterdir()]
+    return sorted(step for step, p in found if step is not None and (p / "config.json").is_file())
 
 
 def checkpoint_folder(repo_or_run_dir: str | Path, step: int | None = None) -> Path:
@@ -58,12 +58,12 @@ def checkpoint_folder(repo_or_run_dir: str | Path, step: int | None = None) -> P
 
         if step is not None and step not in (steps := available_steps(repo_or_run_dir)):
             raise UserError(f"{repo_or_run_dir} has no branch step{step}; available steps: {steps}")
-        revision = None if step is None else step_branch(step)
+        revision = None if step is None else step_name(step)
         return Path(snapshot_download(str(repo_or_run_dir), revision=revision, allow_patterns=MODEL_FILES))
     path = Path(repo_or_run_dir)
     if step is None:
         return path if (path / "config.json").is_file() or not (path / "hf" / "final").is_dir() else path / "hf" / "final"
-    folder = _exports(path) / f"step_{step}"
+    folder = _exports(path) / step_name(step)
     if not (folder / "config.json").is_file():
         raise UserError(f"{path} has no export of step {step}; available steps: {available_steps(path)}")
     return folder

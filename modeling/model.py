@@ -35,7 +35,7 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 def fuse_gelu(model: torch.nn.Module) -> int:
     """Swap every `gelu_new` activation (GPT-2's tanh approximation, ~8 elementwise ops in eager mode) for the
-    one-kernel `F.gelu(approximate="tanh")`: the same function (max difference measured by tests/test_levers.py), no
+    one-kernel `F.gelu(approximate="tanh")`: the same function (max difference measured by tests/test_speed.py), no
     weights, `config.json` unchanged. The trainer and eval.evaluate use it; returns how many were swapped."""
     from transformers.activations import GELUTanh, NewGELUActivation
 

@@ -1,5 +1,8 @@
-"""Shared test fixtures. Real data lives in ../shared/data (see its README); tests read it in place."""
+"""Shared test fixtures. Every file the tests read ships in the repository: the package's own data (tokenizer,
+eval sets, the OpenWebText sample) and tests/data/ (see its README), checked against the original files' sha256."""
 
+import gzip
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,24 +13,47 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("GPT2_OWT_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+TEST_DATA = REPO_ROOT / "tests" / "data"
+# path in the test-data layout -> the shipped copy (".gz": gzip of the original)
+TEST_FILES = {
+    "gpt2-tokenizer/gpt2.tiktoken": TEST_DATA / "gpt2.tiktoken",
+    "openwebtext-sample/owt_first37_docs.jsonl": REPO_ROOT / "training" / "sample_data" / "owt_first37_docs.jsonl",
+    "openwebtext-sample/owt20p_lines_sample5001.jsonl":
+        REPO_ROOT / "training" / "sample_data" / "owt20p_lines_sample5001.jsonl",
+    "openwebtext-sample/owt_first100_docs_concat.txt": TEST_DATA / "owt_first100_docs_concat.txt.gz",
+    "wikitext-2-raw-v1/wiki.test.raw": REPO_ROOT / "eval" / "data" / "wiki.test.raw.gz",
+    "lambada_openai/lambada_test.jsonl": REPO_ROOT / "eval" / "data" / "lambada_test.jsonl.gz",
+    "lambada_openai/lambada_test_plain_text.txt": TEST_DATA / "lambada_test_plain_text.txt.gz",
+}
+
+
+def original_sha256() -> dict[str, str]:
+    """The originals' sha256 as their provenance record lists them (tests/data/SHA256SUMS)."""
+    lines = (TEST_DATA / "SHA256SUMS").read_text().splitlines()
+    return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.fail(f"shared test data not found at {SHARED_DATA} (set GPT2_OWT_SHARED_DATA)")
-    return SHARED_DATA
+def original_files(tmp_path_factory) -> Path:
+    """A read-only folder of the original test files (decompressed), each checked against its recorded sha256."""
+    root = tmp_path_factory.mktemp("test_data")
+    expected = original_sha256()
+    for name, shipped in TEST_FILES.items():
+        content = gzip.decompress(shipped.read_bytes()) if shipped.suffix == ".gz" else shipped.read_bytes()
+        assert hashlib.sha256(content).hexdigest() == expected[name], f"{shipped} is not the original {name}"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(content)
+    return root
 
 
 @pytest.fixture(scope="session")
-def reference_tiktoken(shared_data):
+def reference_tiktoken(original_files):
     """tiktoken's GPT-2 (r50k_base) built offline from whisper's gpt2.tiktoken: an independent copy of the vocabulary."""
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
     from tiktoken_ext.openai_public import r50k_pat_str
 
-    ranks = load_tiktoken_bpe(str(shared_data / "gpt2-tokenizer" / "gpt2.tiktoken"))
+    ranks = load_tiktoken_bpe(str(original_files / "gpt2-tokenizer" / "gpt2.tiktoken"))
     return tiktoken.Encoding(
         name="reference-gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
         special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257,
@@ -35,14 +61,14 @@ def reference_tiktoken(shared_data):
 
 
 @pytest.fixture(scope="session")
-def owt_documents(shared_data) -> list[str]:
+def owt_documents(original_files) -> list[str]:
     """The 37 genuine OpenWebText documents with exact boundaries."""
-    path = shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl"
+    path = original_files / "openwebtext-sample" / "owt_first37_docs.jsonl"
     return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")
-def owt_data_dir(shared_data, tmp_path_factory) -> Path:
+def owt_data_dir(original_files, tmp_path_factory) -> Path:
     """The 37 genuine OWT documents prepared by `training.prepare_data` (val_fraction 0.1: 33 train / 4 val docs).
 
     A read-only data_dir (train.bin, val.bin, document index, manifest.json); copy it before modifying it.
@@ -51,7 +77,7 @@ def owt_data_dir(shared_data, tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("owt_data")
     return prepare_main([
-        "--dataset", "json", "--data_files", str(shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl"),
+        "--dataset", "json", "--data_files", str(original_files / "openwebtext-sample" / "owt_first37_docs.jsonl"),
         "--val_fraction", "0.1", "--num_proc", "1", "--output_dir", str(root / "data"),
         "--cache_dir", str(root / "hf_cache"),
     ])

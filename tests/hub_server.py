@@ -459,7 +459,7 @@ api.create_repo(repo)
 api.upload_folder(repo_id=repo, folder_path=f"{hf}/final", commit_message="final")
 for step in steps:
     api.create_branch(repo, branch=f"step{step}")
-    api.upload_folder(repo_id=repo, folder_path=f"{hf}/step_{step}", revision=f"step{step}")
+    api.upload_folder(repo_id=repo, folder_path=f"{hf}/step{step}", revision=f"step{step}")
 """
 
 

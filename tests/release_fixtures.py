@@ -2,7 +2,7 @@
 
 The run is REAL: `RELEASE_RUN` is the tiny recipe trained by `training.train` itself (the `release_run` session
 fixture in conftest.py, through the one `trained_run` fixture), so every key the card reads is what the trainer
-writes: renaming a trainer key breaks the card tests. Two steps with exports hf/step_0, hf/step_1 and hf/final (three
+writes: renaming a trainer key breaks the card tests. Two steps with exports hf/step0, hf/step1 and hf/final (three
 different weights), a validation loss and a checkpoint at every step, fed batches traced. `copy_run` copies it for a
 test that changes it; `with_cuda_hardware` rewrites run_info's hardware and wall time to 8 x A100 for one hour (the
 only edit, so the card's cost/energy arithmetic has GPU inputs to show). `make_results` writes an eval results.json in
@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 
 from gpt2_owt.eval.references import task_references
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import RUN_INFO
 
 RELEASE_RUN = dict(max_steps=2, warmup_steps=1, seq_len=32, micro_batch_size=4, global_batch_size=4, eval_interval=1,
-                   eval_iters=1, checkpoint_interval=1, export_steps=[0, 1], export_interval=0, trace_batches="true")
+                   eval_iters=1, checkpoint_interval=1, export_steps=[0, 1], export_interval=0, record_fed_batches="true")
 CUDA_HARDWARE = {"device_type": "cuda", "device_name": "NVIDIA A100-SXM4-80GB", "num_processes": 8, "num_machines": 1,
                  "distributed_type": "DEEPSPEED", "mixed_precision": "bf16", "deepspeed_zero_stage": 1}
 
@@ -28,9 +29,9 @@ def copy_run(release_run: Path, run_dir: Path, with_cuda_hardware: bool = False)
     """A writable copy of the real release run at `run_dir` (see the module docstring for `with_cuda_hardware`)."""
     shutil.copytree(release_run, run_dir)
     if with_cuda_hardware:
-        info = rd.read_json(run_dir / rd.RUN_INFO)
+        info = read_json(run_dir / RUN_INFO)
         info.update(hardware={**info["hardware"], **CUDA_HARDWARE}, wall_time_seconds=3600.0)
-        (run_dir / rd.RUN_INFO).write_text(json.dumps(info, indent=2))
+        (run_dir / RUN_INFO).write_text(json.dumps(info, indent=2))
     return run_dir
 
 

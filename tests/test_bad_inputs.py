@@ -105,12 +105,12 @@ HARNESS = ["python", "-m", "gpt2_owt.eval.harness_tasks"]
 
 CASES = [
     # training.data_order
-    Case("order_missing_data_dir", ORDER + ["--data_dir", "{ws}/nope", "--step", "0"], None,
+    Case("order_missing_data_dir", ORDER + ["--data_dir", "{ws}/nope", "--update", "0"], None,
          "{ws}/nope/train.bin not found: is {ws}/nope a data_dir made by `gpt2-owt prepare`?"),
-    Case("order_negative_step", ORDER + ["--data_dir", "{data}", "--step", "-1"], None, "--step must be >= 0, got -1"),
-    Case("order_truncated_train_bin", ORDER + ["--data_dir", "{data}", "--step", "0"], truncate("data/train.bin", 4097),
+    Case("order_negative_update", ORDER + ["--data_dir", "{data}", "--update", "-1"], None, "--update must be >= 0, got -1"),
+    Case("order_truncated_train_bin", ORDER + ["--data_dir", "{data}", "--update", "0"], truncate("data/train.bin", 4097),
          "{data}/train.bin is truncated or damaged: 4097 bytes is not a whole number of 2-byte token ids"),
-    Case("order_unknown_field", ORDER + ["--data_dir", "{data}", "--step", "0", "--learning_rat", "1"], None,
+    Case("order_unknown_field", ORDER + ["--data_dir", "{data}", "--update", "0", "--learning_rat", "1"], None,
          "learning_rat"),
     # training.train (input checks, before anything is written)
     Case("train_output_inside_data_dir", TRAIN + ["--data_dir", "{data}", "--output_dir", "{data}/run"], None,

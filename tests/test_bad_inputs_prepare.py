@@ -198,9 +198,9 @@ def run_cli(argv: list[str], cache: Path, timeout: int = 240) -> subprocess.Comp
 
 
 @pytest.fixture
-def inputs(tmp_path, owt_data_dir, shared_data) -> Inputs:
+def inputs(tmp_path, owt_data_dir, original_files) -> Inputs:
     (tmp_path / "case").mkdir()
-    yield Inputs(tmp_path / "case", shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl", owt_data_dir)
+    yield Inputs(tmp_path / "case", original_files / "openwebtext-sample" / "owt_first37_docs.jsonl", owt_data_dir)
     unmount_all(tmp_path / "case")
 
 
@@ -267,7 +267,7 @@ def test_simulated_enospc_at_the_write_leaves_nothing(sample_jsonl_copy, tmp_pat
 
 
 @pytest.fixture
-def sample_jsonl_copy(shared_data, tmp_path) -> Path:
+def sample_jsonl_copy(original_files, tmp_path) -> Path:
     path = tmp_path / "docs.jsonl"
-    shutil.copy(shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl", path)
+    shutil.copy(original_files / "openwebtext-sample" / "owt_first37_docs.jsonl", path)
     return path

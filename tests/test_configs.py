@@ -42,18 +42,18 @@ def test_the_command_line_overrides_only_the_flags_it_names(tmp_path):
     recipe.write_text("model_config: tiny\nlearning_rate: 6e-4\nmin_lr: 0\nmax_steps: 10\nwarmup_steps: 1\n"
                       "export_steps: []\ntrace_batches: true\n")
     cfg = parse_config(["--config", str(recipe), "--data_dir", "d", "--output_dir", "o"])
-    assert (cfg.learning_rate, cfg.min_lr, cfg.export_steps, cfg.trace_batches) == (6e-4, 0.0, [], True)
+    assert (cfg.learning_rate, cfg.min_lr, cfg.export_steps, cfg.record_fed_batches) == (6e-4, 0.0, [], True)
     assert type(cfg.min_lr) is float
     cfg = parse_config(["--config", str(recipe), "--data_dir", "d", "--output_dir", "o", "--max_steps", "20",
                         "--export_steps", "0", "5", "--no_verify_data_hashes"])
     assert (cfg.max_steps, cfg.export_steps, cfg.verify_data_hashes, cfg.learning_rate) == (20, [0, 5], False, 6e-4)
-    assert cfg.trace_batches is True  # from the YAML, untouched by the command line
+    assert cfg.record_fed_batches is True  # from the YAML, untouched by the command line
 
 
 @pytest.mark.parametrize("text, message", [
     ("max_steps: ten\n", "max_steps must be int, got 'ten'"),
     ("learning_rate: fast\n", "learning_rate must be float, got 'fast'"),
-    ("trace_batches: maybe\n", "trace_batches must be bool, got 'maybe'"),
+    ("record_fed_batches: maybe\n", "record_fed_batches must be bool, got 'maybe'"),
     ("export_steps: 5\n", "export_steps must be a list, got 5"),
     ("export_steps: [1, x]\n", "export_steps[1] must be int, got 'x'"),
     ("seq_len: 2.5\n", "seq_len must be int, got 2.5"),

@@ -1,5 +1,5 @@
-"""Every console script of pyproject.toml exits 0 when it succeeds (issue 17 item 3), run as installed in .venv/bin,
-and a folder of another architecture is refused by model_type before any model is built."""
+"""Every verb of the one command line (`gpt2-owt <verb>`, installed in .venv/bin) exits 0 when it succeeds, and
+answers --help; a folder of another architecture is refused by model_type before any model is built."""
 
 import errno
 import json
@@ -14,42 +14,59 @@ from train_support import REPO_ROOT, TINY_YAML
 
 BIN = Path(sys.executable).parent
 SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+GPT2_OWT = str(BIN / "gpt2-owt")
 
-# script -> argv after the script name (placeholders as in tests/test_bad_inputs.py) and the file it must write
+# verb -> argv after `gpt2-owt VERB` (placeholders as in tests/test_bad_inputs.py) and the file it must write
 SUCCESS = {
-    "gpt2-owt-prepare": (["--dataset", "json", "--data_files", "{shared}/openwebtext-sample/owt_first37_docs.jsonl",
+    "prepare": (["--dataset", "json", "--data_files", "{originals}/openwebtext-sample/owt_first37_docs.jsonl",
                           "--val_fraction", "0.1", "--num_proc", "1", "--output_dir", "{ws}/data2",
                           "--cache_dir", "{ws}/cache"], "data2/manifest.json"),
-    "gpt2-owt-verify-data": (["--data_dir", "{data}"], None),
-    "gpt2-owt-train": (["--config", str(TINY_YAML), "--data_dir", "{data}", "--output_dir", "{ws}/run2",
+    "verify-data": (["--data_dir", "{data}"], None),
+    "train": (["--config", str(TINY_YAML), "--data_dir", "{data}", "--output_dir", "{ws}/run2",
                         "--max_steps", "2", "--warmup_steps", "0", "--export_steps", "1", "--report_to", "none", "--seq_len", "32"],
                        "run2/hf/final/model.safetensors"),
-    "gpt2-owt-data-order": (["--config", str(TINY_YAML), "--data_dir", "{data}", "--step", "0"], None),
-    "gpt2-owt-eval": (["--model", "{model}", "--tasks", "lambada_openai", "--limit", "2", "--max_length", "32",
+    "data-order": (["--config", str(TINY_YAML), "--data_dir", "{data}", "--update", "0"], None),
+    "eval": (["--model", "{model}", "--tasks", "lambada_openai", "--limit", "2", "--max_length", "32",
                        "--output", "{ws}/r.json"], "r.json"),
-    "gpt2-owt-build-card": (["--run_dir", "{run}", "--eval_results", "{results}", "--output_dir", "{ws}/rel"],
+    "card": (["--run_dir", "{run}", "--eval_results", "{results}", "--output_dir", "{ws}/rel"],
                             "rel/release_manifest.json"),
-    "gpt2-owt-upload": (["{release}", "--repo_id", "alice/tiny", "--dry_run"], None),
-    "gpt2-owt-convert": (["--to", "llmc", "--model", "{model}", "--output", "{ws}/m.bin"], "m.bin"),
-    "gpt2-owt-harness-tasks": (["--output_dir", "{ws}/tasks"], "tasks/wikitext_local.yaml"),
+    "upload": (["{release}", "--repo_id", "alice/tiny", "--dry_run"], None),
+    "convert": (["--to", "llmc", "--model", "{model}", "--output", "{ws}/m.bin"], "m.bin"),
+    "harness-tasks": (["--output_dir", "{ws}/tasks"], "tasks/wikitext_local.yaml"),
     # a passing verify needs a published series (tests/test_verify.py: main(...) == 0); here the script starts
-    "gpt2-owt-verify-release": (["--help"], None),
+    "verify": (["--help"], None),
 }
 
 
-def test_every_console_script_is_covered():
-    assert set(SUCCESS) == set(SCRIPTS)
+def test_one_console_script_and_every_verb_is_covered():
+    from gpt2_owt.cli import VERBS
+
+    assert SCRIPTS == {"gpt2-owt": "gpt2_owt.cli:main"}
+    assert set(SUCCESS) == set(VERBS) - {"trace"}  # trace's verbs: tests/test_trace*.py
+
+
+@pytest.mark.timeout(300)
+def test_help_of_every_verb():
+    """`gpt2-owt --help` lists the verbs; every verb (and every trace verb) answers --help with exit 0."""
+    from gpt2_owt.cli import VERBS
+    from gpt2_owt.tracing.cli import VERBS as TRACE_VERBS
+
+    listing = run_command([GPT2_OWT, "--help"])
+    assert listing.returncode == 0 and all(f"  {verb} " in listing.stdout for verb in VERBS)
+    for argv in [[verb] for verb in VERBS] + [["trace", verb] for verb in TRACE_VERBS]:
+        done = run_command([GPT2_OWT, *argv, "--help"], timeout=120)
+        assert done.returncode == 0 and "usage:" in done.stdout, (argv, done.stderr[-2000:])
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("script", sorted(SCRIPTS))
-def test_console_script_exits_0_on_success(script, workspace: Workspace, shared_data):
+@pytest.mark.parametrize("verb", sorted(SUCCESS))
+def test_verb_exits_0_on_success(verb, workspace: Workspace, original_files):
     from test_bad_inputs import fill
 
-    argv, writes = SUCCESS[script]
-    argv = [fill(a.replace("{shared}", str(shared_data)), workspace) for a in argv]
-    done = run_command([str(BIN / script), *argv], timeout=500)
+    argv, writes = SUCCESS[verb]
+    argv = [fill(a.replace("{originals}", str(original_files)), workspace) for a in argv]
+    done = run_command([GPT2_OWT, verb, *argv], timeout=500)
     assert done.returncode == 0, done.stderr[-3000:]
     if writes:
         assert (workspace.root / writes).is_file()

@@ -9,7 +9,8 @@ import pytest
 
 from gpt2_owt.modeling import flops
 from train_support import REPO_ROOT
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, CHECKPOINT_INFO, FED_BATCHES, LOGS, METRICS, RUN_INFO, read_metrics, read_rows
 from gpt2_owt.training.run_dir import RunDir
 
 HEAVY = ("torch", "transformers")
@@ -57,21 +58,21 @@ def test_lazy_package_keeps_its_names():
 
 
 # ---------------------------------------------------------------------------------------------------- RunDir
-def write_rows(path, steps):
-    path.write_text("".join(json.dumps({"step": s, "x": s * 10}) + "\n" for s in steps))
+def write_rows(path, steps, key="step"):
+    path.write_text("".join(json.dumps({key: s, "x": s * 10}) + "\n" for s in steps))
 
 
 def test_resume_truncation_one_rule(tmp_path):
-    """Resume at checkpoint S=5: metrics (step = updates done, 1-based) keep step <= 5; fed_batches (step =
-    0-based update index) keep step < 5, so the update the kill interrupted (index 5) is fed and written again."""
+    """Resume at checkpoint S=5: metrics rows (step = updates done) keep step <= 5; fed_batches rows (update =
+    0-based update index) keep update < 5, so the update the kill interrupted (update 5) is fed and written again."""
     run = RunDir(tmp_path)
-    write_rows(tmp_path / rd.METRICS, [1, 2, 3, 4, 5, 5, 6, 7])
-    write_rows(tmp_path / rd.FED_BATCHES, [0, 1, 2, 3, 4, 5, 6])
+    write_rows(tmp_path / METRICS, [1, 2, 3, 4, 5, 5, 6, 7])
+    write_rows(tmp_path / FED_BATCHES, [0, 1, 2, 3, 4, 5, 6], key="update")
     run.truncate_rows(5)
-    assert [r["step"] for r in rd.read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 5]
-    assert [r["step"] for r in rd.read_rows(tmp_path / rd.FED_BATCHES)] == [0, 1, 2, 3, 4]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 5]
+    assert [r["update"] for r in read_rows(tmp_path / FED_BATCHES)] == [0, 1, 2, 3, 4]
     run.log_fed_batch(5, "ab")
-    assert rd.read_rows(tmp_path / rd.FED_BATCHES)[-1] == {"step": 5, "tokens_sha256": "ab"}
+    assert read_rows(tmp_path / FED_BATCHES)[-1] == {"update": 5, "tokens_sha256": "ab"}
     assert not list(tmp_path.glob(".*tmp*"))
 
 
@@ -89,9 +90,9 @@ def test_checkpoint_pruning_always_keeps_the_latest(tmp_path, keep_last, milesto
     run = RunDir(tmp_path)
     make_checkpoints(run, [10, 20, 30, 40, 50], keep_last, milestone)
     assert [s for s, _ in run.checkpoints()] == kept
-    assert run.latest_checkpoint() == tmp_path / rd.CHECKPOINTS / "step_50"
-    assert rd.read_json(run.latest_checkpoint() / rd.CHECKPOINT_INFO) == {"step": 50}
-    assert sorted(p.name for p in (tmp_path / rd.CHECKPOINTS).iterdir()) == [f"step_{s}" for s in kept]
+    assert run.latest_checkpoint() == tmp_path / CHECKPOINTS / "step50"
+    assert read_json(run.latest_checkpoint() / CHECKPOINT_INFO) == {"step": 50}
+    assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == [f"step{s}" for s in kept]
 
 
 def test_run_info_status_never_leaves_completed(tmp_path):
@@ -99,12 +100,12 @@ def test_run_info_status_never_leaves_completed(tmp_path):
     manifest.write_text("{}")
     run = RunDir(tmp_path / "run")
     run.start({"seed": 1}, manifest, {"steps_done": 0}, resuming=False)
-    info = rd.read_json(run.path / rd.RUN_INFO)
+    info = read_json(run.path / RUN_INFO)
     assert info["status"] == "running" and info["finished_at"] is None and info["started_at"]
     run.update_run_info("completed", steps_done=3, wall_time_seconds=2.0)
     run.update_run_info("running", steps_done=3)
     run.update_run_info("interrupted")
-    info = rd.read_json(run.path / rd.RUN_INFO)
+    info = read_json(run.path / RUN_INFO)
     assert info["status"] == "completed" and info["finished_at"] and info["steps_done"] == 3
 
     # a resume keeps started_at and the wall time so far; a fresh start over an old run clears it first
@@ -112,7 +113,7 @@ def test_run_info_status_never_leaves_completed(tmp_path):
     again.start({"seed": 1}, manifest, {"steps_done": 3}, resuming=True)
     assert again.run_info["started_at"] == info["started_at"] and again.run_info["wall_time_seconds"] == 2.0
     assert again.run_info["status"] == "completed"  # resuming a completed run does not make it look unfinished
-    (run.path / rd.LOGS).mkdir()
+    (run.path / LOGS).mkdir()
     (run.path / "notes.txt").write_text("mine")
     again.clear()
     assert sorted(p.name for p in run.path.iterdir()) == ["notes.txt"]

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from gpt2_owt.modeling import tiktoken_encoding
-from train_support import TINY_YAML, read_rows, run_inprocess
+from train_support import TINY_YAML, metric_rows, run_inprocess
 from gpt2_owt.training.data_dir import WindowSampler, batch_sha256, open_split
 from gpt2_owt.training.data_order import main as data_order_main
 
 # 6 sequences of 48 tokens per step, micro batches of 3 (gradient accumulation 2 in one process)
 RUN = dict(seq_len=48, global_batch_size=6, micro_batch_size=3, max_steps=3, warmup_steps=1, eval_iters=1,
-           export_steps=[], export_interval=0, trace_batches="true", report_to="tensorboard")
+           export_steps=[], export_interval=0, record_fed_batches="true", report_to="tensorboard")
 
 
 def test_global_batches_do_not_depend_on_world_size():
@@ -39,7 +39,7 @@ def test_global_batches_do_not_depend_on_world_size():
 
 def order_of(capsys, data_dir, step: int) -> dict:
     overrides = [x for k, v in RUN.items() if k in ("seq_len", "global_batch_size") for x in (f"--{k}", str(v))]
-    data_order_main(["--data_dir", str(data_dir), "--config", str(TINY_YAML), "--step", str(step), "--json",
+    data_order_main(["--data_dir", str(data_dir), "--config", str(TINY_YAML), "--update", str(step), "--json",
                      *overrides])
     return json.loads(capsys.readouterr().out)
 
@@ -49,7 +49,7 @@ def test_data_order_names_the_tokens_the_trainer_fed(capsys, owt_data_dir, owt_d
     assert run_inprocess(owt_data_dir, out, **RUN) == 0
     capsys.readouterr()
     fed = [json.loads(line) for line in (out / "fed_batches.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in fed] == [0, 1, 2]
+    assert [r["update"] for r in fed] == [0, 1, 2]
     raw = np.fromfile(owt_data_dir / "train.bin", dtype=np.uint16)  # read independently of the sampler
     offsets = np.load(owt_data_dir / "train.docs.npy")
     rows = np.load(owt_data_dir / "train.rows.npy")
@@ -68,17 +68,17 @@ def test_data_order_names_the_tokens_the_trainer_fed(capsys, owt_data_dir, owt_d
             if len(s["documents"]) == 1:  # the decoded window is text of the named source document
                 text = enc.decode_bytes(raw[s["token_start"] : s["token_end"]].tolist())  # bytes: may cut a char
                 assert text in owt_documents[s["source_rows"][0]].encode() + b"<|endoftext|>"
-    assert len(read_rows(out, "train_loss")) == 3
+    assert len(metric_rows(out, "train_loss")) == 3
     assert list((out / "logs").rglob("events.out.tfevents.*"))  # the tensorboard tracker wrote its log
 
 
 def test_data_order_table_and_errors(capsys, owt_data_dir):
-    data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--step", "5"])
+    data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--update", "5"])
     lines = capsys.readouterr().out.splitlines()
     split = open_split(owt_data_dir, "train")
-    windows = WindowSampler(split.num_tokens, 64, 8, 1337).global_batch_windows(5)
-    assert lines[0].startswith("step 5: 8 sequences of 64 + 1 tokens (data_seed 1337")
+    windows = WindowSampler(num_tokens=split.num_tokens, seq_len=64, global_batch_size=8, seed=1337).global_batch_windows(5)
+    assert lines[0].startswith("update 5: 8 sequences of 64 + 1 tokens (data_seed 1337")
     assert [int(line.split()[1]) for line in lines[2:]] == windows.tolist()
     with pytest.raises(SystemExit) as exc:
-        data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--step", "1", "--seq_lenn", "3"])
+        data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--update", "1", "--seq_lenn", "3"])
     assert exc.value.code == 2 and "unknown config field 'seq_lenn'" in capsys.readouterr().err

@@ -170,9 +170,9 @@ def test_lambada_request_moves_trailing_spaces_to_the_target():
 
 # ------------------------------------------------------------------------------------------------ data
 
-def test_wikitext_pages_are_the_62_harness_documents(shared_data):
+def test_wikitext_pages_are_the_62_harness_documents(original_files):
     pages = eval_data.wikitext_pages().items
-    raw = (shared_data / "wikitext-2-raw-v1" / "wiki.test.raw").read_bytes().decode("utf-8")
+    raw = (original_files / "wikitext-2-raw-v1" / "wiki.test.raw").read_bytes().decode("utf-8")
     assert len(pages) == 62
     assert " \n" + "\n".join(pages) == raw  # the document-level dataset's relation to the raw file
     assert pages[0].startswith(" = Robert Boulter = \n") and all(p.startswith(" = ") for p in pages)
@@ -183,18 +183,20 @@ def test_wikitext_rows_are_the_hub_rows():
     assert len(rows) == 4358 and rows[:2] == ["", " = Robert Boulter = \n"]
 
 
-def test_lambada_has_5153_examples(shared_data):
+def test_lambada_has_5153_examples(original_files):
     texts = eval_data.lambada_texts().items
     assert len(texts) == 5153
-    plain = (shared_data / "lambada_openai" / "lambada_test_plain_text.txt").read_text(encoding="utf-8").splitlines()
+    plain = (original_files / "lambada_openai" / "lambada_test_plain_text.txt").read_text(encoding="utf-8").splitlines()
     assert [t.split(" ")[-1].lower().strip(".,!?\"'") for t in texts[:50]] == [p.split()[-1] for p in plain[:50]]
 
 
 @pytest.mark.parametrize("shipped, original", [
     ("wiki.test.raw.gz", "wikitext-2-raw-v1/wiki.test.raw"), ("lambada_test.jsonl.gz", "lambada_openai/lambada_test.jsonl")])
-def test_shipped_copies_are_byte_identical(shared_data, shipped, original):
+def test_shipped_copies_are_byte_identical(shipped, original):
+    from conftest import original_sha256
+
     content = gzip.decompress((eval_data.DATA_DIR / shipped).read_bytes())
-    assert hashlib.sha256(content).hexdigest() == hashlib.sha256((shared_data / original).read_bytes()).hexdigest()
+    assert hashlib.sha256(content).hexdigest() == original_sha256()[original]
 
 
 def test_hub_source_reads_the_harness_datasets(monkeypatch):

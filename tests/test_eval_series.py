@@ -17,7 +17,7 @@ FAST = ["--tasks", "wikitext,lambada_openai,owt_val", "--max_length", "32", "--l
 
 @pytest.fixture(scope="module")
 def run_hf(owt_data_dir, tmp_path_factory):
-    """hf/ of a real 2-step trainer run: step_0, step_1 and final, three different weights."""
+    """hf/ of a real 2-step trainer run: step0, step1 and final, three different weights."""
     from train_support import run_inprocess
 
     run = tmp_path_factory.mktemp("series") / "run"
@@ -45,7 +45,7 @@ def test_series_rows_equal_each_checkpoint_evaluated_alone(run_hf, owt_data_dir,
     out = tmp_path / "series"
     main(["--checkpoints", str(run_hf), "--output_dir", str(out), *fast(owt_data_dir)])
     rows = read_series(out)
-    assert [r["checkpoint"] for r in rows] == ["step_0", "step_1", "final"]
+    assert [r["checkpoint"] for r in rows] == ["step0", "step1", "final"]
     assert [r["step"] for r in rows] == [0, 1, 2] and [r["tokens"] for r in rows] == [0, 128, 256]
     assert (out / "series.png").stat().st_size > 0
     for row in rows:
@@ -73,18 +73,18 @@ def test_resume_skips_finished_rows_and_recomputes_changed_weights(run_hf, owt_d
     assert {r["checkpoint"]: r for r in read_series(out)} == first
     assert {name: (out / name / "results.json").stat().st_mtime_ns for name in first} == mtimes
 
-    shutil.copy(hf / "step_0" / "model.safetensors", hf / "step_1" / "model.safetensors")  # step_1 now = step_0
+    shutil.copy(hf / "step0" / "model.safetensors", hf / "step1" / "model.safetensors")  # step1 now = step0
     main(argv)
     rows = {r["checkpoint"]: r for r in read_series(out)}
-    assert rows["step_1"]["weights_sha256"] == first["step_0"]["weights_sha256"]
-    assert rows["step_1"]["metrics"] == first["step_0"]["metrics"] != first["step_1"]["metrics"]
-    assert (out / "step_1" / "results.json").stat().st_mtime_ns != mtimes["step_1"]
-    for name in ("step_0", "final"):
+    assert rows["step1"]["weights_sha256"] == first["step0"]["weights_sha256"]
+    assert rows["step1"]["metrics"] == first["step0"]["metrics"] != first["step1"]["metrics"]
+    assert (out / "step1" / "results.json").stat().st_mtime_ns != mtimes["step1"]
+    for name in ("step0", "final"):
         assert (out / name / "results.json").stat().st_mtime_ns == mtimes[name] and rows[name] == first[name]
         assert json.loads((out / name / "results.json").read_text())["created_at"] == stamps[name]
 
     main([*argv, "--limit", "1"])  # other arguments (the last --limit wins): every row recomputed
-    assert all((out / n / "results.json").stat().st_mtime_ns != mtimes[n] for n in ("step_0", "final"))
+    assert all((out / n / "results.json").stat().st_mtime_ns != mtimes[n] for n in ("step0", "final"))
 
 
 def _error_of(capsys, argv) -> str:
@@ -104,8 +104,8 @@ def test_bad_series_inputs_fail_before_anything_is_written(run_hf, owt_data_dir,
     assert "no checkpoints" in _error_of(capsys, ["--checkpoints", str(empty), "--output_dir", str(out)])
     assert "does not exist" in _error_of(capsys, ["--checkpoints", str(tmp_path / "nope"), "--output_dir", str(out)])
     hf = shutil.copytree(run_hf, tmp_path / "hf")
-    (hf / "step_1" / "model.safetensors").unlink()
-    assert "step_1" in _error_of(capsys, ["--checkpoints", str(hf), "--output_dir", str(out), *fast(owt_data_dir)])
+    (hf / "step1" / "model.safetensors").unlink()
+    assert "step1" in _error_of(capsys, ["--checkpoints", str(hf), "--output_dir", str(out), *fast(owt_data_dir)])
     assert "--output_dir" in _error_of(capsys, ["--checkpoints", str(run_hf)])
     assert "exactly one" in _error_of(capsys, ["--checkpoints", str(run_hf), "--model", str(run_hf / "final"),
                                                "--output_dir", str(out)])

@@ -13,7 +13,8 @@ from gpt2_owt.modeling.flops import flops_per_token
 from gpt2_owt.model_card import facts
 from gpt2_owt.model_card.build import main as build_main
 from release_fixtures import RESULTS_TASKS, copy_run, make_results
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import DATA_MANIFEST, METRICS, RUN_INFO, TRAINING_CONFIG, read_metrics
 
 RELEASE_FILES = {
     "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -27,7 +28,7 @@ def gpu_run(release_run, tmp_path_factory):
     """The real tiny run with run_info saying 8 x A100 for 1 hour (wall_time_seconds 3600), plus its eval results."""
     root = tmp_path_factory.mktemp("card")
     run = copy_run(release_run, root / "run", with_cuda_hardware=True)
-    sha = rd.read_json(run / "hf" / "final" / "export_info.json")["weights_sha256"]
+    sha = read_json(run / "hf" / "final" / "export_info.json")["weights_sha256"]
     return run, make_results(root / "results.json", sha)
 
 
@@ -51,17 +52,17 @@ def test_release_folder_is_complete_hashed_and_loads(release, gpu_run):
     run, _ = gpu_run
     assert {p.name for p in release.iterdir()} == RELEASE_FILES
     assert not list(release.parent.glob(".release.partial-*"))
-    manifest = rd.read_json(release / "release_manifest.json")
+    manifest = read_json(release / "release_manifest.json")
     assert set(manifest["files"]) == RELEASE_FILES - {"release_manifest.json"}
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == modeling.sha256_file(release / name), name
     weights = modeling.sha256_file(release / "model.safetensors")
-    assert manifest["weights_sha256"] == weights == rd.read_json(run / "hf/final/export_info.json")["weights_sha256"]
+    assert manifest["weights_sha256"] == weights == read_json(run / "hf/final/export_info.json")["weights_sha256"]
     assert manifest["step"] == 2
     for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
         assert modeling.sha256_file(release / name) == modeling.TOKENIZER_SHA256[name]
-    assert (release / "training_config.json").read_bytes() == (run / rd.TRAINING_CONFIG).read_bytes()
-    assert (release / "manifest.json").read_bytes() == (run / rd.DATA_MANIFEST).read_bytes()
+    assert (release / "training_config.json").read_bytes() == (run / TRAINING_CONFIG).read_bytes()
+    assert (release / "manifest.json").read_bytes() == (run / DATA_MANIFEST).read_bytes()
     assert (release / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,7 +98,7 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     run, _ = gpu_run
     card = (release / "README.md").read_text()
     hparams = table(card, "Hyperparameter")
-    assert list(hparams) == list(rd.read_json(run / rd.TRAINING_CONFIG))  # every field the trainer wrote, in order
+    assert list(hparams) == list(read_json(run / TRAINING_CONFIG))  # every field the trainer wrote, in order
     assert hparams["learning_rate"] == "0.003" and hparams["adam_beta2"] == "0.95" and hparams["adam_eps"] == "1e-08"
     assert hparams["export_steps"] == "[0, 1]" and hparams["resume_from_checkpoint"] == "null"
     arch = table(card, "Architecture (from `config.json`)")
@@ -107,17 +108,17 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     assert "6.9M-parameter GPT-2" in card
 
     data = table(card, "Data manifest field")
-    manifest = rd.read_json(run / rd.DATA_MANIFEST)
+    manifest = read_json(run / DATA_MANIFEST)
     assert data["splits.train.tokens"] == str(manifest["splits"]["train"]["tokens"])
     assert data["splits.val.documents"] == str(manifest["splits"]["val"]["documents"])
     assert data["tokenizer.fingerprint"] == modeling.tokenizer_fingerprint()
 
-    run_info = rd.read_json(run / rd.RUN_INFO)
+    run_info = read_json(run / RUN_INFO)
     speeds = table(card, "Quantity")
     assert speeds["Tokens seen"] == "256" and speeds["Optimizer steps"] == "2"
     assert speeds["GPU-hours"] == "8.000"  # 3600 s wall time x 8 processes
     assert speeds["Training compute"] == f"{run_info['flops_per_token'] * 256:.4g} FLOPs"
-    val_losses = [m["val_loss"] for m in rd.read_metrics(run) if "val_loss" in m]
+    val_losses = [m["val_loss"] for m in read_metrics(run) if "val_loss" in m]
     assert speeds["Final validation loss"] == f"{val_losses[-1]:.4f}"
     assert "**Energy (upper bound):** 3.200 kWh at 400 W per device (published TDP of the GPU)" in card
     assert "**Estimated cost:** $20.00 at $2.5 per device-hour" in card
@@ -132,12 +133,12 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     assert "![loss.png](loss.png)" in card and "![lr.png](lr.png)" in card
     assert "Subset evaluation" not in card and "Note on" not in card
 
-    assert f"`{run_info['git_commit']}`" in card and "**Seeds:** init_seed 1337 (initial weights = `hf/step_0`), data_seed 1337" in card
+    assert f"`{run_info['git_commit']}`" in card and "**Seeds:** init_seed 1337 (initial weights = `hf/step0`), data_seed 1337" in card
     assert facts.command_line(run_info["command"]) in card and "training/configs/tiny.yaml" in card
     assert " ".join(manifest["command"][1:]) in card  # the prepare command line from the data manifest
     assert "gpt2-owt card --run_dir" in card
     for step in (0, 1):
-        sha = rd.read_json(run / "hf" / f"step_{step}" / "export_info.json")["weights_sha256"]
+        sha = read_json(run / "hf" / f"step{step}" / "export_info.json")["weights_sha256"]
         assert f"| `step{step}` | {step} |" in card and sha in card
     assert 'revision="step1"' in card and "list_repo_refs" in card
     assert "@article{radford2019language" in card and "Gokaslan2019OpenWeb" in card
@@ -148,18 +149,18 @@ def test_absent_inputs_are_omitted_never_invented(gpu_run, tmp_path, capsys):
     src, _ = gpu_run
     run = tmp_path / "run"
     shutil.copytree(src, run)
-    (run / rd.METRICS).unlink()
-    info = rd.read_json(run / rd.RUN_INFO)
+    (run / METRICS).unlink()
+    info = read_json(run / RUN_INFO)
     for key in ("wall_time_seconds", "flops_per_token"):
         del info[key]
     info["hardware"] = {**info["hardware"], "device_type": "cpu", "device_name": "x86_64", "num_processes": 1}
-    (run / rd.RUN_INFO).write_text(json.dumps(info))
-    manifest = rd.read_json(run / rd.DATA_MANIFEST)
+    (run / RUN_INFO).write_text(json.dumps(info))
+    manifest = read_json(run / DATA_MANIFEST)
     manifest["source"]["dataset"] = "Skylion007/openwebtext"  # as the default Hub source records it
-    (run / rd.DATA_MANIFEST).write_text(json.dumps(manifest))
-    sha = rd.read_json(run / "hf/final/export_info.json")["weights_sha256"]
+    (run / DATA_MANIFEST).write_text(json.dumps(manifest))
+    sha = read_json(run / "hf/final/export_info.json")["weights_sha256"]
     results = make_results(tmp_path / "r.json", sha, {k: v for k, v in RESULTS_TASKS.items() if k != "lambada_openai"})
-    subset = rd.read_json(results)
+    subset = read_json(results)
     subset["settings"]["limit"] = 20
     subset["tasks"]["wikitext"]["notes"] = "WikiText-103's test text is WikiText-2's."
     results.write_text(json.dumps(subset))
@@ -173,7 +174,7 @@ def test_absent_inputs_are_omitted_never_invented(gpu_run, tmp_path, capsys):
         assert absent not in card, absent
     # FLOPs/token are not in run_info any more: derived from config.json with the trainer's formula (modeling/
     # flops.py), and the card says which.
-    expected = flops_per_token(rd.read_json(out / "config.json"), rd.read_json(run / rd.TRAINING_CONFIG)["seq_len"])
+    expected = flops_per_token(read_json(out / "config.json"), read_json(run / TRAINING_CONFIG)["seq_len"])
     assert f"| Training FLOPs per token | {expected:.4g} (6·N + 12·n_layer·n_embd·seq_len" in card
     assert "rebuild the card with `--gpu_hour_usd`" in card
     assert "**Subset evaluation:** each task was limited to its first 20 documents/examples" in card
@@ -191,16 +192,16 @@ def test_rebuild_is_a_noop_and_a_different_release_needs_overwrite(gpu_run, tmp_
     out = tmp_path / "release"
     base = ["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(out)]
     build_main(base)
-    first = rd.read_json(out / "release_manifest.json")
+    first = read_json(out / "release_manifest.json")
     build_main(base)
     assert "release unchanged" in capsys.readouterr().out
-    other = ["--run_dir", str(run), "--checkpoint", "step_1", "--output_dir", str(out)]
+    other = ["--run_dir", str(run), "--checkpoint", "step1", "--output_dir", str(out)]
     with pytest.raises(SystemExit) as e:
         build_main(other)
     assert e.value.code == 2 and "already holds a different release" in capsys.readouterr().err
-    assert rd.read_json(out / "release_manifest.json") == first  # untouched
+    assert read_json(out / "release_manifest.json") == first  # untouched
     build_main(other + ["--overwrite"])
-    assert rd.read_json(out / "release_manifest.json")["step"] == 1
+    assert read_json(out / "release_manifest.json")["step"] == 1
     assert "## Evaluation\n\nNo evaluation results were supplied" in (out / "README.md").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release"]  # no temp or old folders left behind
 
@@ -209,22 +210,22 @@ def _tamper(run, tmp_path, what):
     bad = tmp_path / f"run-{what}"
     shutil.copytree(run, bad)
     if what == "export_hash":
-        info = rd.read_json(bad / "hf/final/export_info.json")
+        info = read_json(bad / "hf/final/export_info.json")
         (bad / "hf/final/export_info.json").write_text(json.dumps({**info, "weights_sha256": "0" * 64}))
     elif what == "tokenizer":
-        m = rd.read_json(bad / rd.DATA_MANIFEST)
+        m = read_json(bad / DATA_MANIFEST)
         m["tokenizer"]["fingerprint"] = "f" * 64
-        (bad / rd.DATA_MANIFEST).write_text(json.dumps(m))
+        (bad / DATA_MANIFEST).write_text(json.dumps(m))
     elif what == "no_export":
         shutil.rmtree(bad / "hf/final")
     elif what == "no_run_info":
-        (bad / rd.RUN_INFO).unlink()
+        (bad / RUN_INFO).unlink()
     return bad
 
 
 @pytest.mark.parametrize("case, message", [
     ("missing_run_dir", "run_dir not found"),
-    ("bad_checkpoint", "--checkpoint must be 'final' or 'step_N'"),
+    ("bad_checkpoint", "--checkpoint must be 'final' or 'stepN'"),
     ("no_export", "is incomplete or missing"),
     ("no_run_info", "run info not found"),
     ("export_hash", "export_info.json records"),

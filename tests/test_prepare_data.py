@@ -36,8 +36,8 @@ def leftovers(parent: Path) -> list[str]:
 
 
 @pytest.fixture
-def sample_jsonl(shared_data) -> Path:
-    return shared_data / "openwebtext-sample" / "owt_first37_docs.jsonl"
+def sample_jsonl(original_files) -> Path:
+    return original_files / "openwebtext-sample" / "owt_first37_docs.jsonl"
 
 
 @pytest.fixture
@@ -188,8 +188,7 @@ def test_manifest_records_source_split_tokenizer_and_hashes(owt_data_dir, sample
     assert set(m["files"]) == set(all_files())
     for name, entry in m["files"].items():
         assert entry == {"bytes": (owt_data_dir / name).stat().st_size, "sha256": sha256_file(owt_data_dir / name)}
-    assert "datasets" in m["versions"] and "tiktoken" in m["versions"] and m["command"][:3] == [
-        "python", "-m", "gpt2_owt.training.prepare_data"]
+    assert "datasets" in m["versions"] and "tiktoken" in m["versions"] and m["command"][:2] == ["gpt2-owt", "prepare"]
     assert verify_data_dir(owt_data_dir) == m
 
 

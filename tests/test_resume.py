@@ -13,15 +13,16 @@ import torch
 from safetensors.torch import load_file
 
 from gpt2_owt.modeling import sha256_file
-from train_support import read_jsonl, read_rows, run_inprocess, untimed
+from train_support import read_jsonl, metric_rows, run_inprocess, untimed
 from gpt2_owt.training import checkpoints as ckpt
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, METRICS, RUN_INFO, list_step_dirs
 from gpt2_owt.training.manifest import read_manifest, write_manifest
 
 # 12 updates, checkpoints at 4, 8, 12 (all kept), batch hashes traced
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2, eval_interval=4,
            eval_iters=1, checkpoint_interval=4, keep_last_checkpoints=3, export_steps=[0, 2], export_interval=0,
-           trace_batches="true")
+           record_fed_batches="true")
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +39,10 @@ def snapshot(folder: Path) -> dict:
 def copy_run(reference: Path, dst: Path, keep_up_to: int) -> Path:
     """The reference run as a run killed after its checkpoint `keep_up_to` would leave it (plus later rows)."""
     shutil.copytree(reference, dst)
-    for step, path in rd.list_step_dirs(dst / rd.CHECKPOINTS):
+    for step, path in list_step_dirs(dst / CHECKPOINTS):
         if step > keep_up_to:
             shutil.rmtree(path)
-    shutil.rmtree(dst / rd.HF_EXPORTS / rd.FINAL)
+    shutil.rmtree(dst / HF_EXPORTS / FINAL)
     return dst
 
 
@@ -49,10 +50,10 @@ def copy_run(reference: Path, dst: Path, keep_up_to: int) -> Path:
 
 def assert_same_run(run: Path, reference: Path) -> None:
     """Bitwise-equal final weights, and metrics / fed_batches rows equal to the reference's except timings."""
-    a = load_file(str(run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    b = load_file(str(reference / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    a = load_file(str(run / HF_EXPORTS / FINAL / "model.safetensors"))
+    b = load_file(str(reference / HF_EXPORTS / FINAL / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert untimed(read_jsonl(run / rd.METRICS)) == untimed(read_jsonl(reference / rd.METRICS))
+    assert untimed(read_jsonl(run / METRICS)) == untimed(read_jsonl(reference / METRICS))
     assert read_jsonl(run / "fed_batches.jsonl") == read_jsonl(reference / "fed_batches.jsonl")
 
 
@@ -68,14 +69,14 @@ def expect_one_error(capsys, data_dir, out, match, **overrides) -> str:
 
 
 def test_checkpoint_info_lists_the_sha256_of_every_file(reference):
-    for step, folder in rd.list_step_dirs(reference / rd.CHECKPOINTS):
+    for step, folder in list_step_dirs(reference / CHECKPOINTS):
         info = json.loads((folder / ckpt.INFO).read_text())
         files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {ckpt.INFO}
         assert set(info["files"]) == files and {"model.safetensors", "optimizer.bin", "scheduler.bin"} <= files
         assert all(info["files"][name] == sha256_file(folder / name) for name in files)
         assert info["step"] == step and info["identity"]["learning_rate"] == 3e-3
-        assert info["identity"]["data_manifest_sha256"] == sha256_file(reference / rd.DATA_MANIFEST)
-    assert [s for s, _ in rd.list_step_dirs(reference / rd.CHECKPOINTS)] == [4, 8, 12]
+        assert info["identity"]["data_manifest_sha256"] == sha256_file(reference / DATA_MANIFEST)
+    assert [s for s, _ in list_step_dirs(reference / CHECKPOINTS)] == [4, 8, 12]
 
 
 def truncate(path: Path) -> None:
@@ -94,19 +95,19 @@ DAMAGE = {
 def test_auto_skips_a_damaged_newest_checkpoint(capsys, damage, reference, owt_data_dir, tmp_path):
     out = copy_run(reference, tmp_path / "run", keep_up_to=8)
     spoil, message = DAMAGE[damage]
-    spoil(out / rd.CHECKPOINTS / "step_8")
+    spoil(out / CHECKPOINTS / "step8")
     capsys.readouterr()
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and str(out / rd.CHECKPOINTS / "step_8") in warnings[0], warnings
+    assert len(warnings) == 1 and str(out / CHECKPOINTS / "step8") in warnings[0], warnings
     assert warnings[0].endswith(f"{message}; trying the previous checkpoint"), warnings
-    assert_same_run(out, reference)  # resumed from step_4, re-ran 5..12 and replaced the damaged step_8
-    ckpt.read_info(out / rd.CHECKPOINTS / "step_8")
+    assert_same_run(out, reference)  # resumed from step4, re-ran 5..12 and replaced the damaged step8
+    ckpt.read_info(out / CHECKPOINTS / "step8")
 
 
 def test_explicit_damaged_checkpoint_is_one_error(capsys, reference, owt_data_dir, tmp_path):
-    folder = tmp_path / "step_8"
-    shutil.copytree(reference / rd.CHECKPOINTS / "step_8", folder)
+    folder = tmp_path / "step8"
+    shutil.copytree(reference / CHECKPOINTS / "step8", folder)
     truncate(folder / "optimizer.bin")
     expect_one_error(capsys, owt_data_dir, tmp_path / "o", f"checkpoint {folder} is damaged: optimizer.bin does not "
                      "match its sha256 in checkpoint_info.json", **RUN, resume_from_checkpoint=folder)
@@ -118,28 +119,28 @@ def test_explicit_damaged_checkpoint_is_one_error(capsys, reference, owt_data_di
 
 def test_auto_with_only_damaged_checkpoints_is_one_error(capsys, reference, owt_data_dir, tmp_path):
     out = copy_run(reference, tmp_path / "run", keep_up_to=8)
-    for _, folder in rd.list_step_dirs(out / rd.CHECKPOINTS):
+    for _, folder in list_step_dirs(out / CHECKPOINTS):
         truncate(folder / "model.safetensors")
     before = snapshot(out)
     with pytest.raises(SystemExit) as exc:
         run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto")
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"error: no intact checkpoint in {out / rd.CHECKPOINTS} (all 2 are damaged): resume from an " \
+    assert err[-1] == f"error: no intact checkpoint in {out / CHECKPOINTS} (all 2 are damaged): resume from an " \
                       "earlier copy or start again with --overwrite_output_dir"
     assert len(err) == 3 and snapshot(out) == before
 
 
 def test_torn_last_rows_and_the_interrupted_update_are_not_kept(reference, owt_data_dir, tmp_path):
     """A kill after update 9 started (its batch traced) and mid-way through writing a metrics row: the resume from
-    step_8 keeps metrics rows <= 8, fed_batches rows < 8, and drops both torn last lines."""
+    step8 keeps metrics rows <= 8, fed_batches rows < 8, and drops both torn last lines."""
     out = copy_run(reference, tmp_path / "run", keep_up_to=8)
-    for name in (rd.METRICS, "fed_batches.jsonl"):
+    for name in (METRICS, "fed_batches.jsonl"):
         lines = (out / name).read_text().splitlines(keepends=True)
         (out / name).write_text("".join(lines[:-2]) + lines[-2][:15])
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
     assert_same_run(out, reference)
-    assert [r["step"] for r in read_jsonl(out / "fed_batches.jsonl")] == list(range(12))
+    assert [r["update"] for r in read_jsonl(out / "fed_batches.jsonl")] == list(range(12))
 
 
 def changed_data_dir(owt_data_dir: Path, dst: Path) -> Path:
@@ -155,15 +156,15 @@ def changed_data_dir(owt_data_dir: Path, dst: Path) -> Path:
 
 def test_resume_refuses_a_changed_run_identity(capsys, reference, owt_data_dir, tmp_path):
     out = copy_run(reference, tmp_path / "run", keep_up_to=8)
-    step_8 = out / rd.CHECKPOINTS / "step_8"
+    step8 = out / CHECKPOINTS / "step8"
     hint = "(pass --allow_changed_config true to continue with the change; run_info.json records it)"
     err = expect_one_error(capsys, owt_data_dir, out, "was made with learning_rate=0.003, this run has "
                            f"learning_rate=0.001 {hint}", **RUN | {"learning_rate": 1e-3},
                            resume_from_checkpoint="auto")
-    assert err == f"error: checkpoint {step_8} was made with learning_rate=0.003, this run has learning_rate=0.001 " \
+    assert err == f"error: checkpoint {step8} was made with learning_rate=0.003, this run has learning_rate=0.001 " \
                   f"{hint}"
     other = changed_data_dir(owt_data_dir, tmp_path / "other-data")
-    expect_one_error(capsys, other, out, f"was made with data_manifest_sha256={sha256_file(out / rd.DATA_MANIFEST)}, "
+    expect_one_error(capsys, other, out, f"was made with data_manifest_sha256={sha256_file(out / DATA_MANIFEST)}, "
                      f"this run has data_manifest_sha256={sha256_file(other / 'manifest.json')}",
                      **RUN, resume_from_checkpoint="auto")
     expect_one_error(capsys, owt_data_dir, out, "was made with total_steps=12, warmup_steps=2, this run has "
@@ -175,13 +176,13 @@ def test_allowed_change_is_recorded_as_a_segment_and_shown_on_the_card(reference
     out = copy_run(reference, tmp_path / "run", keep_up_to=8)
     for _ in range(2):  # a repeated resume with the same change records it once
         assert run_inprocess(owt_data_dir, out, **RUN | {"learning_rate": 1e-3}, resume_from_checkpoint=
-                             out / rd.CHECKPOINTS / "step_8", allow_changed_config="true") == 0
-    segments = rd.read_json(out / rd.RUN_INFO)["segments"]
+                             out / CHECKPOINTS / "step8", allow_changed_config="true") == 0
+    segments = read_json(out / RUN_INFO)["segments"]
     assert [{k: s[k] for k in ("from_step", "changes")} for s in segments] == \
         [{"from_step": 8, "changes": {"learning_rate": {"old": 3e-3, "new": 1e-3}}}]
-    assert rd.read_json(out / rd.RUN_INFO)["status"] == "completed"
-    assert json.loads((out / rd.CHECKPOINTS / "step_12" / ckpt.INFO).read_text())["identity"]["learning_rate"] == 1e-3
-    rows, want = read_rows(out, "train_loss"), read_rows(reference, "train_loss")
+    assert read_json(out / RUN_INFO)["status"] == "completed"
+    assert json.loads((out / CHECKPOINTS / "step12" / ckpt.INFO).read_text())["identity"]["learning_rate"] == 1e-3
+    rows, want = metric_rows(out, "train_loss"), metric_rows(reference, "train_loss")
     assert [r["step"] for r in rows] == list(range(1, 13)) and untimed(rows[:8]) == untimed(want[:8])
     for got, ref in zip(rows[8:], want[8:]):  # the new peak governs from update 8 on: same cosine, same min_lr
         cosine = (ref["lr"] - 3e-4) / (3e-3 - 3e-4)
@@ -200,14 +201,14 @@ def test_model_change_is_refused_even_when_changes_are_allowed(capsys, reference
     (tmp_path / "wider.json").write_text(json.dumps(wider))
     err = expect_one_error(capsys, owt_data_dir, tmp_path / "o", "was made with model=", **RUN | {
         "model_config": tmp_path / "wider.json", "allow_changed_config": "true",
-        "resume_from_checkpoint": reference / rd.CHECKPOINTS / "step_8"})
+        "resume_from_checkpoint": reference / CHECKPOINTS / "step8"})
     assert "allow_changed_config" not in err
 
 
 def test_a_completed_run_stays_completed_after_a_crashed_resume(reference, owt_data_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    before = rd.read_json(out / rd.RUN_INFO)
+    before = read_json(out / RUN_INFO)
     from gpt2_owt.training.train import Trainer
 
     def crash(self):
@@ -216,7 +217,7 @@ def test_a_completed_run_stays_completed_after_a_crashed_resume(reference, owt_d
     monkeypatch.setattr(Trainer, "build", crash)
     with pytest.raises(RuntimeError, match="crashed"):
         run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto")
-    after = rd.read_json(out / rd.RUN_INFO)
+    after = read_json(out / RUN_INFO)
     keys = ("status", "finished_at", "steps_done", "tokens_seen", "num_parameters")
     assert {k: after[k] for k in keys} == {k: before[k] for k in keys} and after["status"] == "completed"
     assert after["num_parameters"] == before["num_parameters"] > 0
@@ -226,7 +227,7 @@ def test_keep_last_checkpoints_0_keeps_the_latest(owt_data_dir, tmp_path):
     out = tmp_path / "run"
     assert run_inprocess(owt_data_dir, out, **RUN | {"max_steps": 6, "checkpoint_interval": 2,
                                                      "keep_last_checkpoints": 0, "export_steps": []}) == 0
-    assert [s for s, _ in rd.list_step_dirs(out / rd.CHECKPOINTS)] == [6]
+    assert [s for s, _ in list_step_dirs(out / CHECKPOINTS)] == [6]
 
 
 # -------------------------------------------------------------------------------- full disk
@@ -252,16 +253,16 @@ def test_full_disk_at_a_checkpoint_then_a_rerun_with_space_completes(capsys, sma
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     err[-1] = err[-1][err[-1].index("error: "):]  # after the progress bar's last redraw
-    assert err[-1] == f"error: cannot write {out / rd.CHECKPOINTS / 'step_8'}: No space left on device " \
-                      f"({out / rd.CHECKPOINTS / '.tmp-step_8'}); nothing half-written was kept and earlier " \
+    assert err[-1] == f"error: cannot write {out / CHECKPOINTS / 'step8'}: No space left on device " \
+                      f"({out / CHECKPOINTS / '.tmp-step8'}); nothing half-written was kept and earlier " \
                       "checkpoints are intact: free space, then continue with --resume_from_checkpoint auto"
-    assert sorted(p.name for p in (out / rd.CHECKPOINTS).iterdir()) == ["step_4"]  # no partial folder, any name
-    ckpt.read_info(out / rd.CHECKPOINTS / "step_4")
+    assert sorted(p.name for p in (out / CHECKPOINTS).iterdir()) == ["step4"]  # no partial folder, any name
+    ckpt.read_info(out / CHECKPOINTS / "step4")
     subprocess.run(["mount", "-o", "remount,size=600m", str(small_disk)], check=True, timeout=30)
     assert run_inprocess(owt_data_dir, out, **quick, resume_from_checkpoint="auto") == 0
-    assert [s for s, _ in rd.list_step_dirs(out / rd.CHECKPOINTS)] == [4, 8, 12]
-    final = load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    want = load_file(str(reference / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    assert [s for s, _ in list_step_dirs(out / CHECKPOINTS)] == [4, 8, 12]
+    final = load_file(str(out / HF_EXPORTS / FINAL / "model.safetensors"))
+    want = load_file(str(reference / HF_EXPORTS / FINAL / "model.safetensors"))
     assert all(torch.equal(final[k], want[k]) for k in want)
 
 
@@ -272,7 +273,7 @@ def test_full_disk_at_an_export_keeps_earlier_checkpoints(capsys, reference, owt
     real = PreTrainedModel.save_pretrained
 
     def full_disk_at_final(self, folder, *args, **kwargs):
-        if Path(folder).name.startswith(f".{rd.FINAL}.tmp-"):
+        if Path(folder).name.startswith(f".{FINAL}.tmp-"):
             (Path(folder)).mkdir(parents=True, exist_ok=True)
             (Path(folder) / "model.safetensors").write_bytes(b"partial")
             raise OSError(28, "No space left on device", str(Path(folder) / "model.safetensors"))
@@ -283,11 +284,11 @@ def test_full_disk_at_an_export_keeps_earlier_checkpoints(capsys, reference, owt
         run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto")
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"error: cannot write {out / rd.HF_EXPORTS / rd.FINAL}: No space left on device (")
+    assert err.startswith(f"error: cannot write {out / HF_EXPORTS / FINAL}: No space left on device (")
     assert err.endswith("model.safetensors); nothing half-written was kept and earlier checkpoints are intact: free "
                         "space, then continue with --resume_from_checkpoint auto")
-    assert sorted(p.name for p in (out / rd.HF_EXPORTS).iterdir()) == ["step_0", "step_2"]
-    for _, folder in rd.list_step_dirs(out / rd.CHECKPOINTS):
+    assert sorted(p.name for p in (out / HF_EXPORTS).iterdir()) == ["step0", "step2"]
+    for _, folder in list_step_dirs(out / CHECKPOINTS):
         ckpt.read_info(folder)  # intact
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", real)
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0

@@ -14,19 +14,20 @@ import pytest
 from safetensors.torch import load_file
 
 from train_support import REPO_ROOT, cli_env, read_jsonl, run_inprocess, train_args, untimed
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, RUN_INFO, list_step_dirs
 
 pytestmark = pytest.mark.slow
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=24, warmup_steps=2, eval_interval=4,
            eval_iters=1, checkpoint_interval=4, keep_last_checkpoints=2, export_steps=[0, 1, 2, 8, 16],
-           export_interval=0, trace_batches="true")
+           export_interval=0, record_fed_batches="true")
 SEED = int(os.environ.get("RESUME_KILL_SEED", "0"))
 ATTEMPT_TIMEOUT = 240
 
 
 def fresh_tmp(folder: Path, since: float) -> bool:
-    """A hidden temp folder (`.tmp-step_N` checkpoint, `.NAME.tmp-PID` export being written) made by this attempt."""
+    """A hidden temp folder (`.tmp-stepN` checkpoint, `.NAME.tmp-PID` export being written) made by this attempt."""
     if not folder.is_dir():
         return False
     for p in folder.iterdir():
@@ -39,7 +40,7 @@ def fresh_tmp(folder: Path, since: float) -> bool:
 
 
 def metrics_rows(out: Path) -> int:
-    path = out / rd.METRICS
+    path = out / METRICS
     return path.read_bytes().count(b"\n") if path.is_file() else 0
 
 
@@ -48,8 +49,8 @@ def moments(rng: random.Random) -> list[tuple[str, object]]:
     by the attempt itself, so every attempt either is killed after doing something or runs to the end."""
     rows_ahead, delay = rng.randint(2, 9), rng.uniform(0.0, 6.0)
     found = [
-        ("mid-checkpoint", lambda out, t0, rows: fresh_tmp(out / rd.CHECKPOINTS, t0)),
-        ("mid-export", lambda out, t0, rows: fresh_tmp(out / rd.HF_EXPORTS, t0)),
+        ("mid-checkpoint", lambda out, t0, rows: fresh_tmp(out / CHECKPOINTS, t0)),
+        ("mid-export", lambda out, t0, rows: fresh_tmp(out / HF_EXPORTS, t0)),
         (f"mid-step ({rows_ahead} rows on)", lambda out, t0, rows: metrics_rows(out) >= rows + rows_ahead),
         (f"{delay:.2f} s after start", lambda out, t0, rows: time.time() - t0 > delay),
     ]
@@ -98,18 +99,18 @@ def test_sigkill_at_seeded_moments_then_auto_resume_equals_the_uninterrupted_run
     assert len(killed) >= 2 and any(name.startswith("mid-step") for name in killed), killed
     print(f"killed at: {killed}")
 
-    a = load_file(str(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    b = load_file(str(reference / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    a = load_file(str(out / HF_EXPORTS / FINAL / "model.safetensors"))
+    b = load_file(str(reference / HF_EXPORTS / FINAL / "model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
-    assert untimed(read_jsonl(out / rd.METRICS)) == untimed(read_jsonl(reference / rd.METRICS))
+    assert untimed(read_jsonl(out / METRICS)) == untimed(read_jsonl(reference / METRICS))
     assert read_jsonl(out / "fed_batches.jsonl") == read_jsonl(reference / "fed_batches.jsonl")
-    assert [r["step"] for r in read_jsonl(out / "fed_batches.jsonl")] == list(range(24))
-    exports = sorted(p.name for p in (out / rd.HF_EXPORTS).iterdir())
-    assert exports == sorted(p.name for p in (reference / rd.HF_EXPORTS).iterdir())  # no .tmp-* left
+    assert [r["update"] for r in read_jsonl(out / "fed_batches.jsonl")] == list(range(24))
+    exports = sorted(p.name for p in (out / HF_EXPORTS).iterdir())
+    assert exports == sorted(p.name for p in (reference / HF_EXPORTS).iterdir())  # no .tmp-* left
     for name in exports:
-        assert rd.read_json(out / rd.HF_EXPORTS / name / "export_info.json") == \
-            rd.read_json(reference / rd.HF_EXPORTS / name / "export_info.json"), name
-    assert [s for s, _ in rd.list_step_dirs(out / rd.CHECKPOINTS)] == [20, 24]
-    assert not [p for p in (out / rd.CHECKPOINTS).iterdir() if p.name.startswith(".tmp-")]
-    info = rd.read_json(out / rd.RUN_INFO)
+        assert read_json(out / HF_EXPORTS / name / "export_info.json") == \
+            read_json(reference / HF_EXPORTS / name / "export_info.json"), name
+    assert [s for s, _ in list_step_dirs(out / CHECKPOINTS)] == [20, 24]
+    assert not [p for p in (out / CHECKPOINTS).iterdir() if p.name.startswith(".tmp-")]
+    info = read_json(out / RUN_INFO)
     assert (info["status"], info["steps_done"], info["segments"]) == ("completed", 24, [])

@@ -6,12 +6,12 @@ import json
 import pytest
 
 from train_support import accelerate_cmd, run_cli, run_inprocess, train_args
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.run_dir import CHECKPOINTS
 
 pytestmark = pytest.mark.slow
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=8, warmup_steps=2, eval_interval=4,
-           eval_iters=1, checkpoint_interval=4, export_steps=[], export_interval=0, trace_batches="true")
+           eval_iters=1, checkpoint_interval=4, export_steps=[], export_interval=0, record_fed_batches="true")
 
 
 def launch(args: list[str], config_file: str = "cpu_zero2.yaml"):
@@ -25,13 +25,13 @@ def test_zero2_checkpoint_is_refused_by_one_process(capsys, owt_data_dir, tmp_pa
     zero2 = tmp_path / "zero2"
     proc = launch(train_args(owt_data_dir, zero2, **RUN))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    step_4 = zero2 / rd.CHECKPOINTS / "step_4"
-    assert json.loads((step_4 / "checkpoint_info.json").read_text())["world_size"] == 2
+    step4 = zero2 / CHECKPOINTS / "step4"
+    assert json.loads((step4 / "checkpoint_info.json").read_text())["world_size"] == 2
     with pytest.raises(SystemExit) as exc:
-        run_inprocess(owt_data_dir, tmp_path / "one", **RUN, resume_from_checkpoint=step_4)
+        run_inprocess(owt_data_dir, tmp_path / "one", **RUN, resume_from_checkpoint=step4)
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: checkpoint {step_4} was written by 2 processes with DeepSpeed ZeRO-2 and this run has 1 process "
+        f"error: checkpoint {step4} was written by 2 processes with DeepSpeed ZeRO-2 and this run has 1 process "
         "without DeepSpeed: resume it with `accelerate launch --num_processes 2` and the same ZeRO-2 DeepSpeed "
         "config (README: resume at another world size)"]
     assert not (tmp_path / "one").exists()
@@ -41,11 +41,11 @@ def test_zero2_checkpoint_is_refused_by_one_process(capsys, owt_data_dir, tmp_pa
 def test_one_process_checkpoint_is_refused_under_two_process_zero2(owt_data_dir, tmp_path):
     one = tmp_path / "one"
     assert run_inprocess(owt_data_dir, one, **RUN) == 0
-    step_4 = one / rd.CHECKPOINTS / "step_4"
-    proc = launch(train_args(owt_data_dir, tmp_path / "z", **RUN, resume_from_checkpoint=step_4))
+    step4 = one / CHECKPOINTS / "step4"
+    proc = launch(train_args(owt_data_dir, tmp_path / "z", **RUN, resume_from_checkpoint=step4))
     assert proc.returncode != 0  # each rank exits 2; the launcher reports the failure with its own code
     assert {line for line in proc.stderr.splitlines() if line.startswith("error:")} == {  # one line per rank
-        f"error: checkpoint {step_4} was written by 1 process without DeepSpeed and this run has 2 processes with "
+        f"error: checkpoint {step4} was written by 1 process without DeepSpeed and this run has 2 processes with "
         "DeepSpeed ZeRO-2: resume it without DeepSpeed (at any number of processes) (README: resume at another "
         "world size)"}
     assert not (tmp_path / "z").exists()

@@ -1,4 +1,4 @@
-"""Separate seeds: `init_seed` fixes the initial weights (hf/step_0), `data_seed` fixes the data order
+"""Separate seeds: `init_seed` fixes the initial weights (hf/step0), `data_seed` fixes the data order
 (fed_batches.jsonl); both default to `seed` and are recorded in training_config.json and every checkpoint."""
 
 import json
@@ -7,12 +7,13 @@ import pytest
 
 from gpt2_owt.modeling import sha256_file
 from train_support import run_inprocess
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, HF_EXPORTS, TRAINING_CONFIG
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.data_order import main as data_order_main
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=4, max_steps=3, warmup_steps=1, eval_interval=0,
-           eval_iters=1, checkpoint_interval=3, export_steps=[0], trace_batches="true")
+           eval_iters=1, checkpoint_interval=3, export_steps=[0], record_fed_batches="true")
 
 
 def test_seeds_default_to_seed_and_override_separately():
@@ -40,7 +41,7 @@ def seed_runs(owt_data_dir, tmp_path_factory):
 
 
 def step0_sha(run) -> str:
-    return sha256_file(run / rd.HF_EXPORTS / "step_0" / "model.safetensors")
+    return sha256_file(run / HF_EXPORTS / "step0" / "model.safetensors")
 
 
 def batch_hashes(run) -> list[str]:
@@ -56,9 +57,9 @@ def test_data_seed_changes_batches_not_init_and_init_seed_the_reverse(seed_runs)
     assert step0_sha(init) != step0_sha(base)
     assert batch_hashes(init) == batch_hashes(base)
     for run, (init_seed, data_seed) in ((base, (5, 5)), (data, (5, 99)), (init, (99, 5))):
-        cfg = rd.read_json(run / rd.TRAINING_CONFIG)
+        cfg = read_json(run / TRAINING_CONFIG)
         assert (cfg["seed"], cfg["init_seed"], cfg["data_seed"]) == (5, init_seed, data_seed)
-        ckpt = rd.read_json(run / rd.CHECKPOINTS / "step_3" / "checkpoint_info.json")
+        ckpt = read_json(run / CHECKPOINTS / "step3" / "checkpoint_info.json")
         assert (ckpt["init_seed"], ckpt["data_seed"]) == (init_seed, data_seed)
 
 
@@ -67,7 +68,7 @@ def test_data_order_uses_data_seed(seed_runs, owt_data_dir, capsys, tmp_path):
     from train_support import TINY_YAML
 
     for name in ("base", "data"):
-        data_order_main(["--config", str(TINY_YAML), "--data_dir", str(owt_data_dir), "--step", "2", "--json",
+        data_order_main(["--config", str(TINY_YAML), "--data_dir", str(owt_data_dir), "--update", "2", "--json",
                          "--seq_len", "32", "--global_batch_size", "4", "--micro_batch_size", "4", "--seed", "5",
                          *(["--data_seed", "99"] if name == "data" else [])])
         order = json.loads(capsys.readouterr().out)

@@ -37,8 +37,8 @@ def _assert_same_ids(tokenizer, encoding, text):
     assert hf == tk
 
 
-def test_identical_to_reference_tiktoken_on_wikitext2_test(tokenizer, reference_tiktoken, shared_data):
-    text = (shared_data / "wikitext-2-raw-v1" / "wiki.test.raw").read_text(encoding="utf-8")
+def test_identical_to_reference_tiktoken_on_wikitext2_test(tokenizer, reference_tiktoken, original_files):
+    text = (original_files / "wikitext-2-raw-v1" / "wiki.test.raw").read_text(encoding="utf-8")
     lines = text.splitlines(keepends=True)
     # line by line (as documents are tokenised) and as one string
     hf = tokenizer(lines, add_special_tokens=False)["input_ids"]
@@ -46,13 +46,13 @@ def test_identical_to_reference_tiktoken_on_wikitext2_test(tokenizer, reference_
     _assert_same_ids(tokenizer, reference_tiktoken, text)
 
 
-def test_identical_to_reference_tiktoken_on_owt_sample(tokenizer, reference_tiktoken, shared_data, owt_documents):
+def test_identical_to_reference_tiktoken_on_owt_sample(tokenizer, reference_tiktoken, original_files, owt_documents):
     for doc in owt_documents:
         _assert_same_ids(tokenizer, reference_tiktoken, doc)
-    concat = (shared_data / "openwebtext-sample" / "owt_first100_docs_concat.txt").read_text(encoding="utf-8")
+    concat = (original_files / "openwebtext-sample" / "owt_first100_docs_concat.txt").read_text(encoding="utf-8")
     _assert_same_ids(tokenizer, reference_tiktoken, concat)
     import json
-    lines = (shared_data / "openwebtext-sample" / "owt20p_lines_sample5001.jsonl").read_text(encoding="utf-8")
+    lines = (original_files / "openwebtext-sample" / "owt20p_lines_sample5001.jsonl").read_text(encoding="utf-8")
     texts = [json.loads(line)["text"] for line in lines.splitlines() if line.strip()]
     assert tokenizer(texts, add_special_tokens=False)["input_ids"] == reference_tiktoken.encode_ordinary_batch(texts)
 

@@ -48,7 +48,7 @@ def brute_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
 def all_batches(data_dir, cfg):
     """Every step's batch as `training.data_order` lists it: (step, row, token_start, token_end)."""
     split = open_split(data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, split)
     rows = []
     for step in range(STEPS):
         for s in batch_order(split, sampler, step)["sequences"]:
@@ -59,7 +59,7 @@ def all_batches(data_dir, cfg):
 def brute_exposures(all_batches, p: int, n: int, num_windows: int, until: int) -> list[dict]:
     step, row, start, end = all_batches.T
     hit = (start <= p) & (p + n <= end) & (step < until)
-    return [{"epoch": int((s * BATCH + r) // num_windows), "step": int(s), "row": int(r)}
+    return [{"epoch": int((s * BATCH + r) // num_windows), "update": int(s), "row": int(r)}
             for s, r in zip(step[hit], row[hit])]
 
 
@@ -159,7 +159,7 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
 def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
     index = TraceIndex(data_dir)
     split = index.split
-    sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, split)
     saw_split = saw_two_windows = 0
     for k, ids in enumerate(query_set(split)):
         until = STEPS if k % 3 else 150
@@ -176,8 +176,8 @@ def test_find_exposures_equal_brute_force(data_dir, cfg, all_batches):
             assert occ["source_row"] == int(split.doc_rows[occ["document"]])
             saw_split += occ["split"]
             saw_two_windows += sampler.windows_holding([p], [p + len(ids)])[1].size == 2
-            every += [e["step"] for e in want]
-        assert report["first_step"] == (min(every) if every else None)
+            every += [e["update"] for e in want]
+        assert report["first_update"] == (min(every) if every else None)
         assert report["num_exposures"] == len(every)
         schedule = [s for s in export_schedule(cfg, STEPS) if s <= until]
         assert report["exposures_by_step"] == [{"step": s, "exposures": sum(e < s for e in every)} for s in schedule]
@@ -191,13 +191,13 @@ def test_exposed_rows_hold_the_occurrence(data_dir, cfg):
     """Each exposure's (step, row) of the trainer's batch really holds the occurrence whole."""
     index = TraceIndex(data_dir)
     split = index.split
-    sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, split)
     ids = split.tokens[1000:1006].tolist()
     report = find(index, cfg, ids, limit=100)
     assert report["num_exposures"] > 0
     for occ in report["occurrences"]:
         for e in occ["exposures"]:
-            window = sampler.global_batch_windows(e["step"])[e["row"]]
+            window = sampler.global_batch_windows(e["update"])[e["row"]]
             row = read_windows(split, [window], SEQ_LEN)[0]
             offset = occ["token_position"] - window * SEQ_LEN
             assert row[offset : offset + len(ids)].tolist() == ids
@@ -213,13 +213,13 @@ def test_answers_do_not_depend_on_world_size_or_micro_batch(data_dir, cfg):
                                                str(micro), *CONFIG_ARGS[6:]], validate=False), ids, limit=100)
                for micro in (2, 4)]
     assert reports[0] == reports[1] and reports[0]["num_exposures"] > 0
-    sampler = WindowSampler(split.num_tokens, SEQ_LEN, BATCH, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, split)
     for world in (1, 2):
         per_rank = BATCH // world
         for occ in reports[0]["occurrences"]:
             for e in occ["exposures"]:
                 rank, local = divmod(e["row"], per_rank)
-                window = int(sampler.rank_windows(e["step"], rank, world)[local])
+                window = int(sampler.rank_windows(e["update"], rank, world)[local])
                 row = read_windows(split, [window], SEQ_LEN)[0]
                 offset = occ["token_position"] - window * SEQ_LEN
                 assert row[offset : offset + len(ids)].tolist() == ids
@@ -243,7 +243,7 @@ def test_sampler_inverse_round_trips():
     for s in (0, 1, 300, total // 7 - 1):
         sel = step == s
         assert np.array_equal(windows[which[sel]][np.argsort(row[sel])], sampler.global_batch_windows(s))
-    unshuffled = WindowSampler(10_001, 10, 7, 3, shuffle=False)
+    unshuffled = WindowSampler(num_tokens=10_001, seq_len=10, global_batch_size=7, seed=3, shuffle=False)
     assert np.array_equal(unshuffled.sequences_reading([5], 2500)[1], [5, 1005, 2005])
     which, w = sampler.windows_holding([0, 10, 10, 15, 995], [1, 11, 12, 26, 1001])
     assert which.tolist() == [0, 1, 1, 2, 4] and w.tolist() == [0, 0, 1, 1, 99]  # [15, 26) fits no window
@@ -263,7 +263,7 @@ def test_find_cli_json_and_text(data_dir, capsys):
     assert len(report["occurrences"]) == 2 and report["leading_space_variant"]["token_ids"] == [262]
     split = open_split(data_dir, "train")
     assert report["leading_space_variant"]["count"] == brute_positions(split.tokens, [262]).size
-    assert {"count", "first_step", "occurrences", "exposures_by_step"} <= report.keys()
+    assert {"count", "first_update", "occurrences", "exposures_by_step"} <= report.keys()
     assert {"token_position", "document", "source_row", "exposures", "split", "context"} <= \
         report["occurrences"][0].keys()
     trace_cli.main([*common, "--text", "zzqxv never in the sample qqqzz"])

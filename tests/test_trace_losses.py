@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from train_support import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, TRAINING_CONFIG
 from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.text import encode
 from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
@@ -34,10 +35,10 @@ def run(owt_data_dir, tmp_path_factory):
 
 def recomputed(run_dir, data_dir, step: int) -> np.ndarray:
     split = open_split(data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, RUN["seq_len"], RUN["global_batch_size"], 1337)
+    sampler = WindowSampler.for_run(read_json(run_dir / TRAINING_CONFIG), split)
     tokens = torch.from_numpy(read_windows(split, sampler.global_batch_windows(step), RUN["seq_len"]))
     with torch.no_grad():
-        return lm_token_losses(load_export(run_dir / rd.HF_EXPORTS / f"step_{step}"), tokens, 50257).mean(dim=1).numpy()
+        return lm_token_losses(load_export(run_dir / HF_EXPORTS / f"step{step}"), tokens, 50257).mean(dim=1).numpy()
 
 
 def test_losses_equal_recomputation_from_the_exports(run, owt_data_dir):
@@ -46,7 +47,7 @@ def test_losses_equal_recomputation_from_the_exports(run, owt_data_dir):
     for step in (0, 1, 3, 5):
         np.testing.assert_allclose(losses[step], recomputed(run, owt_data_dir, step), atol=1e-5, rtol=0)
     # the mean of a step's sequence losses is the logged training loss of that update
-    train = [r for r in map(json.loads, (run / rd.METRICS).read_text().splitlines()) if "train_loss" in r]
+    train = [r for r in map(json.loads, (run / METRICS).read_text().splitlines()) if "train_loss" in r]
     np.testing.assert_allclose([r["train_loss"] for r in train], losses.mean(axis=1), atol=1e-6)
 
 
@@ -56,8 +57,8 @@ def test_recording_does_not_change_the_weights(run, owt_data_dir, tmp_path):
     assert not (off / SEQUENCE_LOSSES).exists()
     from safetensors.torch import load_file
 
-    a = load_file(str(off / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    b = load_file(str(run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    a = load_file(str(off / HF_EXPORTS / FINAL / "model.safetensors"))
+    b = load_file(str(run / HF_EXPORTS / FINAL / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -87,7 +88,7 @@ def test_find_with_run_dir_adds_the_loss_of_each_exposure(run, owt_data_dir, tmp
     trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1"])
     losses = read_sequence_losses(run)
     split = open_split(data, "train")
-    sampler = WindowSampler(split.num_tokens, 32, 4, 1337)
+    sampler = WindowSampler.for_run(read_json(run / TRAINING_CONFIG), split)
     window = int(sampler.global_batch_windows(3)[2])
     ids = split.tokens[window * 32 + 5 : window * 32 + 9].tolist()  # a 4-gram trained at step 3, row 2
     capsys.readouterr()
@@ -95,8 +96,8 @@ def test_find_with_run_dir_adds_the_loss_of_each_exposure(run, owt_data_dir, tmp
                 "--limit", "1000"])
     report = json.loads(capsys.readouterr().out)
     exposures = [e for o in report["occurrences"] for e in o["exposures"]]
-    assert {"epoch": 0, "step": 3, "row": 2, "loss": float(losses[3, 2])} in exposures
-    assert all(e["loss"] == float(losses[e["step"], e["row"]]) for e in exposures)
+    assert {"epoch": 0, "update": 3, "row": 2, "loss": float(losses[3, 2])} in exposures
+    assert all(e["loss"] == float(losses[e["update"], e["row"]]) for e in exposures)
 
 
 def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
@@ -128,7 +129,7 @@ def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, ca
     trace_cli.main(["curve", "--run_dir", str(run), "--text", text, "--json"])
     local = {r["step"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     with alice_hub(tmp_path / "hf_home") as hub:
-        publish = run_with_hub(hub.env, "-c", PUBLISH_STEPS, "alice/tiny-trace", str(run / rd.HF_EXPORTS), "0,1,3,5")
+        publish = run_with_hub(hub.env, "-c", PUBLISH_STEPS, "alice/tiny-trace", str(run / HF_EXPORTS), "0,1,3,5")
         assert publish.returncode == 0, publish.stderr
         proc = run_with_hub(hub.env, "-m", "gpt2_owt.tracing.curve", "--repo_id", "alice/tiny-trace", "--text", text,
                             "--json")
@@ -151,7 +152,7 @@ def launched(out, data_dir, **extra):
 
 def wait_for_checkpoint(out, step: int, proc, timeout: float = 300) -> None:
     deadline = time.time() + timeout
-    while time.time() < deadline and not (out / rd.CHECKPOINTS / f"step_{step}").is_dir() and proc.poll() is None:
+    while time.time() < deadline and not (out / CHECKPOINTS / f"step{step}").is_dir() and proc.poll() is None:
         time.sleep(0.1)
 
 
@@ -176,7 +177,7 @@ def test_kill_and_resume_leaves_no_gap_or_duplicate(run, owt_data_dir, tmp_path,
 def test_zero2_two_processes_records_the_global_order(run, owt_data_dir, tmp_path):
     out = tmp_path / "zero2"
     cmd = accelerate_cmd("cpu_zero2.yaml", 2, "-m", "gpt2_owt.training.train",
-                         *train_args(owt_data_dir, out, **RUN | {"trace_batches": "true"}))
+                         *train_args(owt_data_dir, out, **RUN | {"record_fed_batches": "true"}))
     proc = run_cli(cmd, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = read_sequence_losses(out)
@@ -189,7 +190,7 @@ def test_zero2_two_processes_records_the_global_order(run, owt_data_dir, tmp_pat
     from gpt2_owt.training.data_dir import batch_sha256
 
     split = open_split(owt_data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, 32, 4, 1337)
+    sampler = WindowSampler.for_run(read_json(out / TRAINING_CONFIG), split)
     fed = [json.loads(line) for line in (out / "fed_batches.jsonl").read_text().splitlines()]
     assert [r["tokens_sha256"] for r in fed] == [
         batch_sha256(read_windows(split, sampler.global_batch_windows(s), 32)) for s in range(8)]

@@ -13,16 +13,18 @@ import torch
 from safetensors.torch import load_file
 
 from gpt2_owt.modeling import UserError, build_model, count_parameters, sha256_file
-from train_support import REPO_ROOT, cli_env, load_export, read_rows, run_inprocess, train_args, untimed
-from gpt2_owt.training import run_dir as rd
+from train_support import REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args, untimed
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS, RUN_INFO,
+                                       TRAINING_CONFIG, list_step_dirs, read_metrics, read_rows)
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.modeling.flops import flops_per_token
 from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
-from gpt2_owt.training.levers import exported_state_dict
+from gpt2_owt.training.speed import exported_state_dict
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
-           eval_iters=1, checkpoint_interval=10, keep_last_checkpoints=2, export_steps=[0, 1, 2], trace_batches="true")
+           eval_iters=1, checkpoint_interval=10, keep_last_checkpoints=2, export_steps=[0, 1, 2], record_fed_batches="true")
 
 
 @pytest.fixture(scope="module")
@@ -42,40 +44,40 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_loss_falls_and_run_dir_follows_schema(tiny_run):
-    train = read_rows(tiny_run, "train_loss")
+    train = metric_rows(tiny_run, "train_loss")
     assert [r["step"] for r in train] == list(range(1, 31))
     assert abs(train[0]["train_loss"] - math.log(50257)) < 0.2  # untrained: ~uniform over the vocabulary
     assert sum(r["train_loss"] for r in train[-10:]) / 10 < 9.3
-    val = read_rows(tiny_run, "val_loss")
+    val = metric_rows(tiny_run, "val_loss")
     assert [r["step"] for r in val] == [10, 20, 30] and val[-1]["val_loss"] < 9.3
     for r in train:
         assert {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_sec", "mfu", "elapsed_seconds"} <= r.keys()
         assert r["tokens"] == r["step"] * 128 and r["mfu"] is None and r["grad_norm"] > 0
 
-    cfg = rd.read_json(tiny_run / rd.TRAINING_CONFIG)
+    cfg = read_json(tiny_run / TRAINING_CONFIG)
     assert cfg["gradient_accumulation_steps"] == 2 and cfg["world_size"] == 1 and cfg["weight_decay"] == 0.1
-    info = rd.read_json(tiny_run / rd.RUN_INFO)
+    info = read_json(tiny_run / RUN_INFO)
     assert info["status"] == "completed" and info["steps_done"] == 30 and info["tokens_seen"] == 30 * 128
     assert info["hardware"]["device_type"] == "cpu" and info["hardware"]["num_processes"] == 1
     assert info["hardware"]["deepspeed_zero_stage"] is None and info["finished_at"]
     assert info["num_parameters"] == count_parameters(build_model("tiny")) == 6_862_464  # tied embeddings once
-    assert info["data_manifest_sha256"] == sha256_file(tiny_run / rd.DATA_MANIFEST)
+    assert info["data_manifest_sha256"] == sha256_file(tiny_run / DATA_MANIFEST)
     assert info["flops_per_token"] == flops_per_token(build_model("tiny").config.to_dict(), 32)
     assert set(info["versions"]) >= {"torch", "transformers", "accelerate", "deepspeed", "python"}
 
     # checkpoints: every 10 steps, last 2 kept, nothing half-written left behind
-    assert [s for s, _ in rd.list_step_dirs(tiny_run / rd.CHECKPOINTS)] == [20, 30]
-    assert sorted(p.name for p in (tiny_run / rd.CHECKPOINTS).iterdir()) == ["step_20", "step_30"]
-    assert sorted(p.name for p in (tiny_run / rd.HF_EXPORTS).iterdir()) == ["final", "step_0", "step_1", "step_2"]
+    assert [s for s, _ in list_step_dirs(tiny_run / CHECKPOINTS)] == [20, 30]
+    assert sorted(p.name for p in (tiny_run / CHECKPOINTS).iterdir()) == ["step20", "step30"]
+    assert sorted(p.name for p in (tiny_run / HF_EXPORTS).iterdir()) == ["final", "step0", "step1", "step2"]
 
 
 def test_card_flops_equal_the_trainers(tiny_run):
     """The model card's FLOPs per token, recomputed from the export's config.json, is what the trainer recorded."""
     from gpt2_owt.model_card.facts import CostInputs, compute_facts
 
-    info = rd.read_json(tiny_run / rd.RUN_INFO)
-    config = rd.read_json(tiny_run / rd.HF_EXPORTS / rd.FINAL / "config.json")
-    training_config = rd.read_json(tiny_run / rd.TRAINING_CONFIG)
+    info = read_json(tiny_run / RUN_INFO)
+    config = read_json(tiny_run / HF_EXPORTS / FINAL / "config.json")
+    training_config = read_json(tiny_run / TRAINING_CONFIG)
     recorded = compute_facts(info, training_config, config, [], CostInputs())
     recomputed = compute_facts({k: v for k, v in info.items() if k != "flops_per_token"}, training_config, config, [],
                                CostInputs())
@@ -84,16 +86,16 @@ def test_card_flops_equal_the_trainers(tiny_run):
 
 
 def test_export_loads_and_gives_the_trained_logits(tiny_run):
-    final = tiny_run / rd.HF_EXPORTS / rd.FINAL
+    final = tiny_run / HF_EXPORTS / FINAL
     for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                  "tokenizer_config.json", "vocab.json", "merges.txt", "export_info.json"):
         assert (final / name).is_file(), name
-    info = rd.read_json(final / "export_info.json")
+    info = read_json(final / "export_info.json")
     assert info == {"step": 30, "tokens": 30 * 128, "weights_sha256": sha256_file(final / "model.safetensors")}
     exported = load_export(final)
     # the trained model = the weights Accelerate saved in the final checkpoint (training layout: padded rows cut)
     trained = build_model("tiny")
-    saved = tensors(tiny_run / rd.CHECKPOINTS / "step_30" / "model.safetensors")
+    saved = tensors(tiny_run / CHECKPOINTS / "step30" / "model.safetensors")
     assert saved["transformer.wte.weight"].shape[0] == 50304
     missing, unexpected = trained.load_state_dict(exported_state_dict(saved, 50257), strict=False)
     assert not unexpected and set(missing) <= {"lm_head.weight"}
@@ -101,8 +103,8 @@ def test_export_loads_and_gives_the_trained_logits(tiny_run):
     ids = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
     with torch.no_grad():
         assert torch.equal(exported(ids).logits, trained(ids).logits)
-    # step_0 is the untrained init; it differs from the final weights
-    assert not torch.equal(load_export(tiny_run / rd.HF_EXPORTS / "step_0")(ids).logits, exported(ids).logits)
+    # step0 is the untrained init; it differs from the final weights
+    assert not torch.equal(load_export(tiny_run / HF_EXPORTS / "step0")(ids).logits, exported(ids).logits)
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(final)("Hello world")["input_ids"] == [15496, 995]
@@ -110,10 +112,10 @@ def test_export_loads_and_gives_the_trained_logits(tiny_run):
 
 def test_resume_is_bitwise_identical(tiny_run, owt_data_dir, tmp_path):
     out = tmp_path / "resumed"
-    assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint=tiny_run / rd.CHECKPOINTS / "step_20") == 0
-    assert_same_weights(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors",
-                        tiny_run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")
-    a, b = read_rows(out, "train_loss"), read_rows(tiny_run, "train_loss")[20:]
+    assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint=tiny_run / CHECKPOINTS / "step20") == 0
+    assert_same_weights(out / HF_EXPORTS / FINAL / "model.safetensors",
+                        tiny_run / HF_EXPORTS / FINAL / "model.safetensors")
+    a, b = metric_rows(out, "train_loss"), metric_rows(tiny_run, "train_loss")[20:]
     assert [(r["step"], r["train_loss"], r["lr"], r["grad_norm"]) for r in a] == \
         [(r["step"], r["train_loss"], r["lr"], r["grad_norm"]) for r in b]
 
@@ -142,7 +144,7 @@ def test_lr_schedule_of_the_recipe():
 
 
 def test_logged_lr_follows_the_schedule(tiny_run):
-    rows = read_rows(tiny_run, "train_loss")
+    rows = metric_rows(tiny_run, "train_loss")
     peak, low, warm, total = 3e-3, 3e-4, 3, 30
     for r in rows:
         s = r["step"] - 1  # update index
@@ -180,23 +182,23 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, owt_data_dir, t
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len(read_rows(out, "train_loss") if (out / rd.METRICS).exists() else []) < 4:
+    while time.time() < deadline and len(metric_rows(out, "train_loss") if (out / METRICS).exists() else []) < 4:
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted by SIGTERM" in err
-    info = rd.read_json(out / rd.RUN_INFO)
+    info = read_json(out / RUN_INFO)
     killed_at = info["steps_done"]
     assert info["status"] == "interrupted" and 4 <= killed_at < 30
-    assert rd.list_step_dirs(out / rd.CHECKPOINTS)[-1][0] == killed_at
-    assert not (out / rd.HF_EXPORTS / rd.FINAL).exists()
+    assert list_step_dirs(out / CHECKPOINTS)[-1][0] == killed_at
+    assert not (out / HF_EXPORTS / FINAL).exists()
     # continue the same run folder to the end: the weights equal the uninterrupted run's, bit for bit
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
-    assert_same_weights(out / rd.HF_EXPORTS / rd.FINAL / "model.safetensors",
-                        tiny_run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors")
-    assert [r["step"] for r in read_rows(out, "train_loss")] == list(range(1, 31))
-    assert rd.read_json(out / rd.RUN_INFO)["status"] == "completed"
+    assert_same_weights(out / HF_EXPORTS / FINAL / "model.safetensors",
+                        tiny_run / HF_EXPORTS / FINAL / "model.safetensors")
+    assert [r["step"] for r in metric_rows(out, "train_loss")] == list(range(1, 31))
+    assert read_json(out / RUN_INFO)["status"] == "completed"
 
 
 
@@ -213,7 +215,7 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
                             text=True)
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and len(rd.read_rows(out / rd.FED_BATCHES)) < 14 and proc.poll() is None:
+        while time.time() < deadline and len(read_rows(out / FED_BATCHES)) < 14 and proc.poll() is None:
             time.sleep(0.05)
         proc.kill()
         _, err = proc.communicate(timeout=60)
@@ -221,19 +223,19 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL, err[-2000:]
-    checkpoint = rd.list_step_dirs(out / rd.CHECKPOINTS)[-1][0]
+    checkpoint = list_step_dirs(out / CHECKPOINTS)[-1][0]
     assert checkpoint == 10
-    assert max(r["step"] for r in rd.read_rows(out / rd.FED_BATCHES)) >= checkpoint  # rows past the checkpoint
-    assert rd.read_json(out / rd.RUN_INFO)["status"] == "running"  # nothing ran on the way out
+    assert max(r["update"] for r in read_rows(out / FED_BATCHES)) >= checkpoint  # rows past the checkpoint
+    assert read_json(out / RUN_INFO)["status"] == "running"  # nothing ran on the way out
 
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
-    metrics, reference = rd.read_metrics(out), rd.read_metrics(tiny_run)
+    metrics, reference = read_metrics(out), read_metrics(tiny_run)
     assert [r["step"] for r in metrics if "train_loss" in r] == list(range(1, 31))
     assert [r["step"] for r in metrics if "val_loss" in r] == [10, 20, 30]
     assert untimed(metrics) == untimed(reference)
-    fed = rd.read_rows(out / rd.FED_BATCHES)
+    fed = read_rows(out / FED_BATCHES)
     assert [r["step"] for r in fed] == list(range(30))
-    assert fed == rd.read_rows(tiny_run / rd.FED_BATCHES)
+    assert fed == read_rows(tiny_run / FED_BATCHES)
 
 
 def test_flops_per_token_and_peak_table(monkeypatch):

@@ -8,9 +8,10 @@ import subprocess
 import pytest
 import torch
 
-from train_support import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, load_export, read_rows, run_cli,
+from train_support import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, load_export, metric_rows, run_cli,
                            run_inprocess, train_args)
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +33,7 @@ def launch(config_file, data_dir, out, *launcher_args, num_processes=2, **overri
 
 
 def assert_same_losses(run, reference, tol=1e-5):
-    got, want = read_rows(run, "train_loss"), read_rows(reference, "train_loss")
+    got, want = metric_rows(run, "train_loss"), metric_rows(reference, "train_loss")
     assert [r["step"] for r in got] == [r["step"] for r in want] == list(range(1, 9))
     for g, w in zip(got, want):
         assert abs(g["train_loss"] - w["train_loss"]) < tol, (g, w)
@@ -40,13 +41,13 @@ def assert_same_losses(run, reference, tol=1e-5):
         # DeepSpeed measures the norm itself (over its flat fp32 partitions): equal to torch's within 1e-3. With
         # every norm > 1 here, clipping twice (or not at all) would move the losses far more than 1e-5.
         assert g["grad_norm"] == pytest.approx(w["grad_norm"], rel=1e-3)
-    assert abs(read_rows(run, "val_loss")[-1]["val_loss"] - read_rows(reference, "val_loss")[-1]["val_loss"]) < tol
+    assert abs(metric_rows(run, "val_loss")[-1]["val_loss"] - metric_rows(reference, "val_loss")[-1]["val_loss"]) < tol
 
 
 def assert_export_matches(run, reference):
     with torch.no_grad():
-        got = load_export(run / rd.HF_EXPORTS / rd.FINAL)(IDS).logits
-        want = load_export(reference / rd.HF_EXPORTS / rd.FINAL)(IDS).logits
+        got = load_export(run / HF_EXPORTS / FINAL)(IDS).logits
+        want = load_export(reference / HF_EXPORTS / FINAL)(IDS).logits
     torch.testing.assert_close(got, want, atol=2e-4, rtol=0)
 
 
@@ -64,13 +65,13 @@ def test_zero2_two_processes_then_resume(owt_data_dir, reference, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)
-    hw = rd.read_json(out / rd.RUN_INFO)["hardware"]
+    hw = read_json(out / RUN_INFO)["hardware"]
     assert (hw["num_processes"], hw["num_machines"], hw["distributed_type"], hw["deepspeed_zero_stage"]) == \
         (2, 1, "DEEPSPEED", 2)
-    assert rd.read_json(out / rd.TRAINING_CONFIG)["gradient_accumulation_steps"] == 1
+    assert read_json(out / TRAINING_CONFIG)["gradient_accumulation_steps"] == 1
     # resume the 2-process ZeRO-2 run from step 4 into a new folder: same final weights (within 1e-6)
     resumed = tmp_path / "zero2-resumed"
-    proc = launch("cpu_zero2.yaml", owt_data_dir, resumed, resume_from_checkpoint=out / rd.CHECKPOINTS / "step_4")
+    proc = launch("cpu_zero2.yaml", owt_data_dir, resumed, resume_from_checkpoint=out / CHECKPOINTS / "step4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_final_weights(resumed, out)
 
@@ -81,7 +82,7 @@ def test_zero3_two_processes(owt_data_dir, reference, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)  # full weights gathered from the ZeRO-3 shards
-    assert rd.read_json(out / rd.RUN_INFO)["hardware"]["deepspeed_zero_stage"] == 3
+    assert read_json(out / RUN_INFO)["hardware"]["deepspeed_zero_stage"] == 3
 
 
 @pytest.mark.timeout(900)
@@ -92,7 +93,7 @@ def test_compiled_blocks_under_two_process_zero(owt_data_dir, reference, tmp_pat
     out = tmp_path / "compiled"
     proc = launch(config_file, owt_data_dir, out, compile="true")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert rd.read_json(out / rd.TRAINING_CONFIG)["compile"] is True
+    assert read_json(out / TRAINING_CONFIG)["compile"] is True
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)
     assert not any("_orig_mod" in k for k in final_weights(out))
@@ -105,7 +106,7 @@ def test_ddp_two_processes(owt_data_dir, reference, tmp_path, compile):
     out = tmp_path / "ddp"
     proc = launch("cpu_ddp.yaml", owt_data_dir, out, compile=compile)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    hw = rd.read_json(out / rd.RUN_INFO)["hardware"]
+    hw = read_json(out / RUN_INFO)["hardware"]
     assert (hw["num_processes"], hw["distributed_type"], hw["deepspeed_zero_stage"]) == (2, "MULTI_CPU", None)
     assert_same_losses(out, reference)
     assert_export_matches(out, reference)
@@ -116,9 +117,9 @@ def test_one_process_checkpoint_resumes_under_two_process_ddp(owt_data_dir, refe
     """A checkpoint without DeepSpeed holds whole state: the one-process run's step 4 continues on 2 DDP ranks to
     the one-process run's final weights (within 1e-6: the all-reduce sums in another order)."""
     out = tmp_path / "ddp-resumed"
-    proc = launch("cpu_ddp.yaml", owt_data_dir, out, resume_from_checkpoint=reference / rd.CHECKPOINTS / "step_4")
+    proc = launch("cpu_ddp.yaml", owt_data_dir, out, resume_from_checkpoint=reference / CHECKPOINTS / "step4")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert [r["step"] for r in read_rows(out, "train_loss")] == [5, 6, 7, 8]
+    assert [r["step"] for r in metric_rows(out, "train_loss")] == [5, 6, 7, 8]
     assert_same_final_weights(out, reference)
 
 
@@ -142,7 +143,7 @@ def test_simulated_two_nodes_zero2(owt_data_dir, reference, tmp_path):
     for p, (_, err) in zip(procs, results):
         assert p.returncode == 0, err[-3000:]
     assert_same_losses(out, reference)
-    hw = rd.read_json(out / rd.RUN_INFO)["hardware"]
+    hw = read_json(out / RUN_INFO)["hardware"]
     assert (hw["num_processes"], hw["num_machines"]) == (2, 2)
 
 

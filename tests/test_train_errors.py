@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_support import TINY_YAML, read_rows, run_inprocess
-from gpt2_owt.training import run_dir as rd
+from train_support import TINY_YAML, metric_rows, run_inprocess
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, TRAINING_CONFIG, list_step_dirs
 from gpt2_owt.training.manifest import file_entries, read_manifest, write_manifest
 
 SHORT = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=2, warmup_steps=1, checkpoint_interval=1,
@@ -103,7 +104,7 @@ def test_token_id_outside_the_vocabulary(capsys, owt_data_dir, tmp_path):
 
 
 def test_resume_from_a_checkpoint_of_another_config(capsys, owt_data_dir, finished_run, tmp_path):
-    ckpt = finished_run / rd.CHECKPOINTS / "step_2"
+    ckpt = finished_run / CHECKPOINTS / "step2"
     expect_error(capsys, owt_data_dir, tmp_path / "o", "was made with global_batch_size=4, this run has "
                  "global_batch_size=8", **SHORT | {"global_batch_size": 8, "resume_from_checkpoint": ckpt})
     wider = json.loads((Path(__file__).parents[1] / "modeling/configs/tiny.json").read_text()) | {"n_layer": 3}
@@ -122,21 +123,21 @@ def test_output_dir_holding_another_run(capsys, owt_data_dir, finished_run):
 def test_overwrite_output_dir_replaces_the_run(owt_data_dir, finished_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
-    (out / rd.CHECKPOINTS / "step_99").mkdir()  # a stale checkpoint of the old run must not survive
+    (out / CHECKPOINTS / "step99").mkdir()  # a stale checkpoint of the old run must not survive
     assert run_inprocess(owt_data_dir, out, **SHORT | {"max_steps": 1, "warmup_steps": 0,
                                                        "overwrite_output_dir": "true"}) == 0
-    assert [s for s, _ in rd.list_step_dirs(out / rd.CHECKPOINTS)] == [1]
-    assert rd.read_json(out / rd.TRAINING_CONFIG)["max_steps"] == 1
+    assert [s for s, _ in list_step_dirs(out / CHECKPOINTS)] == [1]
+    assert read_json(out / TRAINING_CONFIG)["max_steps"] == 1
 
 
 def test_auto_resume_without_a_checkpoint_restarts_only_the_same_run(capsys, owt_data_dir, finished_run, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(finished_run, out)
-    shutil.rmtree(out / rd.CHECKPOINTS)  # e.g. killed hard before its first checkpoint
+    shutil.rmtree(out / CHECKPOINTS)  # e.g. killed hard before its first checkpoint
     expect_error(capsys, owt_data_dir, out, "already holds a run",
                  **SHORT | {"seq_len": 16, "resume_from_checkpoint": "auto"})
     assert run_inprocess(owt_data_dir, out, **SHORT | {"resume_from_checkpoint": "auto"}) == 0
-    assert [r["step"] for r in read_rows(out, "train_loss")] == [1, 2]  # the old rows were replaced, not appended
+    assert [r["step"] for r in metric_rows(out, "train_loss")] == [1, 2]  # the old rows were replaced, not appended
 
 
 def test_unavailable_attention_kernel_is_refused_before_anything_is_written(capsys, owt_data_dir, tmp_path):

@@ -6,8 +6,9 @@ weights, bit for bit; its losses match the Accelerate-autocast path that single-
 import pytest
 import torch
 
-from train_support import accelerate_cmd, final_weights, read_rows, run_cli, run_inprocess, train_args
-from gpt2_owt.training import run_dir as rd
+from train_support import accelerate_cmd, final_weights, metric_rows, run_cli, run_inprocess, train_args
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, RUN_INFO
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def loss_diffs(run, other):
-    got, want = read_rows(run, "train_loss"), read_rows(other, "train_loss")
+    got, want = metric_rows(run, "train_loss"), metric_rows(other, "train_loss")
     assert len(got) == len(want) == 6
     return [abs(g["train_loss"] - w["train_loss"]) for g, w in zip(got, want)]
 
@@ -54,12 +55,12 @@ def test_zero2_bf16_exports_the_fp32_master_weights(bf16_runs):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     zero2 = bf16_runs["zero2"]
-    hw = rd.read_json(zero2 / rd.RUN_INFO)["hardware"]
+    hw = read_json(zero2 / RUN_INFO)["hardware"]
     assert (hw["mixed_precision"], hw["deepspeed_zero_stage"], hw["deepspeed_torch_autocast"]) == ("bf16", 2, True)
 
     exported = final_weights(zero2)
     assert {t.dtype for t in exported.values()} == {torch.float32}
-    master = get_fp32_state_dict_from_zero_checkpoint(str(zero2 / rd.CHECKPOINTS / "step_6"), tag="pytorch_model")
+    master = get_fp32_state_dict_from_zero_checkpoint(str(zero2 / CHECKPOINTS / "step6"), tag="pytorch_model")
     for name, tensor in exported.items():
         want = master[name][: tensor.shape[0]]  # the checkpoint holds the padded training layout
         assert torch.equal(tensor, want), name
@@ -76,7 +77,7 @@ def test_ddp_and_zero2_bf16_runs_agree(bf16_runs):
     """A real 2-process DDP run (gloo) and the ZeRO-2 run of the same bf16 steps: float32 exports of the same layout,
     losses within LOSS_TOL, weights within EXPORT_TOL (measured: the same loss differences as the one-process run's)."""
     ddp, zero2 = bf16_runs["ddp"], bf16_runs["zero2"]
-    hw = rd.read_json(ddp / rd.RUN_INFO)["hardware"]
+    hw = read_json(ddp / RUN_INFO)["hardware"]
     assert (hw["distributed_type"], hw["num_processes"], hw["mixed_precision"]) == ("MULTI_CPU", 2, "bf16")
     # DDP is the one-process autocast run split over 2 ranks: the same losses, weights up to the all-reduce's order
     assert loss_diffs(ddp, bf16_runs["autocast"]) == [0.0] * 6

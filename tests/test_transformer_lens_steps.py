@@ -33,7 +33,7 @@ def test_local_run_by_step(published_inputs):
     for step in (0, 1):
         bridge = load_transformer_lens(run, step=step)
         with torch.no_grad():
-            diff = (bridge(IDS).log_softmax(-1) - hf_log_probs(hf / f"step_{step}")).abs().max().item()
+            diff = (bridge(IDS).log_softmax(-1) - hf_log_probs(hf / f"step{step}")).abs().max().item()
         assert diff < 1e-5, (step, diff)
     with pytest.raises(UserError, match=r"has no export of step 7; available steps: \[0, 1\]"):
         load_transformer_lens(run, step=7)
@@ -63,5 +63,5 @@ def test_hub_repo_by_step(hub, published_inputs):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["steps"] == [0, 1]
     remote = torch.tensor(out["log_probs"])
-    assert (remote - hf_log_probs(hf / "step_1")[0, :, :5]).abs().max().item() < 1e-5
+    assert (remote - hf_log_probs(hf / "step1")[0, :, :5]).abs().max().item() < 1e-5
     assert out["error"] == f"{repo} has no branch step9; available steps: [0, 1]"

@@ -18,7 +18,9 @@ import pytest
 from gpt2_owt import upload
 from hub_server import HubServer
 from gpt2_owt.model_card.build import main as build_main
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.steps import parse_step_name
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import HF_EXPORTS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_aliceSecretToken0123456789"
@@ -28,7 +30,7 @@ BOB_TOKEN = "hf_bobSecretToken0123456789"
 @pytest.fixture(scope="module")
 def published_inputs(release_run, owt_data_dir, tmp_path_factory):
     """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (the
-    shared release run: single process, 2 steps, exports step_0, step_1 and final: three different weights), the
+    shared release run: single process, 2 steps, exports step0, step1 and final: three different weights), the
     eval (owt_val), the card."""
     from gpt2_owt.eval.evaluate import main as eval_main
 
@@ -40,9 +42,9 @@ def published_inputs(release_run, owt_data_dir, tmp_path_factory):
     release = root / "release"
     build_main(["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(release),
                 "--repo_id", "alice/gpt2-owt-tiny"])
-    shas = {rd.read_json(p / "export_info.json")["weights_sha256"] for p in (run / "hf").iterdir()}
+    shas = {read_json(p / "export_info.json")["weights_sha256"] for p in (run / "hf").iterdir()}
     assert len(shas) == 3
-    return release, run / rd.HF_EXPORTS
+    return release, run / HF_EXPORTS
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_dry_run_needs_no_token_and_lists_every_file_branch_and_tag(published_in
                  "--dry_run"])
     out = capsys.readouterr().out
     assert "dry run: nothing is uploaded" in out
-    for branch, folder in (("main", release), ("step0", hf / "step_0"), ("step1", hf / "step_1")):
+    for branch, folder in (("main", release), ("step0", hf / "step0"), ("step1", hf / "step1")):
         assert f"branch {branch} (" in out
         for p in folder.iterdir():
             assert f"  {p.name}  {p.stat().st_size:,} bytes" in out
@@ -108,7 +110,7 @@ def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs,
     assert "checkpoints.json" in main  # tests/test_verify.py checks its content
     for step in (0, 1):  # each branch holds exactly its own export, not the final weights
         assert hub.state.snapshot(repo, f"step{step}") == {".gitattributes": hub.state.snapshot(repo)[".gitattributes"],
-                                                           **local_hashes(hf / f"step_{step}")}
+                                                           **local_hashes(hf / f"step{step}")}
         assert hub.state.snapshot(repo, f"step{step}")["model.safetensors"] != weights
     refs = hub.state.repos[repo]
     assert refs.tags["v1.0"] == refs.branches["main"]
@@ -126,7 +128,7 @@ def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs,
         from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
         ids = torch.tensor([[15496, 995, 11, 428, 318, 257, 1332, 13]])
         out = {{"branches": sorted(b.name for b in list_repo_refs("{repo}").branches)}}
-        for rev, local in (("step0", "{hf}/step_0"), ("step1", "{hf}/step_1"), ("v1.0", "{release}"), (None, "{release}")):
+        for rev, local in (("step0", "{hf}/step0"), ("step1", "{hf}/step1"), ("v1.0", "{release}"), (None, "{release}")):
             remote = AutoModelForCausalLM.from_pretrained("{repo}", revision=rev)
             mine = AutoModelForCausalLM.from_pretrained(local)
             with torch.no_grad():
@@ -135,7 +137,7 @@ def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs,
         out["tokens"] = tok("Hello world")["input_ids"]
         gen = pipeline("text-generation", model="{repo}", revision="step1")
         out["pipeline"] = gen("Hello world", max_new_tokens=4, do_sample=False)[0]["generated_text"]
-        ref = pipeline("text-generation", model="{hf}/step_1")
+        ref = pipeline("text-generation", model="{hf}/step1")
         out["pipeline_local"] = ref("Hello world", max_new_tokens=4, do_sample=False)[0]["generated_text"]
         print(json.dumps(out))
     """)
@@ -149,10 +151,10 @@ def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs,
 
 
 def test_the_last_step_may_carry_the_release_weights(published_inputs, tmp_path, capsys):
-    """hf/step_N of the final step legitimately equals hf/final: allowed, unlike any other step."""
+    """hf/stepN of the final step legitimately equals hf/final: allowed, unlike any other step."""
     release, hf = published_inputs
-    final_step = rd.read_json(hf / "final" / "export_info.json")["step"]
-    ckpt = _copy_hf(hf, tmp_path / "hf", {"step_1": hf / "step_1", f"step_{final_step}": hf / "final"})
+    final_step = read_json(hf / "final" / "export_info.json")["step"]
+    ckpt = _copy_hf(hf, tmp_path / "hf", {"step1": hf / "step1", f"step{final_step}": hf / "final"})
     upload.main([str(release), "--repo_id", "alice/x", "--checkpoints", str(ckpt), "--dry_run"])
     assert f"branch step{final_step} (" in capsys.readouterr().out
 
@@ -162,8 +164,8 @@ def _copy_hf(hf: Path, dest: Path, names: dict[str, Path]) -> Path:
     dest.mkdir()
     for name, src in names.items():
         shutil.copytree(src, dest / name)
-        info = rd.read_json(src / "export_info.json")
-        step = rd.parse_step_dir(name)
+        info = read_json(src / "export_info.json")
+        step = parse_step_name(name)
         (dest / name / "export_info.json").write_text(json.dumps({**info, "step": step}))
     return dest
 
@@ -190,13 +192,13 @@ def test_bad_local_inputs_fail_before_any_network(published_inputs, tmp_path, ca
                 "eval": "eval_results.json"}[case.split("_", 1)[1]]
         (rel / name).unlink()
     elif case == "final_as_step":  # the bug this guards against: the final weights exported as a step
-        ckpt = _copy_hf(hf, tmp_path / "hf", {"step_0": hf / "step_0", "step_7": hf / "final"})
+        ckpt = _copy_hf(hf, tmp_path / "hf", {"step0": hf / "step0", "step7": hf / "final"})
     elif case == "same_branch_name":
-        ckpt = _copy_hf(hf, tmp_path / "hf", {"step_1": hf / "step_1", "step_01": hf / "step_0"})
+        ckpt = _copy_hf(hf, tmp_path / "hf", {"step1": hf / "step1", "step01": hf / "step0"})
     elif case == "tag_is_branch":
         tag = "step1"
     elif case == "duplicate_steps":
-        ckpt = _copy_hf(hf, tmp_path / "hf", {"step_0": hf / "step_0", "step_5": hf / "step_0"})
+        ckpt = _copy_hf(hf, tmp_path / "hf", {"step0": hf / "step0", "step5": hf / "step0"})
     elif case == "bad_repo_id":
         repo = "just-a-name"
     with pytest.raises(SystemExit) as e:
@@ -232,7 +234,7 @@ def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_input
 
     # Remote collisions: a step branch that already holds other weights; a tag already on another commit.
     assert run_upload(hub, release, "--repo_id", "alice/c", "--checkpoints", hf, "--tag", "v1").returncode == 0
-    other = _copy_hf(hf, tmp_path / "hf", {"step_1": hf / "step_0"})
+    other = _copy_hf(hf, tmp_path / "hf", {"step1": hf / "step0"})
     clash = run_upload(hub, release, "--repo_id", "alice/c", "--checkpoints", other)
     assert clash.returncode == 2 and "branch step1 already exists on alice/c with other weights" in clash.stderr
     changed = tmp_path / "release2"

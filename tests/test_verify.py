@@ -16,7 +16,8 @@ import pytest
 from hub_server import Entry
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from test_upload import REPO_ROOT, hub, published_inputs, run_upload  # noqa: F401 (fixtures)
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import RUN_INFO
 
 REPO = "alice/gpt2-owt-verify"
 
@@ -64,14 +65,14 @@ def test_checkpoints_json_records_every_published_step(published):
     assert [(e["branch"], e["step"]) for e in manifest["checkpoints"]] == [("step0", 0), ("step1", 1), ("main", 2)]
     repo = hub.state.repos[REPO]
     assert repo.tags["v1.0"] == repo.branches["main"]  # the tag covers checkpoints.json
-    for entry, folder in zip(manifest["checkpoints"], (hf / "step_0", hf / "step_1", release)):
+    for entry, folder in zip(manifest["checkpoints"], (hf / "step0", hf / "step1", release)):
         assert entry["weights_sha256"] == hashlib.sha256((folder / cm.WEIGHTS).read_bytes()).hexdigest()
         assert entry["tensors"] == cm.tensor_digests(folder / cm.WEIGHTS) and len(entry["tensors"]) > 10
         assert entry["tokens"] == entry["step"] * 4 * 32
         assert repo.commits[entry["commit"]].files[cm.WEIGHTS].sha256 == entry["weights_sha256"]
         assert entry["optimizer_state"] is None
     assert len({e["tensors_sha256"] for e in manifest["checkpoints"]}) == 3
-    run_info = rd.read_json(hf.parent / rd.RUN_INFO)
+    run_info = read_json(hf.parent / RUN_INFO)
     assert manifest["data_order"] == {"data_seed": 1337, "init_seed": 1337, "seq_len": 32, "global_batch_size": 4,
                                       "data_manifest_sha256": run_info["data_manifest_sha256"]}
     commits = hub.state.num_commits(REPO)

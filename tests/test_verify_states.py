@@ -2,7 +2,7 @@
 
 A real 3-step trainer run with a checkpoint every step is published to the local Hub server; step 1's Accelerate
 state is downloaded back and the trainer resumes from it: weights, losses and batches equal both the uninterrupted
-run and a resume from the local checkpoints/step_1 (bitwise, CPU fp32).
+run and a resume from the local checkpoints/step1 (bitwise, CPU fp32).
 """
 
 import json
@@ -20,13 +20,13 @@ from gpt2_owt.modeling import sha256_file
 from release_fixtures import make_results
 from test_upload import REPO_ROOT, hub, run_upload  # noqa: F401 (fixture)
 from test_verify import blob
-from train_support import read_rows, run_inprocess
-from gpt2_owt.training import run_dir as rd
+from train_support import metric_rows, run_inprocess
+from gpt2_owt.training.run_dir import CHECKPOINTS
 
 REPO = "alice/gpt2-owt-states"
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=3, warmup_steps=1, eval_interval=0,
            eval_iters=1, checkpoint_interval=1, keep_last_checkpoints=3, export_steps=[0, 1, 2],
-           trace_batches="true")
+           record_fed_batches="true")
 
 
 @pytest.fixture(scope="module")
@@ -51,42 +51,42 @@ def test_optimizer_states_upload_then_resume_equals_local_resume(hub, state_run,
     run, release = state_run
     argv = [release, "--repo_id", REPO, "--checkpoints", run / "hf", "--with_optimizer_states"]
     dry = run_upload(hub, *argv, "--dry_run")
-    assert dry.returncode == 0 and "step1 <- " in dry.stdout and "as checkpoints/step_1/: optimizer state" in dry.stdout
+    assert dry.returncode == 0 and "step1 <- " in dry.stdout and "as checkpoints/step1/: optimizer state" in dry.stdout
     hub.state.fail("POST", r"/commit/step2$", status=500)  # dies after step 1's state: the rerun resumes
     first = run_upload(hub, *argv)
     assert first.returncode == 2 and "Rerun the same command to resume" in first.stderr
     second = run_upload(hub, *argv)
     assert second.returncode == 0, second.stderr
-    assert "step2: optimizer state checkpoints/step_2/" in second.stdout
+    assert "step2: optimizer state checkpoints/step2/" in second.stdout
 
     manifest = json.loads(blob(hub, "main", cm.CHECKPOINTS_JSON, REPO))
     states = {e["branch"]: e["optimizer_state"] for e in manifest["checkpoints"]}
     assert states["step0"] is None  # no checkpoint at step 0 (nothing to resume)
     for branch, step in (("step1", 1), ("step2", 2), ("main", 3)):  # the final step's state rides on main
-        local = run / rd.CHECKPOINTS / f"step_{step}"
+        local = run / CHECKPOINTS / f"step{step}"
         files = {p.relative_to(local).as_posix(): p.stat().st_size for p in local.rglob("*") if p.is_file()}
-        assert states[branch] == {"path": f"checkpoints/step_{step}/", "files": len(files),
+        assert states[branch] == {"path": f"checkpoints/step{step}/", "files": len(files),
                                   "bytes": sum(files.values())}
         remote = hub.state.snapshot(REPO, branch)
-        assert {f"checkpoints/step_{step}/{n}" for n in files} <= set(remote)
-        assert remote[f"checkpoints/step_{step}/optimizer.bin"] == sha256_file(local / "optimizer.bin")
+        assert {f"checkpoints/step{step}/{n}" for n in files} <= set(remote)
+        assert remote[f"checkpoints/step{step}/optimizer.bin"] == sha256_file(local / "optimizer.bin")
     print(f"\noptimizer state sizes (tiny preset): {json.dumps({b: s['bytes'] for b, s in states.items() if s})}")
 
     download = tmp_path / "download"
     code = textwrap.dedent(f"""
         from huggingface_hub import snapshot_download
-        snapshot_download("{REPO}", revision="step1", allow_patterns=["checkpoints/step_1/*"], local_dir="{download}")
+        snapshot_download("{REPO}", revision="step1", allow_patterns=["checkpoints/step1/*"], local_dir="{download}")
     """)
     proc = subprocess.run([sys.executable, "-c", code], env=hub.env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     from_hub, from_local = tmp_path / "from_hub", tmp_path / "from_local"
-    assert run_inprocess(owt_data_dir, from_hub, resume_from_checkpoint=download / "checkpoints" / "step_1", **RUN) == 0
-    assert run_inprocess(owt_data_dir, from_local, resume_from_checkpoint=run / rd.CHECKPOINTS / "step_1", **RUN) == 0
+    assert run_inprocess(owt_data_dir, from_hub, resume_from_checkpoint=download / "checkpoints" / "step1", **RUN) == 0
+    assert run_inprocess(owt_data_dir, from_local, resume_from_checkpoint=run / CHECKPOINTS / "step1", **RUN) == 0
     for out in (from_hub, from_local):
-        for name in ("step_2", "final"):
+        for name in ("step2", "final"):
             assert same_weights(out / "hf" / name / cm.WEIGHTS, run / "hf" / name / cm.WEIGHTS), (out, name)
-        assert [r["train_loss"] for r in read_rows(out, "train_loss")] == [
-            r["train_loss"] for r in read_rows(run, "train_loss")][1:]
+        assert [r["train_loss"] for r in metric_rows(out, "train_loss")] == [
+            r["train_loss"] for r in metric_rows(run, "train_loss")][1:]
         assert (out / "fed_batches.jsonl").read_text().splitlines() == \
             (run / "fed_batches.jsonl").read_text().splitlines()[1:]
 

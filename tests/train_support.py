@@ -62,12 +62,13 @@ def load_export(folder: Path) -> torch.nn.Module:
 def final_weights(run: Path) -> dict:
     """The tensors of a run's final export (hf/final/model.safetensors)."""
     from safetensors.torch import load_file
-    from gpt2_owt.training import run_dir as rd
+    from gpt2_owt.training.run_dir import FINAL, HF_EXPORTS
 
-    return load_file(str(run / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    return load_file(str(run / HF_EXPORTS / FINAL / "model.safetensors"))
 
 
-def read_rows(output_dir: Path, key: str) -> list[dict]:
+def metric_rows(output_dir: Path, key: str) -> list[dict]:
+    """The metrics.jsonl rows of a run that hold `key` (train rows: "train_loss", validation rows: "val_loss")."""
     with open(output_dir / "metrics.jsonl") as f:
         return [row for row in map(json.loads, f) if key in row]
 

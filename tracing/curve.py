@@ -3,7 +3,7 @@
     gpt2-owt trace curve (--run_dir R | --repo_id ID) --text "..." [--prefix "..."] [--output curve.png] [--json]
 
 The text's mean next-token loss (with --prefix: of the text after the prefix, plus the summed log-prob) at
-every exported checkpoint (run_dir/hf/step_N, or the Hub branches step{N} of --repo_id), next to the exposures
+every exported checkpoint (run_dir/hf/stepN, or the Hub branches step{N} of --repo_id), next to the exposures
 of the scored ids (prefix + text) before that step when the data_dir's index exists. Without --prefix the text
 is scored after an EOT (GPT-2's document start), so every token of the text is predicted.
 `--json` schema: {"text", "prefix", "token_ids", "rows": [{"step", "checkpoint", "loss", "logprob",
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import FINAL, HF_EXPORTS, TRAINING_CONFIG, list_step_dirs
 from gpt2_owt.training.data_dir import WindowSampler
 
 from .exposures import exposures_of
@@ -30,7 +31,7 @@ from .text import encode
 @dataclass
 class CurveArgs:
     text: str = field(metadata={"help": "text whose loss to follow over the checkpoints"})
-    run_dir: str | None = field(default=None, metadata={"help": "run folder: its hf/step_N exports"})
+    run_dir: str | None = field(default=None, metadata={"help": "run folder: its hf/stepN exports"})
     repo_id: str | None = field(default=None, metadata={"help": "Hub repo: its step{N} branches"})
     prefix: str | None = field(default=None, metadata={"help": "score the text as a continuation of this prefix"})
     data_dir: str | None = field(default=None, metadata={"help": "data folder for exposures (default: the run's)"})
@@ -44,22 +45,22 @@ def checkpoints_of(run_dir: str | None, repo_id: str | None) -> list[tuple[int, 
     if (run_dir is None) == (repo_id is None):
         raise UserError("give exactly one of --run_dir and --repo_id")
     if run_dir is not None:
-        if not (Path(run_dir) / rd.TRAINING_CONFIG).is_file():
-            raise UserError(f"{run_dir} is not a run folder (no {rd.TRAINING_CONFIG})")
+        if not (Path(run_dir) / TRAINING_CONFIG).is_file():
+            raise UserError(f"{run_dir} is not a run folder (no {TRAINING_CONFIG})")
         found = [(s, f"hf/{p.name}", {"pretrained_model_name_or_path": str(p)})
-                 for s, p in rd.list_step_dirs(Path(run_dir) / rd.HF_EXPORTS)]
-        final = Path(run_dir) / rd.HF_EXPORTS / rd.FINAL
-        if (final / "export_info.json").is_file():  # the last step, when it is not also an hf/step_N export
-            step = rd.read_json(final / "export_info.json")["step"]
+                 for s, p in list_step_dirs(Path(run_dir) / HF_EXPORTS)]
+        final = Path(run_dir) / HF_EXPORTS / FINAL
+        if (final / "export_info.json").is_file():  # the last step, when it is not also an hf/stepN export
+            step = read_json(final / "export_info.json")["step"]
             if step not in {s for s, _, _ in found}:
-                found.append((step, f"hf/{rd.FINAL}", {"pretrained_model_name_or_path": str(final)}))
+                found.append((step, f"hf/{FINAL}", {"pretrained_model_name_or_path": str(final)}))
     else:
         from gpt2_owt.modeling.hub_branches import step_branches
 
         found = [(s, name, {"pretrained_model_name_or_path": repo_id, "revision": name})
                  for s, name in step_branches(repo_id)]
     if not found:
-        raise UserError(f"no exported checkpoints (hf/step_N or step{{N}} branches) in {run_dir or repo_id}")
+        raise UserError(f"no exported checkpoints (hf/stepN or step{{N}} branches) in {run_dir or repo_id}")
     return found
 
 
@@ -105,7 +106,7 @@ def plot_curve(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, [r["loss"] for r in result["rows"]], "o-", label="loss of the text")
     ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("step (checkpoint hf/step_N)")
+    ax.set_xlabel("step (checkpoint hf/stepN)")
     ax.set_ylabel("mean next-token loss (nats)")
     if all(r["exposures"] is not None for r in result["rows"]):
         twin = ax.twinx()
@@ -131,7 +132,7 @@ def curve_exposure_counter(args: CurveArgs, ids: list[int]):
     if len(ids) > cfg.seq_len + 1:
         raise UserError(f"the scored ids are {len(ids)} tokens, longer than a training window ({cfg.seq_len + 1})")
     index = TraceIndex(data_dir)
-    sampler = WindowSampler(index.split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, index.split)
     exposures = exposures_of(index.positions(ids), len(ids), sampler, cfg.total_steps())
     return lambda step: int(exposures.before([step])[0])
 

@@ -1,10 +1,10 @@
-"""Exposures: token positions of train.bin -> every (epoch, step, row) at which the trainer fed a window holding
+"""Exposures: token positions of train.bin -> every (epoch, update, row) at which the trainer fed a window holding
 them whole, through the trainer's own sampler inverted per epoch (training/data_dir.py), never by a loop over steps.
 
 An occurrence [p, p+n) is exposed in window w (tokens [w*seq_len, w*seq_len+seq_len+1)) when w*seq_len <= p and
-p+n <= w*seq_len+seq_len+1; every global sequence g that read w is one exposure at update g // global_batch_size
-(0-based: trained by the weights of hf/step_N, N = that update, and reflected in hf/step_{N+1}), row
-g % global_batch_size of its global batch.
+p+n <= w*seq_len+seq_len+1; every global sequence g that read w is one exposure at update u = g // global_batch_size
+(0-based: it trained the weights of step u into those of step u + 1, modeling/steps.py), row g % global_batch_size of
+its global batch.
 """
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ from gpt2_owt.training.data_dir import WindowSampler
 
 
 def export_schedule(cfg: TrainConfig, total_steps: int) -> list[int]:
-    """The steps exported to hf/step_N by a run of this config (and its last step, hf/final)."""
+    """The steps exported to hf/stepN by a run of this config (and its last step, hf/final)."""
     every = range(cfg.export_interval, total_steps + 1, cfg.export_interval) if cfg.export_interval > 0 else []
     return sorted({s for s in cfg.export_steps if s <= total_steps} | set(every) | {total_steps})
 
@@ -34,7 +34,7 @@ class Exposures:
     counted_weight: np.ndarray  # ... and how many occurrences that window holds
     sampler: WindowSampler
 
-    def step(self) -> np.ndarray:
+    def update(self) -> np.ndarray:
         return self.sequence // self.sampler.global_batch_size
 
     def row(self) -> np.ndarray:
@@ -46,7 +46,7 @@ class Exposures:
     def total(self) -> int:
         return int(self.counted_weight.sum())
 
-    def first_step(self) -> int | None:
+    def first_update(self) -> int | None:
         return int(self.counted_sequence[0]) // self.sampler.global_batch_size if self.counted_sequence.size else None
 
     def before(self, steps) -> np.ndarray:
@@ -73,5 +73,5 @@ def exposures_of(positions: np.ndarray, length: int, sampler: WindowSampler, unt
 
 
 def cumulative_exposures(exposures: Exposures, schedule: list[int]) -> list[dict]:
-    """Exposures at updates < N for each export step N (the weights of hf/step_N have seen exactly these)."""
+    """Exposures at updates < N for each export step N (the weights of hf/stepN have seen exactly these)."""
     return [{"step": int(s), "exposures": int(c)} for s, c in zip(schedule, exposures.before(schedule))]

@@ -7,21 +7,21 @@ The text is encoded as the data pipeline encodes documents (tiktoken GPT-2 `enco
 so "Barack Obama" and " Barack Obama" (a leading space, as mid-sentence) are different token sequences: the
 report gives the count of the leading-space variant too. An occurrence [p, p+n) is exposed in window w (tokens
 [w*seq_len, w*seq_len+seq_len+1)) when w*seq_len <= p and p+n <= w*seq_len+seq_len+1; every global sequence g
-that read w (the trainer's own sampler, inverted: training/data_dir.py) is one exposure at update step
-g // global_batch_size (0-based: trained by the weights of hf/step_N, N = step, and reflected in hf/step_{N+1}),
-row g % global_batch_size of its global batch. `--until_step N` counts updates < N (default: the run's total).
+that read w (the trainer's own sampler, inverted: training/data_dir.py) is one exposure at update
+u = g // global_batch_size (0-based: it trained the weights of step u into those of step u + 1), row
+g % global_batch_size of its global batch. `--until_step N` counts updates < N (default: the run's total).
 `--json` schema:
     {"token_ids": [int], "text": str|null, "count": int,                # occurrences in train.bin
      "leading_space_variant": {"text", "token_ids", "count"}|null,
-     "until_step": int, "first_step": int|null,                         # first exposure of any occurrence
+     "until_step": int, "first_update": int|null,                       # first exposure of any occurrence
      "num_exposures": int,
      "occurrences": [{"token_position": int, "document": int, "source_row": int, "context": str,
                       "split": bool,                                    # no window holds it whole
-                      "exposures": [{"epoch": int, "step": int, "row": int,
+                      "exposures": [{"epoch": int, "update": int, "row": int,
                                      "loss": float|null}]}],            # "loss" only with --run_dir
                                                                         # (first --limit occurrences)
      "exposures_by_step": [{"step": int, "exposures": int}]}            # cumulative exposures before each
-                                                                        # export step hf/step_N (updates < N)
+                                                                        # export step hf/stepN (updates < N)
 """
 
 import json
@@ -75,32 +75,32 @@ def find(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int | 
          context: int = 20, losses: np.ndarray | None = None) -> dict:
     """The report of `find` (see the module docstring for its keys)."""
     split = index.split
-    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.seed)
+    sampler = WindowSampler.for_run(cfg, split)
     total = cfg.total_steps()
     until = total if until_step is None else until_step
     if not 0 <= until <= total:
         raise UserError(f"--until_step {until} is beyond the run's {total} steps")
     positions = index.positions(ids)
     exp = exposures_of(positions, len(ids), sampler, until, listed=limit)
-    epochs, steps, rows = exp.epoch(), exp.step(), exp.row()
+    epochs, updates, rows = exp.epoch(), exp.update(), exp.row()
     shown = positions[:limit]
     docs = split.document_index(shown)
     occurrences = []
     for k, (p, doc, row) in enumerate(zip(shown.tolist(), docs.tolist(), split.doc_rows[docs].tolist())):
         left, right = max(0, p - context), min(split.num_tokens, p + len(ids) + context)
         mine = exp.occurrence == k
-        exposures = [{"epoch": e, "step": s, "row": r}
-                     for e, s, r in zip(epochs[mine].tolist(), steps[mine].tolist(), rows[mine].tolist())]
+        exposures = [{"epoch": e, "update": u, "row": r}
+                     for e, u, r in zip(epochs[mine].tolist(), updates[mine].tolist(), rows[mine].tolist())]
         if losses is not None:
             for item in exposures:
-                value = losses[item["step"], item["row"]] if item["step"] < len(losses) else np.nan
+                value = losses[item["update"], item["row"]] if item["update"] < len(losses) else np.nan
                 item["loss"] = None if np.isnan(value) else float(value)
         occurrences.append({"token_position": p, "document": doc, "source_row": row,
                             "context": decode(split.tokens[left:right]), "split": bool(exp.holders[k] == 0),
                             "exposures": exposures})
     schedule = [s for s in export_schedule(cfg, total) if s <= until] or [until]
     return {"token_ids": ids, "count": int(len(positions)), "until_step": until,
-            "first_step": exp.first_step(), "num_exposures": exp.total(),
+            "first_update": exp.first_update(), "num_exposures": exp.total(),
             "occurrences": occurrences, "exposures_by_step": cumulative_exposures(exp, schedule)}
 
 
@@ -112,15 +112,15 @@ def format_find(report: dict) -> str:
     variant = report.get("leading_space_variant")
     if variant:
         lines.append(f"  leading-space variant {variant['text']!r} = {variant['token_ids']}: {variant['count']}")
-    lines.append(f"{report['num_exposures']} exposures in updates < {report['until_step']}; first at step "
-                 f"{report['first_step']}")
+    lines.append(f"{report['num_exposures']} exposures in updates < {report['until_step']}; first at update "
+                 f"{report['first_update']}")
     for occ in report["occurrences"]:
         flag = "  SPLIT (no window holds it whole)" if occ["split"] else ""
         lines.append(f"- token {occ['token_position']}  document {occ['document']} (source row {occ['source_row']})"
                      f"{flag}\n    {occ['context']!r}")
         for e in occ["exposures"]:
             loss = f"  loss {e['loss']:.4f}" if e.get("loss") is not None else ""
-            lines.append(f"    epoch {e['epoch']}  step {e['step']}  row {e['row']}{loss}")
+            lines.append(f"    epoch {e['epoch']}  update {e['update']}  row {e['row']}{loss}")
     if report["count"] > len(report["occurrences"]):
         lines.append(f"  ... {report['count'] - len(report['occurrences'])} more occurrences (--limit)")
     lines.append("cumulative exposures before each export step: " +

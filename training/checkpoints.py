@@ -1,6 +1,6 @@
-"""Checkpoint folders (`run_dir/checkpoints/step_N/`): what their info records, and which one a resume may trust.
+"""Checkpoint folders (`run_dir/checkpoints/stepN/`): what their info records, and which one a resume may trust.
 
-    checkpoints/step_N/      accelerator.save_state output, written under `.tmp-step_N` and renamed when complete
+    checkpoints/stepN/      accelerator.save_state output, written under `.tmp-stepN` and renamed when complete
       checkpoint_info.json   {"step", "tokens", "elapsed_seconds", "world_size", "zero_stage",
                               "identity": {...},            the run identity at that step (see run_identity)
                               "model", "seq_len", "global_batch_size",   (kept for older readers)
@@ -21,9 +21,9 @@ from pathlib import Path
 
 from gpt2_owt.modeling import UserError, sha256_file
 from gpt2_owt.modeling.records import write_json_atomic
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training.run_dir import CHECKPOINT_INFO, list_step_dirs
 
-INFO = rd.CHECKPOINT_INFO
+INFO = CHECKPOINT_INFO
 # Training-config fields that define the run: a resume that changes one is a different run unless allowed.
 IDENTITY_FIELDS = ("seq_len", "global_batch_size", "total_steps", "learning_rate", "min_lr", "warmup_steps",
                    "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "grad_clip", "init_seed", "data_seed")
@@ -80,7 +80,7 @@ def read_info(folder: Path) -> dict:
 def find_resumable(checkpoints: Path) -> tuple[Path, dict] | None:
     """The newest intact checkpoint under `checkpoints` (skipping damaged newer ones with one line each), or None
     if there is none at all. Only damaged ones: UserError."""
-    found = rd.list_step_dirs(checkpoints)
+    found = list_step_dirs(checkpoints)
     for _, folder in reversed(found):
         try:
             return folder, read_info(folder)

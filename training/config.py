@@ -38,7 +38,7 @@ class TrainConfig:
     )
     overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a different run already in output_dir"})
     resume_from_checkpoint: str | None = field(
-        default=None, metadata={"help": "'auto' (latest checkpoint in output_dir, if any) or a checkpoints/step_N path"}
+        default=None, metadata={"help": "'auto' (latest checkpoint in output_dir, if any) or a checkpoints/stepN path"}
     )
     allow_changed_config: bool = field(
         default=False, metadata={"help": "let a resume change the data, batch layout or optimizer/schedule values "
@@ -81,18 +81,18 @@ class TrainConfig:
     )
     export_steps: list[int] = field(
         default_factory=lambda: list(PYTHIA_EARLY_STEPS),
-        metadata={"help": "steps exported to hf/step_N (besides every export_interval and the end)"},
+        metadata={"help": "steps exported to hf/stepN (besides every export_interval and the end)"},
     )
     export_interval: int = field(default=1000, metadata={"help": "also export every N steps (0 = off)"})
     report_to: str = field(default="tensorboard", metadata={"help": f"tracker: one of {REPORT_TO}"})
     run_name: str = field(default="gpt2-owt", metadata={"help": "tracker project / run name"})
-    trace_batches: bool = field(
+    record_fed_batches: bool = field(
         default=False, metadata={"help": "write sha256 of every fed batch to fed_batches.jsonl (data-order audits)"}
     )
     record_sequence_losses: bool = field(
         default=True, metadata={"help": "write every sequence's training loss to sequence_losses/ (tracing/)"}
     )
-    # --- speed levers that keep the model's numerics (training/levers.py); unset = on exactly on CUDA ---
+    # --- speed levers that keep the model's numerics (training/speed.py); unset = on exactly on CUDA ---
     compile: bool | None = field(
         default=None, metadata={"help": "torch.compile each transformer block (default: true on CUDA, else false)"}
     )

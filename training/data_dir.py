@@ -132,15 +132,27 @@ def inverse_permutation(num_windows: int, seed: int, epoch: int) -> np.ndarray:
     return inverse
 
 
-@dataclass
+@dataclass(kw_only=True)
 class WindowSampler:
-    """Step -> window ids of the global batch (see the comment above)."""
+    """Update -> window ids of its global batch (see the comment above). A run's sampler is built one way:
+    `WindowSampler.for_run(config, split)`; the keywords are for tests of the sampler itself."""
 
     num_tokens: int
     seq_len: int
     global_batch_size: int
     seed: int
     shuffle: bool = True
+
+    @classmethod
+    def for_run(cls, config, split: TokenSplit, validation: bool = False) -> "WindowSampler":
+        """The sampler of a run on `split` (train, or with `validation` the fixed unshuffled val batches), from its
+        TrainConfig or resolved training_config.json: seq_len, global_batch_size and data_seed (never `seed`)."""
+        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
+        if get("data_seed") is None:
+            raise ValueError("the run's data_seed is unresolved (a TrainConfig resolves it from seed)")
+        return cls(num_tokens=split.num_tokens, seq_len=int(get("seq_len")),
+                   global_batch_size=int(get("global_batch_size")), seed=int(get("data_seed")),
+                   shuffle=not validation)
 
     def __post_init__(self):
         if self.seq_len < 1 or self.global_batch_size < 1:

@@ -1,13 +1,13 @@
-"""Which documents and token ranges make up the global batch of training step N.
+"""Which documents and token ranges make up the global batch of one update (update U turns step U into U + 1).
 
-    gpt2-owt data-order --data_dir data/owt --config training/configs/gpt2-124m-owt.yaml --step 1000
+    gpt2-owt data-order --data_dir data/owt --config training/configs/gpt2-124m-owt.yaml --update 1000
 
-Uses the trainer's own sampler (`training/data_dir.py: WindowSampler`) with the config's seq_len,
-global_batch_size and data_seed (default: seed), so the answer is by construction what the trainer fed at that step, at any world
+Uses the trainer's own sampler (`WindowSampler.for_run`, training/data_dir.py: the config's seq_len,
+global_batch_size and data_seed), so the answer is by construction what the trainer fed at that update, at any world
 size: with R processes, rank r trained on sequences [r * B/R, (r + 1) * B/R) of this list, in micro batches of
-micro_batch_size in order. Update N (0-based; it produces checkpoints/step_{N+1}) trains on step N's batch.
-Other `--field value` training-config overrides (e.g. `--global_batch_size 256`) are accepted after the arguments.
-Prints one line per sequence; `--json` prints the same as JSON, with the sha256 of the batch's tokens.
+micro_batch_size in order. Other `--field value` training-config overrides (e.g. `--global_batch_size 256`) are
+accepted after the arguments. Prints one line per sequence; `--json` prints the same as JSON, with the sha256 of
+the batch's tokens.
 """
 
 import json
@@ -24,14 +24,14 @@ from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, batch_sha256, 
 @dataclass
 class DataOrderArgs:
     config: str = field(metadata={"help": "training YAML (training/configs/*.yaml)"})
-    step: int = field(metadata={"help": "0-based optimizer step whose global batch to list"})
+    update: int = field(metadata={"help": "0-based update whose global batch to list (it turns step U into U+1)"})
     data_dir: str | None = field(default=None, metadata={"help": "prepared data folder (default: the config's)"})
     json: bool = field(default=False, metadata={"help": "print JSON instead of a table"})
 
 
-def batch_order(split: TokenSplit, sampler: WindowSampler, step: int) -> dict:
-    """Every sequence of `step`'s global batch: window id, token range, documents (split index and source row)."""
-    windows = sampler.global_batch_windows(step)
+def batch_order(split: TokenSplit, sampler: WindowSampler, update: int) -> dict:
+    """Every sequence of `update`'s global batch: window id, token range, documents (split index and source row)."""
+    windows = sampler.global_batch_windows(update)
     sequences = []
     for index, window in enumerate(windows):
         start, end = sampler.token_range(window)
@@ -39,13 +39,13 @@ def batch_order(split: TokenSplit, sampler: WindowSampler, step: int) -> dict:
         docs = list(range(int(first), int(last) + 1))
         sequences.append({"index": index, "window": int(window), "token_start": start, "token_end": end,
                           "documents": docs, "source_rows": [int(split.doc_rows[d]) for d in docs]})
-    return {"step": step, "seq_len": sampler.seq_len, "global_batch_size": sampler.global_batch_size,
-            "data_seed": sampler.seed, "epoch": step * sampler.global_batch_size // sampler.num_windows,
+    return {"update": update, "seq_len": sampler.seq_len, "global_batch_size": sampler.global_batch_size,
+            "data_seed": sampler.seed, "epoch": update * sampler.global_batch_size // sampler.num_windows,
             "tokens_sha256": batch_sha256(read_windows(split, windows, sampler.seq_len)), "sequences": sequences}
 
 
 def format_table(order: dict) -> str:
-    lines = [f"step {order['step']}: {order['global_batch_size']} sequences of {order['seq_len']} + 1 tokens "
+    lines = [f"update {order['update']}: {order['global_batch_size']} sequences of {order['seq_len']} + 1 tokens "
              f"(data_seed {order['data_seed']}, epoch {order['epoch']}), tokens sha256 {order['tokens_sha256']}",
              f"{'seq':>6} {'window':>10} {'tokens [start, end)':>27}  source rows of the documents"]
     for s in order["sequences"]:
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = args.data_dir or cfg.data_dir
     if not data_dir:
         raise UserError("--data_dir is required (the config sets none)")
-    if args.step < 0:
-        raise UserError(f"--step must be >= 0, got {args.step}")
+    if args.update < 0:
+        raise UserError(f"--update must be >= 0, got {args.update}")
     split = open_split(data_dir, "train")
-    sampler = WindowSampler(split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed)
-    order = batch_order(split, sampler, args.step)
+    sampler = WindowSampler.for_run(cfg, split)
+    order = batch_order(split, sampler, args.update)
     print(json.dumps(order, indent=1) if args.json else format_table(order))
 
 

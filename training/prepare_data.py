@@ -253,7 +253,7 @@ def run(argv: list[str] | None = None) -> Path:
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(PrepareArgs).parse_args_into_dataclasses(args=argv)
     configure_logging(args.quiet, args.verbose)
-    return prepare(args, command=["python", "-m", "gpt2_owt.training.prepare_data", *argv])
+    return prepare(args, command=["gpt2-owt", "prepare", *argv])
 
 
 @cli_main

@@ -7,21 +7,21 @@ the one writer of everything in it except the Accelerate state inside checkpoint
                              line, data manifest sha256, wall time and tokens so far (updated as the run goes)
       data_manifest.json     copy of the data_dir's manifest.json the run trained on
       metrics.jsonl          one JSON object per line: {"step", "tokens", "train_loss"|"val_loss", "lr", ...}
-      checkpoints/step_N/    Accelerate `save_state` folders + checkpoint_info.json (complete-or-absent: written
+      checkpoints/stepN/    Accelerate `save_state` folders + checkpoint_info.json (complete-or-absent: written
                              to a temp name, renamed)
-      hf/step_N/             `from_pretrained` exports (safetensors + config + generation_config + tokenizer
+      hf/stepN/             `from_pretrained` exports (safetensors + config + generation_config + tokenizer
                              + export_info.json), written by modeling/hf_folder.save_hf_folder
       hf/final/              the export at the end of training
       logs/                  tracker output (tensorboard), when report_to is not "none"
-      fed_batches.jsonl      sha256 of every batch fed, when trace_batches is on (data-order audits)
+      fed_batches.jsonl      sha256 of every batch fed, when record_fed_batches is on (data-order audits)
       sequence_losses/       float32 training loss of every sequence of every global batch (record_sequence_losses,
                              on by default): info.json + steps_SSSSSSSS.f32 shards of [1000 steps, global_batch_size],
                              row = update step (0-based), column = row of the global batch (training/sequence_losses.py)
 
-Row index rule: metrics.jsonl "step" = updates done (1-based: the row logged after update N-1 says step N);
-per-update rows (fed_batches.jsonl) "step" = the update's index (0-based, the sampler's step). On resume from
-checkpoint step S (S updates done) rows with metrics step <= S and per-update step < S are kept; the rest were
-written after the checkpoint by the killed run and are written again.
+Step numbers (modeling/steps.py): metrics.jsonl rows say "step" N (the state after N updates); per-update rows
+(fed_batches.jsonl, sequence_losses/) say "update" u (0-based). On resume from checkpoint step S, metrics rows with
+step <= S and per-update rows with update < S are kept; the rest were written after the checkpoint by the killed
+run and are written again.
 
 Keys (what the model card reads; readers must tolerate extra keys):
     training_config.json   every TrainConfig field, plus "gradient_accumulation_steps", "world_size",
@@ -34,7 +34,7 @@ Keys (what the model card reads; readers must tolerate extra keys):
                             "data_manifest_sha256"}
     metrics.jsonl          train rows {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_sec", "mfu",
                            "elapsed_seconds", "memory_gb"}; val rows {"step", "tokens", "val_loss"}
-    fed_batches.jsonl      {"step", "tokens_sha256"}
+    fed_batches.jsonl      {"update", "tokens_sha256"}
     checkpoints/*/checkpoint_info.json  {"step", "tokens", "elapsed_seconds", "model", "seq_len",
                            "global_batch_size", "world_size", "zero_stage"}
     hf/*/export_info.json  {"step", "tokens", "weights_sha256"} (sha256 of model.safetensors)
@@ -44,13 +44,13 @@ Torch-free (standard library only): upload.py and model_card read run folders th
 
 import json
 import os
-import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
 from gpt2_owt.modeling.records import read_json, write_json_atomic
+from gpt2_owt.modeling.steps import parse_step_name, step_name
 
 TRAINING_CONFIG = "training_config.json"
 RUN_INFO = "run_info.json"
@@ -63,29 +63,17 @@ CHECKPOINT_INFO = "checkpoint_info.json"
 HF_EXPORTS = "hf"
 FINAL = "final"
 LOGS = "logs"
-PER_UPDATE_ROWS = (FED_BATCHES,)  # jsonl files whose "step" is the 0-based update index
+PER_UPDATE_ROWS = (FED_BATCHES,)  # jsonl files of one row per update: {"update": u, ...}
 RUN_FILES = (TRAINING_CONFIG, RUN_INFO, DATA_MANIFEST, METRICS, FED_BATCHES)
 RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS, SEQUENCE_LOSSES)
 COMPLETED = "completed"
 
-_STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def step_dir_name(step: int) -> str:
-    return f"step_{step}"
-
-
-def parse_step_dir(name: str) -> int | None:
-    m = _STEP_DIR.match(name)
-    return int(m.group(1)) if m else None
-
-
 def list_step_dirs(parent: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of every `step_N` folder directly under `parent`, sorted by step."""
+    """(step, path) of every `stepN` folder directly under `parent`, sorted by step."""
     parent = Path(parent)
     if not parent.is_dir():
         return []
-    found = [(parse_step_dir(p.name), p) for p in parent.iterdir() if p.is_dir()]
+    found = [(parse_step_name(p.name), p) for p in parent.iterdir() if p.is_dir()]
     return sorted((s, p) for s, p in found if s is not None)
 
 
@@ -155,8 +143,8 @@ class RunDir:
     def log_metrics(self, row: dict) -> None:
         self.append_row(METRICS, row)
 
-    def log_fed_batch(self, step: int, tokens_sha256: str) -> None:
-        self.append_row(FED_BATCHES, {"step": step, "tokens_sha256": tokens_sha256})
+    def log_fed_batch(self, update: int, tokens_sha256: str) -> None:
+        self.append_row(FED_BATCHES, {"update": update, "tokens_sha256": tokens_sha256})
 
     def truncate_rows(self, steps_done: int) -> None:
         """Resume at checkpoint step S: keep metrics rows with step <= S and per-update rows with step < S (see the
@@ -165,9 +153,10 @@ class RunDir:
             path = self.path / name
             if not path.is_file():
                 continue
-            last_kept = steps_done if name == METRICS else steps_done - 1
+            # a metrics row of step s follows update s - 1; a per-update row of update u is kept if u < steps_done
+            key, last_kept = ("step", steps_done) if name == METRICS else ("update", steps_done - 1)
             lines = [line for line in path.read_text().split("\n")[:-1]  # after the last newline: a torn row
-                     if line.strip() and json.loads(line)["step"] <= last_kept]
+                     if line.strip() and json.loads(line)[key] <= last_kept]
             tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
             tmp.write_text("".join(line + "\n" for line in lines))
             os.replace(tmp, path)
@@ -182,7 +171,7 @@ class RunDir:
 
     def checkpoint_tmp(self, step: int) -> Path:
         """Where every rank's save_state writes the checkpoint of `step` before it is committed."""
-        return self.path / CHECKPOINTS / f".tmp-{step_dir_name(step)}"
+        return self.path / CHECKPOINTS / f".tmp-{step_name(step)}"
 
     def begin_checkpoint(self, step: int) -> Path:
         """Create the checkpoint's temp folder empty (left over from a killed attempt: removed first)."""
@@ -192,10 +181,10 @@ class RunDir:
         return tmp
 
     def commit_checkpoint(self, tmp: Path, info: dict, keep_last: int, milestone_interval: int | None) -> Path:
-        """Write checkpoint_info.json into `tmp`, rename it to checkpoints/step_N (replacing a step saved by an
+        """Write checkpoint_info.json into `tmp`, rename it to checkpoints/stepN (replacing a step saved by an
         earlier attempt), then prune."""
         write_json_atomic(tmp / CHECKPOINT_INFO, info)
-        final = self.path / CHECKPOINTS / step_dir_name(info["step"])
+        final = self.path / CHECKPOINTS / step_name(info["step"])
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -6,8 +6,8 @@
 Reads a prepared `data_dir/` (training/data_dir.py), writes a `run_dir/` (training/run_dir.py). Read top to bottom:
 checks (nothing is written until every input is valid) -> run folder -> model/optimizer/schedule -> loop.
 
-Step N means "after N optimizer updates": checkpoints/step_N and hf/step_N hold the weights after N updates,
-hf/step_0 the initial weights. Update N (0-based) trains on global batch N of the sampler (training/data_dir.py)
+Step N means "after N optimizer updates": checkpoints/stepN and hf/stepN hold the weights after N updates,
+hf/step0 the initial weights. Update N (0-based) trains on global batch N of the sampler (training/data_dir.py)
 with learning rate lr(N) of the schedule.
 """
 
@@ -27,10 +27,11 @@ from gpt2_owt.modeling import UserError, build_model, cli_main, load_config, sha
 from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops
 from gpt2_owt.modeling.hf_folder import save_hf_folder
 from gpt2_owt.modeling.output_paths import check_not_overlapping
-from gpt2_owt.modeling.records import package_versions
+from gpt2_owt.modeling.records import package_versions, read_json
 from gpt2_owt.training import checkpoints as ckpt
-from gpt2_owt.training import determinism, levers
-from gpt2_owt.training import run_dir as rd
+from gpt2_owt.training import determinism, speed
+from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.training.run_dir import CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, LOGS, RUN_INFO, TRAINING_CONFIG
 from gpt2_owt.training.config import TrainConfig, parse_config
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 from gpt2_owt.training.run_dir import RunDir
@@ -144,7 +145,7 @@ def model_identity(model_config, pad_vocab_to_multiple_of: int) -> dict:
     """The model's shape as a checkpoint must match it: config keys plus the output rows it trains with (padding)."""
     d = model_config.to_dict()
     return {k: d.get(k) for k in MODEL_IDENTITY_KEYS} | {
-        "vocab_rows": levers.padded_rows(model_config.vocab_size, pad_vocab_to_multiple_of)}
+        "vocab_rows": speed.padded_rows(model_config.vocab_size, pad_vocab_to_multiple_of)}
 
 
 def find_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
@@ -153,7 +154,7 @@ def find_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
     if cfg.resume_from_checkpoint is None:
         return None
     if cfg.resume_from_checkpoint == "auto":
-        return ckpt.find_resumable(Path(cfg.output_dir) / rd.CHECKPOINTS)
+        return ckpt.find_resumable(Path(cfg.output_dir) / CHECKPOINTS)
     path = Path(cfg.resume_from_checkpoint)
     return path, ckpt.read_info(path)
 
@@ -161,10 +162,10 @@ def find_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
 def restarts_same_run(cfg: TrainConfig, out: Path, identity: dict) -> bool:
     """`--resume_from_checkpoint auto` on a folder whose run never reached a checkpoint: start it again if it is
     the same run (same model, data and run identity), e.g. a job preempted or crashed before its first save."""
-    if cfg.resume_from_checkpoint != "auto" or not (out / rd.TRAINING_CONFIG).is_file():
+    if cfg.resume_from_checkpoint != "auto" or not (out / TRAINING_CONFIG).is_file():
         return False
-    previous = rd.read_json(out / rd.TRAINING_CONFIG)
-    manifest = out / rd.DATA_MANIFEST
+    previous = read_json(out / TRAINING_CONFIG)
+    manifest = out / DATA_MANIFEST
     same_data = previous.get("data_dir") == cfg.data_dir or (
         manifest.is_file() and sha256_file(manifest) == identity["data_manifest_sha256"])  # (copy may be missing)
     changes = ckpt.identity_changes(ckpt.run_identity(previous, identity["model"], None), identity)
@@ -218,7 +219,7 @@ def make_accelerator(cfg: TrainConfig):
         cpu=cpu_processes and not deepspeed,
         mixed_precision=precision,
         log_with=log_with,
-        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / rd.LOGS)),
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir, logging_dir=str(Path(cfg.output_dir) / LOGS)),
         # The schedule is per optimizer step: step it exactly once per update ourselves (Accelerate would otherwise
         # step it num_processes times per update).
         step_scheduler_with_optimizer=False,
@@ -274,7 +275,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = Fals
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                             **levers.optimizer_kwargs(fused))
+                             **speed.optimizer_kwargs(fused))
 
 
 def build_scheduler(optimizer, cfg: TrainConfig):
@@ -303,11 +304,11 @@ def apply_changed_hyperparameters(optimizer, scheduler, cfg: TrainConfig) -> Non
 
 def lm_token_losses(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False) -> torch.Tensor:
     """Next-token cross-entropy [B, seq_len] of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:].
-    Logits of padded output rows (>= vocab_size, training/levers.py) are left out; `compiled` runs the loss head as
+    Logits of padded output rows (>= vocab_size, training/speed.py) are left out; `compiled` runs the loss head as
     one compiled graph (the `compile` lever). Training takes its loss as the mean of this tensor whether or not
     per-sequence losses are recorded, so recording them cannot change the weights."""
     logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
-    return levers.token_losses_fn(compiled)(logits, tokens[:, 1:], vocab_size)
+    return speed.token_losses_fn(compiled)(logits, tokens[:, 1:], vocab_size)
 
 
 def lm_loss(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False) -> torch.Tensor:
@@ -330,7 +331,7 @@ class Trainer:
         if cfg.seq_len > self.model_config.n_positions:
             raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
         check_output_apart_from_data(cfg)
-        levers.check_attn_implementation(cfg.attn_implementation)
+        speed.check_attn_implementation(cfg.attn_implementation)
         self.accelerator = acc = make_accelerator(cfg)
         # the precision asked for (under DeepSpeed, Accelerate reports "no" once bf16 becomes torch_autocast)
         self.mixed_precision = str(acc.mixed_precision)
@@ -345,9 +346,9 @@ class Trainer:
         self.replace_previous = check_output_dir(cfg, self.resume_path is not None, self.identity)
 
         on_cuda = acc.device.type == "cuda"
-        cfg.compile = levers.resolve_auto(cfg.compile, on_cuda)  # resolved values go to training_config.json
-        cfg.fused_adamw = levers.resolve_auto(cfg.fused_adamw, on_cuda)
-        levers.set_matmul_precision(cfg.tf32, on_cuda)
+        cfg.compile = speed.resolve_auto(cfg.compile, on_cuda)  # resolved values go to training_config.json
+        cfg.fused_adamw = speed.resolve_auto(cfg.fused_adamw, on_cuda)
+        speed.set_matmul_precision(cfg.tf32, on_cuda)
         self.determinism = determinism.configure(cfg.deterministic, on_cuda, self.mixed_precision)
         self.world = acc.num_processes
         self.grad_accum = cfg.gradient_accumulation_steps(self.world)
@@ -357,9 +358,8 @@ class Trainer:
             ckpt.check_layout(self.resume_path, self.resume_info, self.world, self.zero_stage)
         self.total_steps = cfg.total_steps()
         self.tokens_per_step = cfg.tokens_per_step()
-        self.sampler = WindowSampler(self.train_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed)
-        self.val_sampler = WindowSampler(self.val_split.num_tokens, cfg.seq_len, cfg.global_batch_size, cfg.data_seed,
-                                         shuffle=False)
+        self.sampler = WindowSampler.for_run(cfg, self.train_split)
+        self.val_sampler = WindowSampler.for_run(cfg, self.val_split, validation=True)
         self.flops_per_token = flops_per_token(self.model_config.to_dict(), cfg.seq_len)
         self.peak_flops = peak_flops(acc.device, self.mixed_precision)
         self.stop_signal = None
@@ -412,8 +412,8 @@ class Trainer:
         }
 
     def previous_segments(self) -> list[dict]:
-        path = self.out / rd.RUN_INFO
-        return rd.read_json(path).get("segments", []) if self.resume_path and path.is_file() else []
+        path = self.out / RUN_INFO
+        return read_json(path).get("segments", []) if self.resume_path and path.is_file() else []
 
     def update_run_info(self, step: int, status: str) -> None:
         if self.accelerator.is_main_process:
@@ -433,11 +433,11 @@ class Trainer:
         model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.init_seed)
         if acc.is_main_process:
             self.run_dir.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
-        self.vocab_rows = levers.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)
+        self.vocab_rows = speed.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)
         optimizer = build_optimizer(model, cfg, fused=cfg.fused_adamw)
         scheduler = build_scheduler(optimizer, cfg)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        levers.keep_bf16_outputs(acc.unwrap_model(self.model))
+        speed.keep_bf16_outputs(acc.unwrap_model(self.model))
         self.step, self.elapsed_before = 0, 0.0
         if self.resume_path is not None:
             acc.load_state(str(self.resume_path))
@@ -461,7 +461,7 @@ class Trainer:
         acc, micro, timer = self.accelerator, self.cfg.micro_batch_size, self.timer
         with timer.phase("data"):
             tokens = self.rank_batch(step, self.sampler, self.train_split)
-            if self.cfg.trace_batches:
+            if self.cfg.record_fed_batches:
                 self.trace(step, tokens)
         with timer.phase("forward_backward"):
             loss_sum = torch.zeros((), device=acc.device)
@@ -513,14 +513,14 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- saving
     def save_checkpoint(self, step: int) -> None:
-        """accelerator.save_state into checkpoints/step_N, complete-or-absent: written under a temp name and renamed
+        """accelerator.save_state into checkpoints/stepN, complete-or-absent: written under a temp name and renamed
         by the main process once every rank has finished writing."""
         acc = self.accelerator
         tmp = self.run_dir.checkpoint_tmp(step)
         if acc.is_main_process:
             self.run_dir.begin_checkpoint(step)
         acc.wait_for_everyone()
-        with ckpt.complete_or_absent(tmp, self.out / rd.CHECKPOINTS / rd.step_dir_name(step)):
+        with ckpt.complete_or_absent(tmp, self.out / CHECKPOINTS / step_name(step)):
             acc.save_state(str(tmp))
             acc.wait_for_everyone()
             if acc.is_main_process:
@@ -541,7 +541,7 @@ class Trainer:
         """A from_pretrained folder at hf/<name> (modeling/hf_folder.py), with export_info.json."""
         acc = self.accelerator
         # collective: the full weights, gathered under ZeRO-3; the plain GPT-2 layout whatever levers trained it
-        state_dict = levers.exported_state_dict(acc.get_state_dict(self.model), self.model_config.vocab_size)
+        state_dict = speed.exported_state_dict(acc.get_state_dict(self.model), self.model_config.vocab_size)
         if acc.is_main_process:
             final = self.run_dir.export_dir(name)
             with ckpt.complete_or_absent(final.with_name(f".{name}.tmp-{os.getpid()}"), final):  # its temp name
@@ -599,7 +599,7 @@ class Trainer:
 
         acc, cfg = self.accelerator, self.cfg
         if self.step == 0 and cfg.is_export_step(0):
-            self.export(rd.step_dir_name(0), 0)
+            self.export(step_name(0), 0)
         acc.print(f"training {self.total_steps} steps x {self.tokens_per_step} tokens; world {self.world}, "
                   f"micro batch {cfg.micro_batch_size}, grad accumulation {self.grad_accum}")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not acc.is_local_main_process, desc="train")
@@ -631,7 +631,7 @@ class Trainer:
                 acc.log({"val_loss": val}, step=self.step)
             if cfg.is_export_step(self.step) and not last:
                 with self.timer.phase("export"):
-                    self.export(rd.step_dir_name(self.step), self.step)
+                    self.export(step_name(self.step), self.step)
             stop = self.should_stop()
             if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or last or stop:
                 with self.timer.phase("checkpoint"):
@@ -640,11 +640,11 @@ class Trainer:
                 return self.interrupted(bar)
         bar.close()
         if cfg.is_export_step(self.step):
-            self.export(rd.step_dir_name(self.step), self.step)
-        self.export(rd.FINAL, self.step)
+            self.export(step_name(self.step), self.step)
+        self.export(FINAL, self.step)
         self.update_run_info(self.step, "completed")
         acc.end_training()
-        acc.print(f"done: {self.out / rd.HF_EXPORTS / rd.FINAL}")
+        acc.print(f"done: {self.out / HF_EXPORTS / FINAL}")
         return 0
 
     def interrupted(self, bar) -> int:

@@ -7,7 +7,7 @@
 # `init_seed` seeds build_model (step 0 weights); `data_seed` seeds the sampler (which windows every step sees);
 # both default to `seed`. Naming: run folder runs/gpt2-124m-owt-init{I}-data{D}, Hub repo
 # USER/gpt2-124m-owt-init{I}-data{D}; inside each repo the usual branches step{N} and `main` (final). Runs sharing
-# an init seed share hf/step_0 bit for bit (`gpt2-owt verify --repo_id ...` checks each repo's step 0
+# an init seed share hf/step0 bit for bit (`gpt2-owt verify --repo_id ...` checks each repo's step 0
 # against its own init_seed); runs sharing a data seed see the same batch at every step (training/data_order.py).
 set -euo pipefail
 DATA_DIR=${1:?usage: multi_seed.sh DATA_DIR HUB_USER}

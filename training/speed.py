@@ -6,7 +6,7 @@
     state_dict = exported_state_dict(state_dict, model.config.vocab_size)   # plain GPT-2 layout again
 
 - fused GELU: GPT-2's `gelu_new` (tanh approximation written as ~8 elementwise ops) runs as one
-  `F.gelu(approximate="tanh")` kernel; same function (max difference measured by tests/test_levers.py). The module
+  `F.gelu(approximate="tanh")` kernel; same function (max difference measured by tests/test_speed.py). The module
   has no weights and `config.json` keeps `activation_function: gelu_new`.
 - padded vocabulary: the tied embedding / output layer gets zero rows up to a multiple of 64 (50,257 -> 50,304), so
   the output matmul has tensor-core-friendly shapes. No token id reaches the extra rows and their logits are cut

@@ -1,4 +1,4 @@
-"""The training-time levers (training/levers.py) keep the model the same: fused GELU, padded output layer, fused
+"""The training-time levers (training/speed.py) keep the model the same: fused GELU, padded output layer, fused
 AdamW, regional compilation; and the trainer's exports/checkpoints stay in the plain GPT-2 layout with them on."""
 
 import json
@@ -10,9 +10,10 @@ from safetensors.torch import load_file
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from gpt2_owt.modeling import build_model
-from train_support import load_export, read_rows, run_inprocess
-from gpt2_owt.training import levers
-from gpt2_owt.training import run_dir as rd
+from train_support import load_export, metric_rows, run_inprocess
+from gpt2_owt.training import speed
+from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.train import build_optimizer, lm_loss
 
@@ -30,14 +31,14 @@ def test_fused_gelu_is_gelu_new():
     diff = (GELUTanh()(x) - NewGELUActivation()(x)).abs().max().item()
     assert diff < 1e-6, diff  # same function, one kernel (measured: ~2e-7, float32 rounding)
     model = build_model("tiny", seed=0)
-    assert levers.fuse_gelu(model) == model.config.n_layer
+    assert speed.fuse_gelu(model) == model.config.n_layer
     assert all(type(b.mlp.act) is GELUTanh for b in model.transformer.h)
     assert model.config.activation_function == "gelu_new"  # what config.json says
 
 
 def test_padded_output_layer_gives_the_same_loss_and_gradients():
     plain, padded = build_model("tiny", seed=0), build_model("tiny", seed=0)
-    assert levers.pad_vocab(padded, 64) == 50304 == padded.lm_head.weight.shape[0]
+    assert speed.pad_vocab(padded, 64) == 50304 == padded.lm_head.weight.shape[0]
     assert padded.lm_head.weight is padded.transformer.wte.weight and padded.config.vocab_size == V
     tokens = batch()
     losses = []
@@ -52,7 +53,7 @@ def test_padded_output_layer_gives_the_same_loss_and_gradients():
     for (name, a), (_, b) in zip(plain.named_parameters(), padded.named_parameters()):
         if name != "transformer.wte.weight":
             torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=0, msg=name)
-    exported = levers.exported_state_dict(padded.state_dict(), V)
+    exported = speed.exported_state_dict(padded.state_dict(), V)
     assert {k: v.shape for k, v in exported.items()} == {k: v.shape for k, v in plain.state_dict().items()}
     torch.testing.assert_close(exported["transformer.wte.weight"], plain.transformer.wte.weight, atol=0, rtol=0)
 
@@ -74,8 +75,8 @@ def test_fused_adamw_on_cpu_only_where_equal_to_foreach():
     diff = (weights[True] - weights[False]).abs().max().item()
     assert diff < 1e-3  # the same algorithm
     # measured here: ~5e-5 apart (a different rounding order), so not the CPU default
-    assert levers.resolve_auto(cfg.fused_adamw, on_cuda=False) == (diff == 0.0)
-    assert levers.resolve_auto(None, on_cuda=True) and not levers.resolve_auto(False, on_cuda=True)
+    assert speed.resolve_auto(cfg.fused_adamw, on_cuda=False) == (diff == 0.0)
+    assert speed.resolve_auto(None, on_cuda=True) and not speed.resolve_auto(False, on_cuda=True)
 
 
 @pytest.mark.slow  # inductor compiles for ~1-2 min on 2 shared cores
@@ -89,7 +90,7 @@ def test_compiled_blocks_train_like_eager():
     results = {}
     for compiled in (False, True):
         x = logits.clone().requires_grad_()
-        per_token = levers.token_losses_fn(compiled)(x, targets, V)
+        per_token = speed.token_losses_fn(compiled)(x, targets, V)
         per_token.mean().backward()
         results[compiled] = per_token.detach(), x.grad
     torch.testing.assert_close(results[True][0], results[False][0], atol=1e-6, rtol=0)
@@ -98,7 +99,7 @@ def test_compiled_blocks_train_like_eager():
     losses = {}
     for compiled in (False, True):
         model = build_model("tiny", seed=0)
-        levers.apply_model_levers(model, fused_gelu=True, pad_multiple=64, compile_model=compiled)
+        speed.apply_model_levers(model, fused_gelu=True, pad_multiple=64, compile_model=compiled)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         losses[compiled] = []
         for step in range(3):
@@ -116,10 +117,10 @@ def test_trainer_exports_the_plain_layout_with_levers_on(owt_data_dir, tmp_path)
     on, off = tmp_path / "on", tmp_path / "off"
     assert run_inprocess(owt_data_dir, on, **SHORT) == 0
     assert run_inprocess(owt_data_dir, off, **SHORT, pad_vocab_to_multiple_of=0) == 0
-    for a, b in zip(read_rows(on, "train_loss"), read_rows(off, "train_loss")):
+    for a, b in zip(metric_rows(on, "train_loss"), metric_rows(off, "train_loss")):
         assert abs(a["train_loss"] - b["train_loss"]) < 1e-5 and a["grad_norm"] == pytest.approx(b["grad_norm"], 1e-5)
-    ta = load_file(str(on / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    tb = load_file(str(off / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    ta = load_file(str(on / HF_EXPORTS / FINAL / "model.safetensors"))
+    tb = load_file(str(off / HF_EXPORTS / FINAL / "model.safetensors"))
     assert {k: (v.shape, v.dtype) for k, v in ta.items()} == {k: (v.shape, v.dtype) for k, v in tb.items()}
     assert ta["transformer.wte.weight"].shape == (V, 128)
     # The weights agree up to float rounding of the two matmul shapes (50,304 vs 50,257 rows), which AdamW's
@@ -128,14 +129,14 @@ def test_trainer_exports_the_plain_layout_with_levers_on(owt_data_dir, tmp_path)
     for name in ta:
         torch.testing.assert_close(ta[name], tb[name], atol=1e-4, rtol=0, msg=name)
     for name in ("config.json", "generation_config.json"):
-        assert (on / rd.HF_EXPORTS / rd.FINAL / name).read_text() == (off / rd.HF_EXPORTS / rd.FINAL / name).read_text()
-    assert json.loads((on / rd.HF_EXPORTS / rd.FINAL / "config.json").read_text())["activation_function"] == "gelu_new"
-    config = rd.read_json(on / rd.TRAINING_CONFIG)
+        assert (on / HF_EXPORTS / FINAL / name).read_text() == (off / HF_EXPORTS / FINAL / name).read_text()
+    assert json.loads((on / HF_EXPORTS / FINAL / "config.json").read_text())["activation_function"] == "gelu_new"
+    config = read_json(on / TRAINING_CONFIG)
     assert (config["compile"], config["fused_adamw"], config["fused_gelu"], config["pad_vocab_to_multiple_of"],
             config["tf32"], config["deterministic"]) == (False, False, True, 64, True, False)  # resolved for CPU
-    assert rd.read_json(on / rd.CHECKPOINTS / "step_4" / "checkpoint_info.json")["vocab_rows"] == 50304
+    assert read_json(on / CHECKPOINTS / "step4" / "checkpoint_info.json")["vocab_rows"] == 50304
     # the metrics row says where the interval's time went
-    row = read_rows(on, "train_loss")[-1]
+    row = metric_rows(on, "train_loss")[-1]
     assert {"data_seconds", "forward_backward_seconds", "optimizer_seconds", "checkpoint_seconds"} <= row.keys()
     assert row["forward_backward_seconds"] > 0
 
@@ -151,7 +152,7 @@ def test_bf16_logits_reach_the_loss_head_uncast(owt_data_dir, tmp_path, monkeypa
         model = acc.prepare(build_model("tiny", seed=0))
         ids = batch()[:, :-1]
         assert model(input_ids=ids).logits.dtype == torch.float32  # Accelerate's cast
-        assert levers.keep_bf16_outputs(model) and not levers.keep_bf16_outputs(model)
+        assert speed.keep_bf16_outputs(model) and not speed.keep_bf16_outputs(model)
         assert model(input_ids=ids).logits.dtype == torch.bfloat16
         assert acc.unwrap_model(model, keep_fp32_wrapper=False)(input_ids=ids).logits.dtype == torch.float32
     finally:
@@ -161,12 +162,12 @@ def test_bf16_logits_reach_the_loss_head_uncast(owt_data_dir, tmp_path, monkeypa
     bf16 = dict(SHORT, mixed_precision="bf16")
     uncast, cast = tmp_path / "uncast", tmp_path / "cast"
     assert run_inprocess(owt_data_dir, uncast, **bf16) == 0
-    monkeypatch.setattr(levers, "keep_bf16_outputs", lambda model: False)
+    monkeypatch.setattr(speed, "keep_bf16_outputs", lambda model: False)
     assert run_inprocess(owt_data_dir, cast, **bf16) == 0
-    assert read_rows(uncast, "train_loss") and [r["train_loss"] for r in read_rows(uncast, "train_loss")] == \
-        [r["train_loss"] for r in read_rows(cast, "train_loss")]
-    ta = load_file(str(uncast / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
-    tb = load_file(str(cast / rd.HF_EXPORTS / rd.FINAL / "model.safetensors"))
+    assert metric_rows(uncast, "train_loss") and [r["train_loss"] for r in metric_rows(uncast, "train_loss")] == \
+        [r["train_loss"] for r in metric_rows(cast, "train_loss")]
+    ta = load_file(str(uncast / HF_EXPORTS / FINAL / "model.safetensors"))
+    tb = load_file(str(cast / HF_EXPORTS / FINAL / "model.safetensors"))
     assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 
@@ -180,13 +181,13 @@ def test_resume_across_compile_on_and_off(owt_data_dir, tmp_path):
     for source, other, flag in ((compiled, eager, "false"), (eager, compiled, "true")):
         out = tmp_path / f"resumed-{flag}"
         assert run_inprocess(owt_data_dir, out, **SHORT, compile=flag,
-                             resume_from_checkpoint=source / rd.CHECKPOINTS / "step_2") == 0
+                             resume_from_checkpoint=source / CHECKPOINTS / "step2") == 0
         ids = torch.tensor([[464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13]])
         with torch.no_grad():
-            got = load_export(out / rd.HF_EXPORTS / rd.FINAL)(ids).logits
-            want = load_export(other / rd.HF_EXPORTS / rd.FINAL)(ids).logits
+            got = load_export(out / HF_EXPORTS / FINAL)(ids).logits
+            want = load_export(other / HF_EXPORTS / FINAL)(ids).logits
         torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
-    assert not any("_orig_mod" in k for k in load_file(str(compiled / rd.CHECKPOINTS / "step_4" / "model.safetensors")))
+    assert not any("_orig_mod" in k for k in load_file(str(compiled / CHECKPOINTS / "step4" / "model.safetensors")))
 
 
 @pytest.fixture
@@ -205,10 +206,10 @@ def restore_torch_determinism():
 def test_deterministic_mode_sets_and_records_its_flags(owt_data_dir, tmp_path, restore_torch_determinism):
     plain, det = tmp_path / "plain", tmp_path / "det"
     assert run_inprocess(owt_data_dir, plain, **SHORT) == 0
-    assert not rd.read_json(plain / rd.RUN_INFO)["determinism"]["use_deterministic_algorithms"]
+    assert not read_json(plain / RUN_INFO)["determinism"]["use_deterministic_algorithms"]
     assert run_inprocess(owt_data_dir, det, **SHORT, deterministic="true") == 0
     assert torch.are_deterministic_algorithms_enabled()
-    recorded = rd.read_json(det / rd.RUN_INFO)["determinism"]
+    recorded = read_json(det / RUN_INFO)["determinism"]
     assert recorded == {
         "use_deterministic_algorithms": True, "cublas_workspace_config": ":4096:8",
         "flash_attention_deterministic": True, "cudnn_deterministic": True,
@@ -216,7 +217,7 @@ def test_deterministic_mode_sets_and_records_its_flags(owt_data_dir, tmp_path, r
         "float32_matmul_precision": "highest",
     }
     # CPU kernels were deterministic already: the pinned run computes exactly what the default run does
-    assert [r["train_loss"] for r in read_rows(det, "train_loss")] == [r["train_loss"] for r in read_rows(plain, "train_loss")]
+    assert [r["train_loss"] for r in metric_rows(det, "train_loss")] == [r["train_loss"] for r in metric_rows(plain, "train_loss")]
 
 
 @pytest.mark.timeout(120)
