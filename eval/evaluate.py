@@ -31,11 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser
+from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
 from gpt2_owt.modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
 from gpt2_owt.modeling.errors import first_line
-from gpt2_owt.modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder, read_json_file
+from gpt2_owt.modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder
+from gpt2_owt.modeling.readers import read_json
 from gpt2_owt.modeling.output_paths import check_output_file
 from gpt2_owt.modeling.records import package_versions, write_json_atomic
 
@@ -122,7 +123,7 @@ def check_output(path: Path) -> None:
     check_output_file(path, "--output")
     if path.is_file():
         try:
-            previous = read_json_file(path, "existing --output")
+            previous = read_json(path, "existing --output")
         except UserError:
             previous = {}
         if not {"model", "tasks"} <= set(previous):

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
 from gpt2_owt.modeling import UserError, cli_main
 from gpt2_owt.modeling.output_paths import check_writable_location, os_error_message

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from gpt2_owt import modeling
 from gpt2_owt.modeling import UserError, cli_main
 from gpt2_owt.modeling.steps import parse_step_name, step_name
-from gpt2_owt.modeling.model_folder import check_model_folder, read_json_file
+from gpt2_owt.modeling.model_folder import check_model_folder
+from gpt2_owt.modeling.readers import read_json
 from gpt2_owt.modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
                                    os_error_message)
 from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
@@ -59,7 +60,7 @@ class BuildArgs:
 def _read_json(path: Path, what: str) -> dict:
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
-    return read_json_file(path, what)
+    return read_json(path, what)
 
 
 def export_dir(run_dir: Path, checkpoint: str) -> Path:

@@ -15,7 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import HfArgumentParser
+from .hf_argparser import HfArgumentParser
 from transformers.activations import ACT2FN
 
 from . import llmc, nanogpt

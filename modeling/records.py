@@ -4,6 +4,7 @@ file hashes, package versions, and JSON files written atomically so a reader nev
 Torch-free (standard library only): the light commands (`manifest verify`, `upload.py`, `model_card`) import it.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
+from . import readers
 from .errors import UserError
 from .output_paths import os_error_message
 
@@ -23,8 +25,9 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_json(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
+def read_json(path: str | Path, what: str = "file") -> dict:
+    """A JSON object another stage wrote; damaged or missing is one UserError naming the file (modeling/readers.py)."""
+    return readers.read_json(path, what)
 
 
 def package_versions(names) -> dict[str, str | None]:
@@ -47,6 +50,7 @@ def write_json_atomic(path: str | Path, data: dict) -> Path:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, path)
     except OSError as e:  # full disk, read-only location, a folder under that name: one line, no partial file
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system the clean-up fails the same way
+            tmp.unlink(missing_ok=True)
         raise UserError(os_error_message(path, e)) from None
     return path

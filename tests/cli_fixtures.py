@@ -1,19 +1,31 @@
-"""Inputs for the command-line tests (tests/test_bad_inputs.py, tests/test_console_scripts.py), built once per
-session and copied per test: a prepared data_dir, a tiny trained run, its eval results, its release folder and
-an llm.c export of its final weights.
+"""The bad-input case table's machinery (issues 11, 17, 23), shared by every tests/test_bad_inputs*.py file:
 
-`Workspace` hands out fresh copies by name (`ws.get("model")`) so a test may damage them, and mounts small tmpfs
-folders for the read-only and full-disk cases where the machine allows it (root), or falls back to a chmod 555
-folder (read-only, non-root).
+- `Case`: one row of the table: the command (argv), how the inputs are damaged first (setup), the one `error:`
+  line it must print (a fragment), the exit code, and the one-line fix that docs/troubleshooting.md shows
+  (scripts/troubleshooting.py generates that page from every table).
+- `check_case(case, workspace)`: runs the real command in a subprocess and asserts: exit code, exactly one
+  `error:` line holding the message, no traceback, and every file under the workspace byte-identical afterwards
+  (inputs unchanged, nothing written, no partial output left).
+- inputs built once per session and copied per test: a prepared data_dir, the same with a trace index, a tiny
+  trained run, its eval results, its release folder and an llm.c export of its final weights. `Workspace` hands
+  out fresh copies by name (`ws.get("model")`) so a case may damage them, and mounts small tmpfs folders for the
+  read-only and full-disk cases where the machine allows it (root), or falls back to a chmod 555 folder.
+
+Placeholders in argv and messages: {data} {indexed} {run} {model} {release} {results} {llmc} are fresh copies of
+the session inputs, {ro} a read-only folder, {full} a full file system, {ws} the case's folder.
 """
 
 import contextlib
 import hashlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -29,6 +41,8 @@ def cli_sources(owt_data_dir, release_run, tmp_path_factory) -> dict[str, Path]:
     from gpt2_owt.modeling.convert import export_checkpoint
     from release_fixtures import copy_run, make_results
 
+    from gpt2_owt.tracing.index import INDEX_DIR, build_index
+
     root = tmp_path_factory.mktemp("cli_sources")
     run = copy_run(release_run, root / "run")
     model = run / "hf" / "final"
@@ -36,7 +50,10 @@ def cli_sources(owt_data_dir, release_run, tmp_path_factory) -> dict[str, Path]:
     release = build_release(["--run_dir", str(run), "--eval_results", str(results), "--output_dir",
                              str(root / "release")])
     llmc = export_checkpoint("llmc", model, root / "model.bin")
-    return {"data": owt_data_dir, "run": run, "model": model, "results": results, "release": release, "llmc": llmc}
+    indexed = shutil.copytree(owt_data_dir, root / "indexed")
+    build_index(indexed, indexed / INDEX_DIR, num_proc=1, mem_gb=1)
+    return {"data": owt_data_dir, "indexed": indexed, "run": run, "model": model, "results": results,
+            "release": release, "llmc": llmc}
 
 
 def _mount_tmpfs(where: Path, options: str) -> bool:
@@ -138,3 +155,118 @@ def run_command(argv: list[str], timeout: int = 300) -> subprocess.CompletedProc
     cmd = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
     return subprocess.run(cmd, cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
+
+
+# -------------------------------------------------------------------------------------------------- the table
+@dataclass
+class Case:
+    id: str
+    argv: list[str]  # the command: ["python", "-m", module, ...] (or a module first, tests/test_bad_inputs_prepare.py)
+    setup: Callable | None  # damages or creates inputs first (gets the Workspace, or the prepare table's Inputs)
+    message: str  # a fragment of the one `error:` line it prints
+    fix: str = ""  # what the user does about it, one line (docs/troubleshooting.md)
+    code: int = 2
+
+
+PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def fill(text: str, ws: Workspace) -> str:
+    return PLACEHOLDER.sub(lambda m: str(ws.root if m.group(1) == "ws" else ws.get(m.group(1))), text)
+
+
+def check_case(case: Case, ws: Workspace, timeout: int = 300) -> str:
+    """Run the case's command on fresh inputs; assert one clear line and nothing changed. Returns the line."""
+    argv = [fill(a, ws) for a in case.argv]
+    if case.setup:
+        case.setup(ws)
+    before = snapshot(ws.root)
+    done = run_command(argv, timeout=timeout)
+    err = done.stderr.strip()
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert done.returncode == case.code and len(errors) == 1, err
+    record_error_line(case.id, errors[0], ws.root)
+    assert fill(case.message, ws) in errors[0], err
+    assert snapshot(ws.root) == before  # inputs byte-identical, nothing written or left behind
+    return errors[0]
+
+
+# -- setups: each damages or creates something in the workspace ------------------------------------------------------
+def truncate(relative: str, keep: int | None = None):
+    def setup(ws):
+        p = ws.path(relative)
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 2 if keep is None else keep])
+    return setup
+
+
+def overwrite(relative: str, content: bytes, offset: int | None = None):
+    def setup(ws):
+        p = ws.path(relative)
+        if offset is None:
+            p.write_bytes(content)
+        else:
+            data = bytearray(p.read_bytes())
+            data[offset:offset + len(content)] = content
+            p.write_bytes(bytes(data))
+    return setup
+
+
+def append(relative: str, content: bytes):
+    def setup(ws):
+        with open(ws.path(relative), "ab") as f:
+            f.write(content)
+    return setup
+
+
+def edit_json(relative: str, edit: Callable | None = None, **changes):
+    """Replace keys of a JSON object file, or apply `edit(data) -> new data`."""
+    def setup(ws):
+        p = ws.path(relative)
+        data = json.loads(p.read_text())
+        p.write_text(json.dumps(edit(data) if edit else {**data, **changes}))
+    return setup
+
+
+def remove(*relatives: str):
+    def setup(ws):
+        for r in relatives:
+            p = ws.path(r)
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return setup
+
+
+def user_folder(relative: str):
+    """A folder of the user's own files."""
+    def setup(ws):
+        (ws.root / relative).mkdir(parents=True)
+        (ws.root / relative / "notes.txt").write_text("my notes\n")
+    return setup
+
+
+def user_file(relative: str, content: bytes = b"my notes\n"):
+    def setup(ws):
+        ws.path(relative).parent.mkdir(parents=True, exist_ok=True)
+        ws.path(relative).write_bytes(content)
+    return setup
+
+
+def symlink(relative: str, target: str):
+    def setup(ws):
+        (ws.root / relative).symlink_to(fill(target, ws))
+    return setup
+
+
+def copy_results_into(folder: str):
+    def setup(ws):
+        (ws.root / folder).mkdir()
+        shutil.copyfile(ws.get("results"), ws.root / folder / "results.json")
+    return setup
+
+
+def both(*setups):
+    def setup(ws):
+        for s in setups:
+            s(ws)
+    return setup

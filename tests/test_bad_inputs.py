@@ -8,89 +8,11 @@ behind anything (no temp files, no partial output).
 (prepare_data / manifest verify cases live in tests/test_bad_inputs_prepare.py.)
 """
 
-import json
-import re
-import shutil
-from dataclasses import dataclass
-from typing import Callable
-
 import pytest
 
-from cli_fixtures import Workspace, cli_sources, record_error_line, run_command, snapshot, workspace  # noqa: F401
+from cli_fixtures import (Case, Workspace, both, check_case, cli_sources, copy_results_into, edit_json,  # noqa: F401
+                          overwrite, remove, truncate, user_file, user_folder, workspace)
 from train_support import TINY_YAML
-
-
-@dataclass
-class Case:
-    id: str
-    argv: list[str]
-    setup: Callable[[Workspace], None] | None
-    message: str
-    code: int = 2
-
-
-# -- setups: each damages or creates something in the workspace ------------------------------------------------------
-def truncate(relative: str, keep: int | None = None):
-    def setup(ws):
-        p = ws.path(relative)
-        data = p.read_bytes()
-        p.write_bytes(data[: len(data) // 2 if keep is None else keep])
-    return setup
-
-
-def overwrite(relative: str, content: bytes, offset: int | None = None):
-    def setup(ws):
-        p = ws.path(relative)
-        if offset is None:
-            p.write_bytes(content)
-        else:
-            data = bytearray(p.read_bytes())
-            data[offset:offset + len(content)] = content
-            p.write_bytes(bytes(data))
-    return setup
-
-
-def edit_json(relative: str, **changes):
-    def setup(ws):
-        p = ws.path(relative)
-        p.write_text(json.dumps({**json.loads(p.read_text()), **changes}))
-    return setup
-
-
-def remove(*relatives: str):
-    def setup(ws):
-        for r in relatives:
-            ws.path(r).unlink()
-    return setup
-
-
-def user_folder(relative: str):
-    """A folder of the user's own files."""
-    def setup(ws):
-        (ws.root / relative).mkdir(parents=True)
-        (ws.root / relative / "notes.txt").write_text("my notes\n")
-    return setup
-
-
-def user_file(relative: str):
-    def setup(ws):
-        ws.path(relative).parent.mkdir(parents=True, exist_ok=True)
-        ws.path(relative).write_text("my notes\n")
-    return setup
-
-
-def copy_results_into(folder: str):
-    def setup(ws):
-        (ws.root / folder).mkdir()
-        shutil.copyfile(ws.get("results"), ws.root / folder / "results.json")
-    return setup
-
-
-def both(*setups):
-    def setup(ws):
-        for s in setups:
-            s(ws)
-    return setup
 
 
 HUGE_HEADER = (2**40).to_bytes(8, "little")  # a safetensors header length far past the end of the file
@@ -227,28 +149,10 @@ CASES = [
          "--data_source must be one of shipped, hub, got 'web'"),
 ]
 
-PLACEHOLDER = re.compile(r"\{(\w+)\}")
-
-
-def fill(text: str, ws: Workspace) -> str:
-    return PLACEHOLDER.sub(lambda m: str(ws.root if m.group(1) == "ws" else ws.get(m.group(1))), text)
-
-
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line(case: Case, workspace: Workspace):
-    argv = [fill(a, workspace) for a in case.argv]
-    if case.setup:
-        case.setup(workspace)
-    before = snapshot(workspace.root)
-    done = run_command(argv)
-    err = done.stderr.strip()
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert done.returncode == case.code and len(errors) == 1, err
-    record_error_line(case.id, errors[0], workspace.root)
-    assert fill(case.message, workspace) in errors[0], err
-    assert snapshot(workspace.root) == before  # inputs byte-identical, nothing written or left behind
+    check_case(case, workspace)
 
 
 def test_the_table_covers_every_command():

@@ -62,7 +62,7 @@ def test_help_of_every_verb():
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("verb", sorted(SUCCESS))
 def test_verb_exits_0_on_success(verb, workspace: Workspace, original_files):
-    from test_bad_inputs import fill
+    from cli_fixtures import fill
 
     argv, writes = SUCCESS[verb]
     argv = [fill(a.replace("{originals}", str(original_files)), workspace) for a in argv]

@@ -92,7 +92,7 @@ class TrainConfig:
     record_sequence_losses: bool = field(
         default=True, metadata={"help": "write every sequence's training loss to sequence_losses/ (tracing/)"}
     )
-    # --- speed levers that keep the model's numerics (training/speed.py); unset = on exactly on CUDA ---
+    # --- speed options that keep the model's numerics (training/speed.py); unset = on exactly on CUDA ---
     compile: bool | None = field(
         default=None, metadata={"help": "torch.compile each transformer block (default: true on CUDA, else false)"}
     )
@@ -161,6 +161,9 @@ class TrainConfig:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.min_lr > self.learning_rate:
             raise UserError(f"min_lr {self.min_lr} is above learning_rate {self.learning_rate}")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise UserError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.warmup_steps >= self.total_steps():
             raise UserError(f"warmup_steps {self.warmup_steps} must be below the {self.total_steps()} training steps")
         if self.global_batch_size % self.micro_batch_size:
@@ -209,6 +212,8 @@ def coerce_field(name: str, value, annotation):
             return value.lower() == "true"
     elif annotation in (int, float):
         number = _as_number(value, annotation)
+        if number is not None and not math.isfinite(number):  # nan/inf train to NaN weights or a zero schedule
+            raise UserError(f"{name} must be a finite number, got {value!r}")
         if number is not None:
             return number
     elif annotation is str:

@@ -248,7 +248,7 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
 
 def run(argv: list[str] | None = None) -> Path:
     """Parse the flags and prepare; returns the finished data_dir."""
-    from transformers import HfArgumentParser
+    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(PrepareArgs).parse_args_into_dataclasses(args=argv)
