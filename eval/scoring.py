@@ -94,13 +94,14 @@ def _score_batch(model, batch: list[Window], pad_token_id: int, greedy: bool) ->
 
 
 def score_windows(model, windows: list[Window], batch_size: int, pad_token_id: int = 0,
-                  desc: str = "scoring", greedy: bool = True) -> list[WindowScore]:
-    """Score every window; results come back in the order of `windows`. `greedy=False` skips the argmax checks."""
+                  desc: str = "scoring", greedy: bool = True, progress: bool = True) -> list[WindowScore]:
+    """Score every window; results come back in the order of `windows`. `greedy=False` skips the argmax checks;
+    `progress=False` hides the bar (a caller scoring a few windows per checkpoint shows its own)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     order = sorted(range(len(windows)), key=lambda i: -len(windows[i].input_ids))
     scores: list[WindowScore | None] = [None] * len(windows)
-    with torch.inference_mode(), tqdm(total=len(windows), desc=desc, unit="window") as bar:
+    with torch.inference_mode(), tqdm(total=len(windows), desc=desc, unit="window", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             for i, score in zip(idx, _score_batch(model, [windows[i] for i in idx], pad_token_id, greedy)):

@@ -137,7 +137,9 @@ def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, ca
         missing = run_with_hub(hub.env, "-m", "gpt2_owt.tracing.curve", "--repo_id", "alice/no-such-repo", "--text",
                                text)
     rows = json.loads(proc.stdout)["rows"]
-    assert [(r["step"], r["checkpoint"]) for r in rows] == [(0, "step0"), (1, "step1"), (3, "step3"), (5, "step5")]
+    # the branches and main (the final step 8: hf/final, published as the release)
+    assert [(r["step"], r["checkpoint"]) for r in rows] == [(0, "step0"), (1, "step1"), (3, "step3"), (5, "step5"),
+                                                            (8, "main")]
     for r in rows:  # the same weights read through the Hub: the same numbers
         assert (r["loss"], r["logprob"]) == (local[r["step"]]["loss"], local[r["step"]]["logprob"])
     assert missing.returncode != 0 and "Traceback" not in missing.stderr, missing.stderr

@@ -29,13 +29,14 @@ def hf_log_probs(folder):
 def test_local_run_by_step(published_inputs):
     _, hf = published_inputs
     run = hf.parent
-    assert available_steps(run) == [0, 1] == available_steps(hf)
-    for step in (0, 1):
+    # the last step (2) has no hf/step2 of its own: it is addressable by its number all the same (hf/final)
+    assert available_steps(run) == [0, 1, 2] == available_steps(hf)
+    for step, folder in ((0, "step0"), (1, "step1"), (2, "final")):
         bridge = load_transformer_lens(run, step=step)
         with torch.no_grad():
-            diff = (bridge(IDS).log_softmax(-1) - hf_log_probs(hf / f"step{step}")).abs().max().item()
+            diff = (bridge(IDS).log_softmax(-1) - hf_log_probs(hf / folder)).abs().max().item()
         assert diff < 1e-5, (step, diff)
-    with pytest.raises(UserError, match=r"has no export of step 7; available steps: \[0, 1\]"):
+    with pytest.raises(UserError, match=r"has no checkpoint of step 7; available: step0, step1, step2 \(final\)"):
         load_transformer_lens(run, step=7)
 
 
@@ -52,6 +53,7 @@ def test_hub_repo_by_step(hub, published_inputs):
         out = {{"steps": available_steps("{repo}")}}
         with torch.no_grad():
             out["log_probs"] = load_transformer_lens("{repo}", step=1)(ids).log_softmax(-1)[0, :, :5].tolist()
+            out["last"] = load_transformer_lens("{repo}", step=2)(ids).log_softmax(-1)[0, :, :5].tolist()
         try:
             load_transformer_lens("{repo}", step=9)
         except UserError as e:
@@ -61,7 +63,8 @@ def test_hub_repo_by_step(hub, published_inputs):
     proc = subprocess.run([sys.executable, "-c", code], env=hub.env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["steps"] == [0, 1]
+    assert out["steps"] == [0, 1, 2]  # the release on main is step 2, addressable by its number
     remote = torch.tensor(out["log_probs"])
     assert (remote - hf_log_probs(hf / "step1")[0, :, :5]).abs().max().item() < 1e-5
-    assert out["error"] == f"{repo} has no branch step9; available steps: [0, 1]"
+    assert (torch.tensor(out["last"]) - hf_log_probs(hf / "final")[0, :, :5]).abs().max().item() < 1e-5
+    assert out["error"] == f"{repo} has no checkpoint of step 9; available: step0, step1, step2 (main)"

@@ -3,7 +3,8 @@
     gpt2-owt trace curve (--run_dir R | --repo_id ID) --text "..." [--prefix "..."] [--output curve.png] [--json]
 
 The text's mean next-token loss (with --prefix: of the text after the prefix, plus the summed log-prob) at
-every exported checkpoint (run_dir/hf/stepN, or the Hub branches step{N} of --repo_id), next to the exposures
+every exported step (run_dir/hf/stepN and hf/final, or the Hub branches stepN and main of --repo_id: one row per
+step, modeling/checkpoint_series.py), scored by the evaluation's scorer (eval/scoring.py), next to the exposures
 of the scored ids (prefix + text) before that step when the data_dir's index exists. Without --prefix the text
 is scored after an EOT (GPT-2's document start), so every token of the text is predicted.
 `--json` schema: {"text", "prefix", "token_ids", "rows": [{"step", "checkpoint", "loss", "logprob",
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.modeling.checkpoint_series import (Checkpoint, distinct_steps, hub_checkpoints, load_checkpoint,
+                                                 run_checkpoints)
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import FINAL, HF_EXPORTS, TRAINING_CONFIG, list_step_dirs
 from gpt2_owt.training.data_dir import WindowSampler
+from gpt2_owt.training.run_dir import TRAINING_CONFIG
 
 from .exposures import exposures_of
 from .index import INDEX_DIR, INDEX_INFO, TraceIndex
@@ -40,58 +42,44 @@ class CurveArgs:
     json: bool = field(default=False, metadata={"help": "print JSON (schema in the module docstring)"})
 
 
-def checkpoints_of(run_dir: str | None, repo_id: str | None) -> list[tuple[int, str, dict]]:
-    """(step, label, from_pretrained kwargs) of every exported checkpoint, sorted by step."""
+def checkpoints_of(run_dir: str | None, repo_id: str | None) -> list[Checkpoint]:
+    """Every exported checkpoint, one per step, by step: a run's hf/stepN and hf/final, or a repo's stepN branches
+    and main (modeling/checkpoint_series.py)."""
     if (run_dir is None) == (repo_id is None):
         raise UserError("give exactly one of --run_dir and --repo_id")
-    if run_dir is not None:
-        if not (Path(run_dir) / TRAINING_CONFIG).is_file():
-            raise UserError(f"{run_dir} is not a run folder (no {TRAINING_CONFIG})")
-        found = [(s, f"hf/{p.name}", {"pretrained_model_name_or_path": str(p)})
-                 for s, p in list_step_dirs(Path(run_dir) / HF_EXPORTS)]
-        final = Path(run_dir) / HF_EXPORTS / FINAL
-        if (final / "export_info.json").is_file():  # the last step, when it is not also an hf/stepN export
-            step = read_json(final / "export_info.json")["step"]
-            if step not in {s for s, _, _ in found}:
-                found.append((step, f"hf/{FINAL}", {"pretrained_model_name_or_path": str(final)}))
-    else:
-        from gpt2_owt.modeling.hub_branches import step_branches
-
-        found = [(s, name, {"pretrained_model_name_or_path": repo_id, "revision": name})
-                 for s, name in step_branches(repo_id)]
-    if not found:
-        raise UserError(f"no exported checkpoints (hf/stepN or step{{N}} branches) in {run_dir or repo_id}")
-    return found
+    if run_dir is not None and not (Path(run_dir) / TRAINING_CONFIG).is_file():
+        raise UserError(f"{run_dir} is not a run folder (no {TRAINING_CONFIG})")
+    return distinct_steps(run_checkpoints(run_dir) if run_dir is not None else hub_checkpoints(repo_id))
 
 
-def continuation_scores(model, context_ids: list[int], ids: list[int]) -> tuple[float, float]:
-    """(mean next-token loss, summed log-prob) of `ids` after `context_ids` (at least one token)."""
-    import torch
+def text_scores(model, context_ids: list[int], ids: list[int]) -> tuple[float, float]:
+    """(mean next-token loss, summed log-prob) of `ids` after `context_ids` (at least one token), by the eval
+    scorer (eval/scoring.py)."""
+    from gpt2_owt.eval.scoring import score_windows
+    from gpt2_owt.eval.windows import Window
 
-    tokens = torch.tensor([context_ids + ids])
-    with torch.no_grad():
-        logits = model(input_ids=tokens[:, :-1], use_cache=False).logits.float()
-    logprobs = torch.log_softmax(logits[0, len(context_ids) - 1 :], dim=-1)
-    picked = logprobs.gather(1, tokens[0, len(context_ids) :, None]).squeeze(1)
-    return float(-picked.mean()), float(picked.sum())
+    whole = context_ids + ids
+    (score,) = score_windows(model, [Window(whole[:-1], whole[1:], len(ids))], 1, greedy=False, progress=False)
+    return -score.logprob / len(ids), score.logprob
 
 
-def curve(checkpoints, text: str, prefix: str | None, exposures_before=None) -> dict:
-    import torch
-    from transformers import AutoModelForCausalLM
+def curve(checkpoints: list[Checkpoint], text: str, prefix: str | None, exposures_before=None) -> dict:
+    """The text's loss and log-prob at each checkpoint (loaded one at a time), next to `exposures_before(step)`."""
+    from tqdm.auto import tqdm
 
     ids = encode(text)
     if not ids:
         raise UserError("the text is empty: nothing to score")
     context = encode(prefix) if prefix else [EOT_TOKEN_ID]
     rows = []
-    for step, label, kwargs in checkpoints:
-        model = AutoModelForCausalLM.from_pretrained(**kwargs, dtype=torch.float32).eval()
+    for checkpoint in tqdm(checkpoints, desc="score checkpoints", unit="checkpoint"):
+        model = load_checkpoint(checkpoint)
         if len(context) + len(ids) - 1 > model.config.n_positions:
             raise UserError(f"prefix + text is {len(context) + len(ids)} tokens, more than the model's context "
                             f"{model.config.n_positions}")
-        loss, logprob = continuation_scores(model, context, ids)
-        rows.append({"step": step, "checkpoint": label, "loss": loss, "logprob": logprob,
+        loss, logprob = text_scores(model, context, ids)
+        step = checkpoint.step
+        rows.append({"step": step, "checkpoint": checkpoint.label, "loss": loss, "logprob": logprob,
                      "exposures": None if exposures_before is None else exposures_before(step)})
     return {"text": text, "prefix": prefix, "token_ids": ids, "rows": rows}
 
