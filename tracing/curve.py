@@ -63,8 +63,10 @@ def text_scores(model, context_ids: list[int], ids: list[int]) -> tuple[float, f
     return -score.logprob / len(ids), score.logprob
 
 
-def curve(checkpoints: list[Checkpoint], text: str, prefix: str | None, exposures_before=None) -> dict:
-    """The text's loss and log-prob at each checkpoint (loaded one at a time), next to `exposures_before(step)`."""
+def curve(checkpoints: list[Checkpoint], text: str, prefix: str | None, exposures_before=None,
+          load=load_checkpoint) -> dict:
+    """The text's loss and log-prob at each checkpoint (loaded one at a time by `load`: the explorer passes its cache
+    of loaded checkpoints), next to `exposures_before(step)`."""
     from tqdm.auto import tqdm
 
     ids = encode(text)
@@ -73,7 +75,7 @@ def curve(checkpoints: list[Checkpoint], text: str, prefix: str | None, exposure
     context = encode(prefix) if prefix else [EOT_TOKEN_ID]
     rows = []
     for checkpoint in tqdm(checkpoints, desc="score checkpoints", unit="checkpoint"):
-        model = load_checkpoint(checkpoint)
+        model = load(checkpoint)
         if len(context) + len(ids) - 1 > model.config.n_positions:
             raise UserError(f"prefix + text is {len(context) + len(ids)} tokens, more than the model's context "
                             f"{model.config.n_positions}")
