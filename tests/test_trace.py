@@ -305,3 +305,85 @@ def test_index_of_another_data_dir_is_refused(data_dir, tmp_path, capsys):
     code, captured = run_cli(capsys, "find", "--data_dir", str(other), "--config", str(TINY_YAML), *CONFIG_ARGS,
                              "--text", "the")
     assert code == 2 and "was built from another data_dir" in captured.err
+
+
+# ------------------------------------------------------------------------------------ a run's own data order
+# data_seed 7 while seed stays 1337: the trainer's order comes from data_seed, and so must find's (a sampler built
+# from `seed`, as trace once did, reported exposures at updates that never saw the text)
+SEED_RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=4, max_steps=12, warmup_steps=2, data_seed=7,
+                record_fed_batches="true", export_steps=[0], export_interval=0, eval_iters=1)
+
+
+def rows_holding(batches: list[np.ndarray], ids: list[int]) -> list[tuple[int, int]]:
+    """(update, row) once per occurrence of `ids` inside each row of each fed batch: the exposures, by brute force."""
+    return sorted((u, r) for u, batch in enumerate(batches) for r, row in enumerate(batch)
+                  for _ in range(brute_positions(row, ids).size))
+
+
+def test_find_follows_the_runs_data_seed_and_its_fed_batches(trained_run, data_dir, capsys):
+    from gpt2_owt.training.data_dir import batch_sha256
+    from gpt2_owt.training.run_dir import FED_BATCHES, read_rows
+    from gpt2_owt.tracing.runs import run_config
+
+    run = trained_run(**SEED_RUN)
+    cfg = run_config(run)
+    assert (cfg.seed, cfg.data_seed) == (1337, 7)
+    split = open_split(data_dir, "train")
+    seq_len, steps = SEED_RUN["seq_len"], SEED_RUN["max_steps"]
+    sampler = WindowSampler.for_run(cfg, split)
+    batches = [read_windows(split, sampler.global_batch_windows(u), seq_len) for u in range(steps)]
+    fed = [row["tokens_sha256"] for row in read_rows(run / FED_BATCHES)]
+    assert [batch_sha256(b) for b in batches] == fed  # the sampler find inverts is the one the trainer fed from
+    from_seed = WindowSampler(num_tokens=split.num_tokens, seq_len=seq_len, global_batch_size=4, seed=cfg.seed)
+    wrong = [read_windows(split, from_seed.global_batch_windows(u), seq_len) for u in range(steps)]
+    ids = batches[5][2][3:9].tolist()  # a 6-gram the trainer fed at update 5, row 2
+    assert rows_holding(wrong, ids) != rows_holding(batches, ids)  # the old bug would fail this test
+
+    capsys.readouterr()
+    trace_cli.main(["find", "--data_dir", str(data_dir), "--run_dir", str(run), "--token_ids", *map(str, ids),
+                    "--json", "--limit", "1000"])
+    report = json.loads(capsys.readouterr().out)
+    got = sorted((e["update"], e["row"]) for occ in report["occurrences"] for e in occ["exposures"])
+    assert (5, 2) in got and got == rows_holding(batches, ids)
+    assert report["num_exposures"] == len(got) and report["first_update"] == got[0][0]
+    assert (report["until_step"], report["steps_done"], report["total_steps"]) == (steps, steps, steps)
+
+    # --config next to --run_dir: the run's data order or one error naming each difference
+    recipe = ["find", "--data_dir", str(data_dir), "--run_dir", str(run), "--config", str(TINY_YAML),
+              "--token_ids", *map(str, ids), "--json", "--limit", "1000"]
+    code, captured = run_cli(capsys, *recipe)
+    lines = captured.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    for difference in ("seq_len 64 (the run: 32)", "global_batch_size 8 (the run: 4)", "data_seed 1337 (the run: 7)",
+                       "steps 60 (the run: 12)"):
+        assert difference in lines[0]
+    for seed in (["--data_seed", "7"], ["--seed", "7"]):  # data_seed follows seed when the YAML leaves it unset
+        trace_cli.main([*recipe, "--seq_len", "32", "--global_batch_size", "4", "--max_steps", "12", *seed])
+        assert json.loads(capsys.readouterr().out) == report
+
+
+def test_find_on_an_interrupted_run_stops_at_its_steps_done(trained_run, data_dir, tmp_path, capsys):
+    """run_info.json says how far a run got (the trainer writes steps_done and status "interrupted" when stopped):
+    exposures after it were never trained on. A run that changed its data order on a resume is refused."""
+    run = shutil.copytree(trained_run(**SEED_RUN), tmp_path / "run")
+    info = json.loads((run / "run_info.json").read_text())
+    (run / "run_info.json").write_text(json.dumps(info | {"steps_done": 6, "status": "interrupted"}))
+    split = open_split(data_dir, "train")
+    sampler = WindowSampler.for_run(json.loads((run / "training_config.json").read_text()), split)
+    batches = [read_windows(split, sampler.global_batch_windows(u), 32) for u in range(12)]
+    ids = batches[9][1][0:5].tolist()
+    common = ["find", "--data_dir", str(data_dir), "--run_dir", str(run), "--token_ids", *map(str, ids)]
+    capsys.readouterr()
+    trace_cli.main([*common, "--json", "--limit", "1000"])
+    report = json.loads(capsys.readouterr().out)
+    got = sorted((e["update"], e["row"]) for occ in report["occurrences"] for e in occ["exposures"])
+    assert got == rows_holding(batches[:6], ids) and all(u < 6 for u, _ in got)
+    assert (report["until_step"], report["steps_done"], report["total_steps"]) == (6, 6, 12)
+    trace_cli.main(common)
+    assert "the run was interrupted after 6 of its 12 steps: exposures stop at update 5" in capsys.readouterr().out
+    code, captured = run_cli(capsys, *common, "--until_step", "8")
+    assert code == 2 and "--until_step 8 is beyond the run's 6 steps (interrupted: 6 of 12 steps done)" in captured.err
+    segment = {"from_step": 6, "changes": {"data_seed": {"old": 7, "new": 8}}}
+    (run / "run_info.json").write_text(json.dumps(info | {"segments": [segment]}))
+    code, captured = run_cli(capsys, *common)
+    assert code == 2 and "changed its data order when it resumed at step 6 (data_seed" in captured.err

@@ -10,6 +10,8 @@ VERBS = {
     "index": ("gpt2_owt.tracing.index", "build the suffix-array index of a data_dir's train.bin"),
     "find": ("gpt2_owt.tracing.find", "where and when the trainer saw a text (occurrences, exposures by step)"),
     "curve": ("gpt2_owt.tracing.curve", "a text's loss at every exported checkpoint, next to its exposures"),
+    "spans": ("gpt2_owt.tracing.spans", "the spans of a text or a generation found verbatim in the training data, "
+                                        "with their documents and exposures (OLMoTrace's rules)"),
 }
 
 

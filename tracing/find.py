@@ -9,11 +9,16 @@ report gives the count of the leading-space variant too. An occurrence [p, p+n) 
 [w*seq_len, w*seq_len+seq_len+1)) when w*seq_len <= p and p+n <= w*seq_len+seq_len+1; every global sequence g
 that read w (the trainer's own sampler, inverted: training/data_dir.py) is one exposure at update
 u = g // global_batch_size (0-based: it trained the weights of step u into those of step u + 1), row
-g % global_batch_size of its global batch. `--until_step N` counts updates < N (default: the run's total).
+g % global_batch_size of its global batch. `--until_step N` counts updates < N (default: every update the run
+did: an interrupted run's `steps_done`, run_info.json). `--config` next to `--run_dir` must give the run's data
+order (seq_len, global_batch_size, data_seed, steps): any difference is one error (tracing/runs.py).
 `--json` schema:
     {"token_ids": [int], "text": str|null, "count": int,                # occurrences in train.bin
      "leading_space_variant": {"text", "token_ids", "count"}|null,
-     "until_step": int, "first_update": int|null,                       # first exposure of any occurrence
+     "until_step": int,                                                 # exposures counted in updates < N
+     "total_steps": int, "steps_done": int,                             # the recipe's; the run's (< total:
+                                                                        # interrupted, exposures stop there)
+     "first_update": int|null,                                          # first exposure of any occurrence
      "num_exposures": int,
      "occurrences": [{"token_position": int, "document": int, "source_row": int, "context": str,
                       "split": bool,                                    # no window holds it whole
@@ -38,7 +43,7 @@ from gpt2_owt.training.data_dir import WindowSampler
 
 from .exposures import cumulative_exposures, export_schedule, exposures_of
 from .index import INDEX_DIR, TraceIndex
-from .runs import check_run_matches, resolve_config
+from .runs import check_run_matches, resolve_config, steps_done
 from .text import decode, encode
 
 
@@ -71,15 +76,26 @@ def query_ids(text: str | None, token_ids: list[int] | None, max_len: int) -> li
     return ids
 
 
+def trained_steps(cfg: TrainConfig, steps_done: int | None, until_step: int | None) -> int:
+    """The N of "updates < N" a report counts: --until_step, else every update the run did (its steps_done when it
+    was interrupted, else the recipe's steps)."""
+    total = cfg.total_steps()
+    done = total if steps_done is None else steps_done
+    until = done if until_step is None else until_step
+    if not 0 <= until <= done:
+        stopped = f" (interrupted: {done} of {total} steps done)" if done < total else ""
+        raise UserError(f"--until_step {until} is beyond the run's {done} steps{stopped}")
+    return until
+
+
 def find(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int | None = None, limit: int = 10,
-         context: int = 20, losses: np.ndarray | None = None) -> dict:
-    """The report of `find` (see the module docstring for its keys)."""
+         context: int = 20, losses: np.ndarray | None = None, steps_done: int | None = None) -> dict:
+    """The report of `find` (see the module docstring for its keys). `steps_done`: the updates a run folder trained
+    (runs.steps_done), when it stopped before the recipe's steps."""
     split = index.split
     sampler = WindowSampler.for_run(cfg, split)
     total = cfg.total_steps()
-    until = total if until_step is None else until_step
-    if not 0 <= until <= total:
-        raise UserError(f"--until_step {until} is beyond the run's {total} steps")
+    until = trained_steps(cfg, steps_done, until_step)
     positions = index.positions(ids)
     exp = exposures_of(positions, len(ids), sampler, until, listed=limit)
     epochs, updates, rows = exp.epoch(), exp.update(), exp.row()
@@ -99,7 +115,8 @@ def find(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int | 
                             "context": decode(split.tokens[left:right]), "split": bool(exp.holders[k] == 0),
                             "exposures": exposures})
     schedule = [s for s in export_schedule(cfg, total) if s <= until] or [until]
-    return {"token_ids": ids, "count": int(len(positions)), "until_step": until,
+    return {"token_ids": ids, "count": int(len(positions)), "until_step": until, "total_steps": total,
+            "steps_done": total if steps_done is None else steps_done,
             "first_update": exp.first_update(), "num_exposures": exp.total(),
             "occurrences": occurrences, "exposures_by_step": cumulative_exposures(exp, schedule)}
 
@@ -112,8 +129,11 @@ def format_find(report: dict) -> str:
     variant = report.get("leading_space_variant")
     if variant:
         lines.append(f"  leading-space variant {variant['text']!r} = {variant['token_ids']}: {variant['count']}")
-    lines.append(f"{report['num_exposures']} exposures in updates < {report['until_step']}; first at update "
-                 f"{report['first_update']}")
+    if report["steps_done"] < report["total_steps"]:
+        lines.append(f"the run was interrupted after {report['steps_done']} of its {report['total_steps']} steps: "
+                     f"exposures stop at update {report['steps_done'] - 1}")
+    first = "none" if report["first_update"] is None else f"first at update {report['first_update']}"
+    lines.append(f"{report['num_exposures']} exposures in updates < {report['until_step']}; {first}")
     for occ in report["occurrences"]:
         flag = "  SPLIT (no window holds it whole)" if occ["split"] else ""
         lines.append(f"- token {occ['token_position']}  document {occ['document']} (source row {occ['source_row']})"
@@ -142,14 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit < 0 or args.context < 0:
         raise UserError("--limit and --context must be >= 0")
     ids = query_ids(args.text, args.token_ids, cfg.seq_len + 1)
-    losses = None
+    losses = done = None
     if args.run_dir:
         from gpt2_owt.training.sequence_losses import read_sequence_losses
 
         check_run_matches(Path(args.run_dir), Path(data_dir))
+        done = steps_done(args.run_dir, cfg)
         losses = read_sequence_losses(args.run_dir)
     index = TraceIndex(data_dir, args.index_dir)
-    report = find(index, cfg, ids, args.until_step, args.limit, args.context, losses)
+    report = find(index, cfg, ids, args.until_step, args.limit, args.context, losses, done)
     report = {"text": args.text, **report, "leading_space_variant": None}
     if args.text is not None and not args.text.startswith(" "):
         variant = encode(" " + args.text)

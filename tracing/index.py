@@ -323,6 +323,27 @@ class TraceIndex:
         window = np.asarray(self.split.tokens)[starts[:, None] + np.arange(len(ids))]
         return starts[(window == np.asarray(ids)).all(axis=1)]
 
+    def match_ends(self, ids: list[int]) -> np.ndarray:
+        """For each start l, the end r of the longest ids[l:r] that occurs in train.bin (r == l: ids[l] never does).
+
+        infini-gram's longest match at every position across all shards (`creativity`: the first stage of its
+        `attribute`) finds matches inside documents. A match that ends on a document's EOT may go on in the next
+        document of train.bin, as `positions` finds it: that continuation is searched for (binary search on the
+        end, `positions` of each candidate). Ends never decrease with l (what occurs from l occurs from l + 1)."""
+        ids = [int(i) for i in ids]
+        ends = np.asarray(self.engine.creativity(input_ids=ids)["rs"] if ids else [], dtype=np.int64)
+        for start in range(len(ids)):
+            low = max(int(ends[start]), int(ends[start - 1]) if start else 0)
+            crosses = low > ends[start] or (low > start and ids[low - 1] == EOT_TOKEN_ID)
+            if crosses and low < len(ids):  # ids[start:low] occurs; how far does it go on?
+                high = len(ids)
+                while low < high:
+                    mid = (low + high + 1) // 2
+                    low, high = (mid, high) if self.positions(ids[start:mid]).size else (low, mid - 1)
+            ends[start] = low
+        return ends
+
+
 
 def scan_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
     """The plain vectorised scan: candidate positions of the first id, then each further id checked on the survivors."""

@@ -1,13 +1,29 @@
-"""A run folder as the tracing commands read it: the recipe it trained with (its data order) and its data."""
+"""A run folder as the tracing commands read it: the recipe it trained with (its data order), how far it got, and
+its data.
 
-from dataclasses import fields
+What fixes the data order a trace answers from: seq_len, global_batch_size and data_seed (the sampler,
+training/data_dir.py `WindowSampler.for_run`) and the run's number of steps. A `--config` given next to `--run_dir`
+must agree with the run's training_config.json in all four (one error line naming each difference), and a run that
+changed any of them on a resume (run_info.json `segments`) is refused: one sampler cannot answer for it. An
+interrupted run trained only `steps_done` updates: exposures stop there.
+"""
+
+from dataclasses import fields, replace
 from pathlib import Path
 
 from gpt2_owt.modeling import UserError, sha256_file
 from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG
 from gpt2_owt.training.config import TrainConfig, parse_config
 from gpt2_owt.training.data_dir import MANIFEST
+from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG
+
+DATA_ORDER_FIELDS = ("seq_len", "global_batch_size", "data_seed")
+
+
+def config_from_json(path: str | Path) -> TrainConfig:
+    """A resolved training_config.json (a run's, or a release's copy) as a TrainConfig."""
+    saved = read_json(path)
+    return TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -15,18 +31,51 @@ def run_config(run_dir: str | Path) -> TrainConfig:
     path = Path(run_dir) / TRAINING_CONFIG
     if not path.is_file():
         raise UserError(f"{run_dir} is not a run folder (no {TRAINING_CONFIG})")
-    saved = read_json(path)
-    return TrainConfig(**{f.name: saved[f.name] for f in fields(TrainConfig) if f.name in saved})
+    return config_from_json(path)
+
+
+def data_order(cfg: TrainConfig) -> dict:
+    return {**{name: getattr(cfg, name) for name in DATA_ORDER_FIELDS}, "steps": cfg.total_steps()}
 
 
 def resolve_config(config: str | None, run_dir: str | None, overrides: list[str]) -> TrainConfig:
-    if config:
-        return parse_config(["--config", config, *overrides], validate=False)
-    if run_dir:
+    """The recipe a trace answers from: the run's own (--run_dir), or --config plus overrides, which must then give
+    the run's data order when a run is named too."""
+    if not config and not run_dir:
+        raise UserError("--config RECIPE.yaml (or --run_dir) is required: it gives seq_len, global_batch_size, "
+                        "data_seed, steps")
+    if not config:
         if overrides:
             raise UserError(f"config overrides {overrides} need --config (a run folder's config is fixed)")
         return run_config(run_dir)
-    raise UserError("--config RECIPE.yaml (or --run_dir) is required: it gives seq_len, global_batch_size, seed, steps")
+    cfg = parse_config(["--config", config, *overrides], validate=False)
+    if not run_dir:
+        return cfg
+    run = run_config(run_dir)
+    ran, given = data_order(run), data_order(cfg)
+    differ = [f"{k} {given[k]} (the run: {ran[k]})" for k in ran if given[k] != ran[k]]
+    if differ:
+        raise UserError(f"--config {config} gives another data order than {run_dir}/{TRAINING_CONFIG}: "
+                        f"{', '.join(differ)}; drop --config to use the run's own recipe")
+    return replace(run, data_dir=cfg.data_dir or run.data_dir)  # the same order; what it exported is the run's
+
+
+def steps_done(run_dir: str | Path, cfg: TrainConfig) -> int:
+    """Updates the run trained (run_info.json steps_done: fewer than the recipe's steps when it was interrupted);
+    refuses a run that changed its data order on a resume."""
+    info_path = Path(run_dir) / RUN_INFO
+    if not info_path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no {RUN_INFO})")
+    info = read_json(info_path)
+    for segment in info.get("segments") or []:
+        changed = sorted(set(segment.get("changes", {})) & {*DATA_ORDER_FIELDS, "total_steps", "data_manifest_sha256"})
+        if changed:
+            raise UserError(f"{run_dir} changed its data order when it resumed at step {segment.get('from_step')} "
+                            f"({', '.join(changed)}; run_info.json segments): one sampler cannot trace it")
+    done = info.get("steps_done")
+    if not isinstance(done, int) or not 0 <= done <= cfg.total_steps():
+        raise UserError(f"{run_dir}/{RUN_INFO} has no valid steps_done ({done!r}) for a {cfg.total_steps()}-step run")
+    return done
 
 
 def check_run_matches(run_dir: Path, data_dir: Path) -> None:
