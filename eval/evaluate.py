@@ -31,13 +31,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from tqdm.auto import tqdm
 
 from gpt2_owt.modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
 from gpt2_owt.modeling.errors import first_line
+from gpt2_owt.modeling.folder_lock import LOCK_FILE, FolderLock
+from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.hub_branches import hub_errors
+from gpt2_owt.modeling.interrupts import set_interrupt_note
 from gpt2_owt.modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder
+from gpt2_owt.modeling.output_paths import check_output_file, guard_output
 from gpt2_owt.modeling.readers import read_json
-from gpt2_owt.modeling.output_paths import check_output_file
 from gpt2_owt.modeling.records import package_versions, write_json_atomic
 
 from . import series
@@ -80,7 +84,9 @@ class EvalArgs:
     data_dir: str | None = field(default=None, metadata={"help": "prepared data_dir whose val.bin owt_val reads"})
     data_source: str = field(default="shipped", metadata={"help": "shipped (offline copies) or hub"})
     limit: int | None = field(default=None, metadata={
-        "help": "evaluate only the first N documents/examples/windows of each task (quick checks; not comparable)"})
+        "help": "quick checks (numbers not comparable): score at most N windows of --max_length tokens per task: "
+                "the first N LAMBADA examples, the first N windows of wikitext_sliding and owt_val, the first "
+                "WikiText documents whose windows fit in N (whole documents, at least one)", "ge": 0})
 
 
 def parse_tasks(args: EvalArgs) -> list[str]:
@@ -108,8 +114,6 @@ def check_args(args: EvalArgs) -> None:
         raise UserError(f"--data_source must be one of {', '.join(SOURCES)}, got {args.data_source!r}")
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
-    if args.limit is not None and args.limit < 0:
-        raise UserError(f"--limit must be >= 0, got {args.limit}")
     if args.device not in (None, "cpu", "cuda") and not str(args.device).startswith("cuda:"):
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
@@ -146,12 +150,14 @@ def load_model(args: EvalArgs, device: str):
     if args.tokenizer and _is_local(args.tokenizer):
         check_tokenizer_folder(Path(args.tokenizer).expanduser())
     try:
-        config = AutoConfig.from_pretrained(args.model, revision=args.revision)
+        with hub_errors(args.model, args.revision):
+            config = AutoConfig.from_pretrained(args.model, revision=args.revision)
         if config.model_type != SUPPORTED_MODEL_TYPE:  # before building: a llama config would build a 7B model
             raise UserError(f"model {args.model!r} has model_type {config.model_type!r}; "
                             f"only {SUPPORTED_MODEL_TYPE!r} is supported")
-        model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, config=config,
-                                                     dtype=DTYPES[args.dtype])
+        with hub_errors(args.model, args.revision):
+            model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, config=config,
+                                                         dtype=DTYPES[args.dtype])
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {args.model!r}: {first_line(e)}") from None
     if args.fused_gelu:
@@ -165,7 +171,8 @@ def load_tokenizer_for(args: EvalArgs, model):
     source = args.tokenizer or args.model
     revision = None if args.tokenizer else args.revision
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+        with hub_errors(source, revision):
+            tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load a tokenizer from {source!r} (pass --tokenizer): {first_line(e)}") from None
     tokenizer.model_max_length = sys.maxsize  # we cut windows ourselves; silences the "sequence too long" warning
@@ -256,15 +263,37 @@ def run(argv: list[str] | None = None) -> dict | list[dict]:
         print(reference_table(results))
         print(f"wrote {args.output}")
         return results
-    checkpoints = (series.local_checkpoints(args.checkpoints) if args.checkpoints
-                   else series.hub_checkpoints(args.repo_id, args.revisions))
+    output_dir = guard_series_output(args)
+    with FolderLock(output_dir, "eval"):  # one series writes there at a time (two would race on results.json)
+        checkpoints = (series.local_checkpoints(args.checkpoints) if args.checkpoints
+                       else series.hub_checkpoints(args.repo_id, args.revisions))
+        for checkpoint in tqdm(checkpoints if args.checkpoints else [], desc="check checkpoints", leave=False):
+            check_model_folder(checkpoint.model)  # a damaged export fails now, before the first result is written
+        set_interrupt_note(f"the checkpoints evaluated so far are kept in {output_dir}: rerun the same command to "
+                           "continue")
 
-    def evaluate_one(one: EvalArgs, token_cache: TokenCache) -> dict:
-        return dict(evaluate_model(one, token_cache), command=command)
+        def evaluate_one(one: EvalArgs, token_cache: TokenCache) -> dict:
+            return dict(evaluate_model(one, token_cache), command=command)
 
-    rows = series.evaluate_series(args, checkpoints, Path(args.output_dir), evaluate_one)
+        rows = series.evaluate_series(args, checkpoints, output_dir, evaluate_one)
     print(series.series_table(rows))
     return rows
+
+
+def is_series_folder(folder: Path) -> bool:
+    """What an eval series writes: series.json, series.png and one folder per checkpoint holding its results.json."""
+    return all(p.name in (series.SERIES_JSON, series.SERIES_PNG, LOCK_FILE) or p.name.startswith(".") or
+               (p.is_dir() and {c.name for c in p.iterdir() if not c.name.startswith(".")} <= {series.RESULTS_JSON})
+               for p in folder.iterdir())
+
+
+def guard_series_output(args: EvalArgs) -> Path:
+    """--output_dir of a series: apart from the checkpoints it reads (never inside an export, which would then be
+    uploaded with results.json in it) and from the data_dir, and either new or a folder an eval series made."""
+    inputs = {"checkpoints folder": args.checkpoints, "data_dir": args.data_dir,
+              "tokenizer folder": args.tokenizer if args.tokenizer and _is_local(args.tokenizer) else None}
+    return guard_output(args.output_dir, "--output_dir", folder=True, inputs=inputs, made_by="an eval series",
+                        ours=is_series_folder)
 
 
 @cli_main

@@ -60,7 +60,7 @@ class TaskSetup:
     stride: int = 512
     data_source: str = "shipped"
     data_dir: str | None = None
-    limit: int | None = None  # first N documents / examples / windows only (quick runs, tests)
+    limit: int | None = None  # at most N windows per task (quick runs, tests): EvalArgs.limit says how
     token_cache: TokenCache = field(default_factory=TokenCache)  # shared across a checkpoint series
 
     @property
@@ -137,13 +137,19 @@ def count_words(page: str) -> int:
 def run_wikitext(setup: TaskSetup) -> dict:
     """Harness task `wikitext` (v2.0): per-document `loglikelihood_rolling` of the detokenised page."""
     data = eval_data.wikitext_pages(setup.data_source)
-    pages = _first(data.items, setup, "WikiText documents")
-    token_lists = setup.encode([wikitext_detokenizer(page) for page in pages])
+    if not data.items or setup.limit == 0:
+        raise UserError(f"no WikiText documents to evaluate (empty dataset{' or --limit 0' if setup.limit == 0 else ''})")
+    token_lists = setup.encode([wikitext_detokenizer(page) for page in data.items])
+    doc_windows = [rolling_windows(tokens, setup.prefix_token_id, setup.max_length) for tokens in token_lists]
+    kept = len(doc_windows)
+    if setup.limit is not None:  # --limit counts windows in every task: whole documents while they fit, at least one
+        total = np.cumsum([len(w) for w in doc_windows])
+        kept = max(1, int(np.searchsorted(total, setup.limit, side="right")))
+    pages, token_lists = data.items[:kept], token_lists[:kept]
     windows, owner = [], []
-    for doc, tokens in enumerate(token_lists):
-        doc_windows = rolling_windows(tokens, setup.prefix_token_id, setup.max_length)
-        windows += doc_windows
-        owner += [doc] * len(doc_windows)
+    for doc, one_doc in enumerate(doc_windows[:kept]):
+        windows += one_doc
+        owner += [doc] * len(one_doc)
     scores = setup.score(windows, "wikitext")
     loglikelihoods = [0.0] * len(pages)
     for doc, score in zip(owner, scores):

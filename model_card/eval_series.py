@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from gpt2_owt.modeling import UserError
+from gpt2_owt.modeling.readers import read_json
 
 EVAL_SERIES = "eval_series.json"
 
@@ -16,12 +17,7 @@ EVAL_SERIES = "eval_series.json"
 def load_eval_series(path: str | None) -> list[dict] | None:
     if not path:
         return None
-    try:
-        rows = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"eval series file not found: {path}") from None
-    except ValueError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
+    rows = read_json(path, "eval series file", expect=list)
     if not isinstance(rows, list) or not rows or not all(
             isinstance(r, dict) and "checkpoint" in r and isinstance(r.get("metrics"), dict) for r in rows):
         raise UserError(f"{path} is not an eval series (expected the non-empty row list of eval.evaluate's "

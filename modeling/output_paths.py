@@ -233,13 +233,13 @@ def atomic_output(path: str | Path, folder: bool = False) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale_partials(path)
         prefix = f".{path.name}{PARTIAL}"
-        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent) if folder else
-                   _closed(tempfile.mkstemp(prefix=prefix, dir=path.parent)))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent) if folder else  # a file keeps its suffix:
+                   _closed(tempfile.mkstemp(prefix=prefix, suffix=path.suffix, dir=path.parent)))  # writers read it
     except OSError as e:
         raise (write_error(path, e) or UserError(os_error_message(path, e))) from None
     fd = _lock(tmp)
     try:
-        _default_permissions(tmp, folder)
+        default_permissions(tmp, folder)
         yield tmp
         install(tmp, path)
     except Exception as e:
@@ -260,7 +260,7 @@ def _closed(fd_and_name: tuple[int, str]) -> str:
     return fd_and_name[1]
 
 
-def _default_permissions(tmp: Path, folder: bool) -> None:
+def default_permissions(tmp: Path, folder: bool) -> None:
     """mkdtemp/mkstemp create 0700/0600; the output gets the usual permissions of a new file or folder."""
     umask = os.umask(0)
     os.umask(umask)
