@@ -1,17 +1,22 @@
-"""The trace index (tracing/index.py) at >= 50M tokens: build tokens/s and peak memory, and `find` latency against a
-vectorised numpy scan of train.bin.
+"""The trace index (tracing/index.py) at >= 50M tokens: build tokens/s and peak memory, `find` latency against a
+vectorised numpy scan of train.bin, and `trace spans` latency for 64-token texts (generation excluded; goal
+< 0.5 s) against the same scan finding every start's longest match.
 
     python benchmarks/bench_trace.py [--tokens 50_000_000] [--num_proc 2] [--mem_gb 4] [--shards 1]
                                      [--workdir /tmp/bench_trace]
 
-The corpus is the bundled OpenWebText sample (training/sample_data, 5,038 documents), encoded as the data pipeline
-does (tiktoken encode_ordinary + EOT) and repeated with a varied suffix per copy (" [copy k]") until it holds
---tokens tokens, written as a data_dir (train.bin, document index, a manifest hashing them). Every copy after the
-first has a seeded --mutation_rate of its tokens replaced by tokens drawn from the sample: real OpenWebText has no
-25-fold verbatim repeats, and verbatim repeats make every suffix comparison of the indexer's merge run the length
-of a document (--mutation_rate 0 measures that worst case). The baseline is the fastest plain numpy scan: candidate
-positions of the first id, then each further id checked on the survivors (`scan_positions`, which `find`
-itself uses for ids so common that a scan beats gathering and sorting the suffix-array entries).
+The corpus is the bundled OpenWebText sample (training/sample_data, 5,038 documents) repeated with a varied suffix
+per copy (" [copy k]") until it holds about --tokens tokens, written as JSONL and prepared by `gpt2-owt prepare`
+into a data_dir (the real pipeline; a later run with the same --workdir reuses it). Every copy after the first has a
+seeded --mutation_rate of its tokens replaced by tokens drawn from the sample: real OpenWebText has no 25-fold
+verbatim repeats, and verbatim repeats make every suffix comparison of the indexer's merge run the length of a
+document (--mutation_rate 0 measures that worst case). The baseline is the fastest plain numpy scan: candidate
+positions of the first id, then each further id checked on the survivors (`scan_positions`, which `find` itself uses
+for ids so common that a scan beats gathering and sorting the suffix-array entries).
+Spans: three 64-token texts standing in for generations (a stretch of train.bin, "recombined": eight 8-token
+pieces from random places, "novel": tokens drawn at random from the corpus); `spans` (the whole report: maximal
+spans, the kept ones' counts, documents and exposures under the 124M recipe) against the scan's longest match
+from every start (the same rules applied after), whose maximal spans must be identical.
 """
 
 import json
@@ -25,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, sha256_file, tiktoken_encoding
+from gpt2_owt.modeling import tiktoken_encoding
 from gpt2_owt.tracing.find import find
 from gpt2_owt.tracing.index import INDEX_DIR, INDEX_INFO, TraceIndex, build_index, scan_positions
+from gpt2_owt.tracing.spans import maximal_spans, spans
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.data_dir import MANIFEST
 
@@ -55,32 +61,31 @@ def mutated(doc: np.ndarray, rate: float, pool: np.ndarray, rng: np.random.Gener
     return out
 
 
-def write_corpus(folder: Path, target_tokens: int, mutation_rate: float) -> int:
+def write_corpus(folder: Path, target_tokens: int, mutation_rate: float, num_proc: int) -> int:
+    """The corpus as a real data_dir: its documents written as JSONL and prepared by `gpt2-owt prepare` (so the
+    index build's data_dir verification passes as it does for any prepared data)."""
+    from gpt2_owt.training.data_dir import open_split
+    from gpt2_owt.training.prepare_data import run as prepare
+
     enc = tiktoken_encoding()
     texts = [json.loads(line)["text"] for path in SAMPLES for line in path.read_text().splitlines() if line.strip()]
     docs = [np.asarray(enc.encode_ordinary(t), dtype=np.uint16) for t in texts]
     pool, rng = np.concatenate(docs), np.random.default_rng(0)
-    chunks, lengths, copy = [], [], 0
-    total = 0
-    while total < target_tokens:
-        suffix = np.asarray(enc.encode_ordinary(f" [copy {copy}]") + [EOT_TOKEN_ID], dtype=np.uint16)
-        for d in docs:
-            d = mutated(d, mutation_rate, pool, rng) if copy else d
-            chunks += [d, suffix]
-            lengths.append(d.size + suffix.size)
-            total += d.size + suffix.size
-        copy += 1
     folder.mkdir(parents=True, exist_ok=True)
-    np.concatenate(chunks).tofile(folder / "train.bin")
-    np.save(folder / "train.docs.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-    np.save(folder / "train.rows.npy", np.arange(len(lengths), dtype=np.int64))
-    val = np.concatenate(docs[:4] + [np.asarray([EOT_TOKEN_ID], np.uint16)])
-    val.tofile(folder / "val.bin")
-    np.save(folder / "val.docs.npy", np.asarray([0, val.size], np.int64))
-    np.save(folder / "val.rows.npy", np.asarray([0], np.int64))
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".bin", ".npy")}
-    (folder / MANIFEST).write_text(json.dumps({"benchmark": "bench_trace", "files": files}) + "\n")
-    return total
+    source = folder / "corpus.jsonl"
+    total, copy = 0, 0
+    with open(source, "w") as f:
+        while total < target_tokens:
+            for d in docs:
+                d = mutated(d, mutation_rate, pool, rng) if copy else d
+                text = enc.decode(d.tolist(), errors="replace") + f" [copy {copy}]"
+                f.write(json.dumps({"text": text}) + "\n")
+                total += d.size + 5
+            copy += 1
+    data = prepare(["--dataset", "json", "--data_files", str(source), "--val_fraction", "0.0005",
+                    "--num_proc", str(num_proc), "--output_dir", str(folder / "data"),
+                    "--cache_dir", str(folder / "hf_cache")])
+    return open_split(data, "train").num_tokens
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:
@@ -92,10 +97,37 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
     return best, out
 
 
+def scan_match_ends(tokens: np.ndarray, ids: list[int]) -> list[int]:
+    """The baseline for `TraceIndex.match_ends`: for each start, the survivors of a scan for its first id extended
+    one id at a time while any remain (matches across documents included: the scan sees train.bin whole)."""
+    ends = []
+    for start in range(len(ids)):
+        cand, end = np.flatnonzero(tokens == ids[start]), start
+        for k in range(len(ids) - start):
+            if k:
+                cand = cand[cand + k < tokens.size]
+                cand = cand[tokens[cand + k] == ids[start + k]]
+            if not cand.size:
+                break
+            end = start + k + 1
+        ends.append(end)
+    return ends
+
+
+def span_texts(tokens: np.ndarray, length: int = 64) -> dict[str, list[int]]:
+    rng = np.random.default_rng(1)
+    pieces = [tokens[s : s + 8] for s in rng.integers(0, tokens.size - 8, length // 8)]
+    return {"train.bin stretch": tokens[(m := tokens.size * 7 // 13) : m + length].tolist(),
+            "recombined": np.concatenate(pieces).tolist(),
+            "novel": tokens[rng.integers(0, tokens.size, length)].tolist()}
+
+
 def main() -> None:
     args = HfArgumentParser(BenchArgs).parse_args_into_dataclasses()[0]
     data = Path(args.workdir) / "data"
-    n = write_corpus(data, args.tokens, args.mutation_rate)
+    if not (data / MANIFEST).is_file():  # the prepared corpus is reused by later runs of the same --workdir
+        write_corpus(Path(args.workdir), args.tokens, args.mutation_rate, args.num_proc)
+    n = (data / "train.bin").stat().st_size // 2
     print(f"corpus: {n:,} tokens in {data} ({(data / 'train.bin').stat().st_size / 1e6:.0f} MB), "
           f"later copies mutated at rate {args.mutation_rate}")
 
@@ -126,6 +158,17 @@ def main() -> None:
         assert np.array_equal(positions, scanned) and report["count"] == scanned.size
         print(f"{name:>18} {scanned.size:>9,} {t_index:>9.4f} {t_find:>8.4f} {t_scan:>8.3f} "
               f"{t_scan / t_index:>9.0f}x {t_scan / t_find:>8.0f}x")
+
+    print(f"\n{'64-token text':>18} {'maximal':>8} {'kept':>5} {'spans s':>8} {'ends s':>8} {'scan s':>8} "
+          f"{'scan/spans':>10}")
+    for name, ids in span_texts(tokens).items():
+        until = cfg.total_steps()
+        t_spans, report = best_of(lambda: spans(index, cfg, ids, until), args.repeats)
+        t_ends, ends = best_of(lambda: index.match_ends(ids), args.repeats)
+        t_scan, scanned = best_of(lambda: scan_match_ends(tokens, ids), 1)
+        assert ends.tolist() == scanned and report["num_maximal_spans"] == len(maximal_spans(scanned, ids))
+        print(f"{name:>18} {report['num_maximal_spans']:>8} {len(report['spans']):>5} {t_spans:>8.3f} "
+              f"{t_ends:>8.3f} {t_scan:>8.2f} {t_scan / t_spans:>9.0f}x")
     print(f"hardware: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()})")
 
 

@@ -336,3 +336,50 @@ def test_bad_inputs_are_one_error_line(trained_run, data_dir, owt_data_dir, tmp_
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
             (message, lines)
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp")]
+
+
+UPLOAD_RECIPE = """
+import sys
+from huggingface_hub import HfApi
+repo, config, manifest = sys.argv[1:]
+for path, name in ((config, "training_config.json"), (manifest, "manifest.json")):  # what a release holds on main
+    HfApi().upload_file(path_or_fileobj=path, path_in_repo=name, repo_id=repo)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_published_release_answers_as_its_run(trained_run, data_dir, tmp_path, capsys):
+    """--repo_id: the release's own recipe (training_config.json on main) and data check (its manifest.json), main
+    as the final step, a stepN branch by --revision; the same spans and exposures as the run folder gives."""
+    from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
+
+    run = trained_run(**SEED_RUN)
+    repo = "alice/tiny-spans"
+    ask = ["--prompt", "The police said", "--generate", "--max_new_tokens", "24", "--span_density", "0.5",
+           "--do_sample", "--seed", "1", "--json"]
+    ids = open_split(data_dir, "train").tokens[400:404].tolist()
+    with alice_hub(tmp_path / "hf_home") as hub:
+        assert run_with_hub(hub.env, "-c", PUBLISH_STEPS, repo, str(run / "hf"), "0").returncode == 0
+        assert run_with_hub(hub.env, "-c", UPLOAD_RECIPE, repo, str(run / "training_config.json"),
+                            str(run / "data_manifest.json")).returncode == 0
+        hub_spans = [run_with_hub(hub.env, "-m", "gpt2_owt.tracing.spans", "--repo_id", repo, "--data_dir",
+                                  str(data_dir), *revision, *ask) for revision in ([], ["--revision", "step0"])]
+        hub_find = run_with_hub(hub.env, "-m", "gpt2_owt.tracing.find", "--repo_id", repo, "--data_dir",
+                                str(data_dir), "--token_ids", *map(str, ids), "--json")
+        wrong_data = run_with_hub(hub.env, "-m", "gpt2_owt.tracing.spans", "--repo_id", repo, "--data_dir",
+                                  str(tmp_path / "hf_home"), *ask)
+    assert all(p.returncode == 0 for p in [*hub_spans, hub_find]), [p.stderr[-2000:] for p in hub_spans]
+    final, first = (json.loads(p.stdout) for p in hub_spans)
+    capsys.readouterr()
+    for report, checkpoint in ((final, "final"), (first, "step0")):
+        trace_cli.main(["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--checkpoint", checkpoint, *ask])
+        local = json.loads(capsys.readouterr().out)
+        assert report["token_ids"] == local["token_ids"] and report["spans"] == local["spans"]
+        assert report["until_step"] == local["until_step"] == {"final": 12, "step0": 0}[checkpoint]
+        assert report["checkpoint"]["revision"] == {"final": "main", "step0": "step0"}[checkpoint]
+    trace_cli.main(["find", "--run_dir", str(run), "--data_dir", str(data_dir), "--token_ids", *map(str, ids),
+                    "--json"])
+    local = json.loads(capsys.readouterr().out)
+    assert json.loads(hub_find.stdout) | {"occurrences": None} == local | {"occurrences": None}  # losses: run only
+    assert wrong_data.returncode == 2 and "needs --data_dir" in wrong_data.stderr.strip().splitlines()[-1]

@@ -1,11 +1,28 @@
 """Behaviour -> data: which training documents, steps and sequences a text or a model's output comes from.
 
-One module per question, each a command of `gpt2-owt trace` and a Python function the command itself calls:
+One module per question, each a command of `gpt2-owt trace` and a Python function the command itself calls
+(the command is argument parsing + this function + printing; docs/tracing.md has worked examples):
 
-    index.py      build the suffix-array index of train.bin; TraceIndex.positions(ids)
-    find.py       where and when the trainer saw a text: find(index, cfg, ids) -> report
-    curve.py      a text's loss over a run's checkpoints: curve(checkpoints, text, prefix) -> rows
+    index.py      build the suffix-array index of train.bin
+                  TraceIndex(data_dir).positions(ids) -> sorted train.bin positions (also across documents)
+                  TraceIndex(data_dir).match_ends(ids) -> end of the longest match from every position
+    find.py       where and when the trainer saw a text
+                  find(index, cfg, ids, until_step=None, limit=10, context=20, losses=None, steps_done=None) -> report
+    curve.py      a text's loss at every exported checkpoint, next to its exposures
+                  curve(checkpoints_of(run_dir, repo_id), text, prefix, exposures_before=None) -> {"rows": ...}
+    spans.py      the spans of a text or a generation found verbatim in train.bin (OLMoTrace's rules)
+                  spans(index, cfg, ids, until_step, first_begins_word=True, ...) -> report (the spans part)
+                  run_spans(SpansArgs(run_dir=..., prompt=..., generate=True)) -> the whole command's report
+                  generate(model, prompt_ids, Decoding(...)) -> generated ids
 
-Shared pieces, one owner each: exposures.py (token positions -> steps and rows, through the trainer's sampler),
-runs.py (a run's recipe and data), text.py (text <-> ids as the training documents were encoded).
+    from gpt2_owt.tracing.index import TraceIndex
+    from gpt2_owt.tracing.runs import resolve_config, steps_done
+    from gpt2_owt.tracing.find import find
+    index, cfg = TraceIndex("data/owt"), resolve_config(None, "runs/r1", [])
+    report = find(index, cfg, [464, 1748, 286], steps_done=steps_done("runs/r1", cfg))
+
+Shared pieces, one owner each: exposures.py (token positions -> updates and rows, through the trainer's sampler),
+runs.py (a run's recipe, how far it trained, and its data), text.py (text <-> ids as the training documents were
+encoded); outside this package: modeling/checkpoint_series.py (the checkpoints of a run or Hub release) and
+eval/scoring.py (the scorer).
 """

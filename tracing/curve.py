@@ -25,7 +25,7 @@ from gpt2_owt.training.run_dir import TRAINING_CONFIG
 
 from .exposures import exposures_of
 from .index import INDEX_DIR, INDEX_INFO, TraceIndex
-from .runs import resolve_config
+from .runs import release_config, resolve_config
 from .text import encode
 
 
@@ -37,7 +37,8 @@ class CurveArgs:
     repo_id: str | None = field(default=None, metadata={"help": "Hub repo: its step{N} branches"})
     prefix: str | None = field(default=None, metadata={"help": "score the text as a continuation of this prefix"})
     data_dir: str | None = field(default=None, metadata={"help": "data folder for exposures (default: the run's)"})
-    config: str | None = field(default=None, metadata={"help": "training YAML for exposures (with --repo_id)"})
+    config: str | None = field(default=None, metadata={"help": "training YAML for exposures (default: the run's, or "
+                                                                "the release's training_config.json with --data_dir)"})
     output: str | None = field(default=None, metadata={"help": "write the plot here (PNG)"})
     json: bool = field(default=False, metadata={"help": "print JSON (schema in the module docstring)"})
 
@@ -112,9 +113,12 @@ def plot_curve(result: dict, path: Path) -> None:
 
 def curve_exposure_counter(args: CurveArgs, ids: list[int]):
     """step -> exposures of `ids` at updates < step, or None when no index of the run's data is available."""
-    if not args.config and not args.run_dir:
+    if args.repo_id and args.data_dir and not args.config:  # a release: its own recipe, if data_dir is its data
+        cfg = release_config(args.repo_id, args.data_dir)
+    elif not args.config and not args.run_dir:
         return None
-    cfg = resolve_config(args.config, args.run_dir, [])
+    else:
+        cfg = resolve_config(args.config, args.run_dir, [])
     data_dir = args.data_dir or cfg.data_dir
     if not data_dir or not (Path(data_dir) / INDEX_DIR / INDEX_INFO).is_file():
         print(f"note: no trace index for data_dir {data_dir}: exposures left empty", file=sys.stderr)

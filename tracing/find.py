@@ -2,6 +2,8 @@
 
     gpt2-owt trace find --data_dir D --config RECIPE.yaml (--text "..." | --token_ids 1 2 3)
                         [--run_dir R] [--until_step N] [--limit K] [--context 20] [--json] [--field value]
+    gpt2-owt trace find --run_dir R --text "..."                      (the run's own recipe and data_dir)
+    gpt2-owt trace find --repo_id ID --data_dir D --text "..."        (a published release's recipe)
 
 The text is encoded as the data pipeline encodes documents (tiktoken GPT-2 `encode_ordinary`, no EOT added),
 so "Barack Obama" and " Barack Obama" (a leading space, as mid-sentence) are different token sequences: the
@@ -43,7 +45,7 @@ from gpt2_owt.training.data_dir import WindowSampler
 
 from .exposures import cumulative_exposures, export_schedule, exposures_of
 from .index import INDEX_DIR, TraceIndex
-from .runs import check_run_matches, resolve_config, steps_done
+from .runs import check_run_matches, release_config, resolve_config, steps_done
 from .text import decode, encode
 
 
@@ -52,6 +54,8 @@ class FindArgs:
     data_dir: str | None = field(default=None, metadata={"help": "prepared data folder (default: the config's)"})
     config: str | None = field(default=None, metadata={"help": "training YAML (default: RUN_DIR/training_config.json)"})
     run_dir: str | None = field(default=None, metadata={"help": "a run folder: adds each exposure's training loss"})
+    repo_id: str | None = field(default=None, metadata={"help": "a published release: its training_config.json "
+                                                                "(instead of --config / --run_dir)"})
     index_dir: str | None = field(default=None, metadata={"help": f"index folder (default: DATA_DIR/{INDEX_DIR})"})
     text: str | None = field(default=None, metadata={"help": "text to find (encoded like the training documents)"})
     token_ids: list[int] | None = field(default=None, metadata={"help": "token ids to find (instead of --text)"})
@@ -155,7 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if args.run_dir and not Path(args.run_dir).is_dir():
         raise UserError(f"run_dir {args.run_dir} does not exist")
-    cfg = resolve_config(args.config, args.run_dir, overrides)
+    if args.repo_id:
+        if args.config or args.run_dir or overrides:
+            raise UserError("--repo_id gives the release's own recipe: drop --config, --run_dir and overrides")
+        cfg = release_config(args.repo_id, args.data_dir or "")
+    else:
+        cfg = resolve_config(args.config, args.run_dir, overrides)
     data_dir = args.data_dir or cfg.data_dir
     if not data_dir or not Path(data_dir).is_dir():
         raise UserError(f"data_dir {data_dir} does not exist" if data_dir else "--data_dir is required")

@@ -78,6 +78,31 @@ def steps_done(run_dir: str | Path, cfg: TrainConfig) -> int:
     return done
 
 
+def release_config(repo_id: str, data_dir: str | Path) -> TrainConfig:
+    """A published release's recipe (training_config.json on its main branch), after checking that data_dir is the
+    data it trained on (the release's copy of the data manifest, manifest.json, byte for byte)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from gpt2_owt.modeling.checkpoint_series import is_hub_id
+    from gpt2_owt.modeling.errors import first_line
+
+    if not is_hub_id(repo_id):
+        raise UserError(f"--repo_id {repo_id!r} is not a Hub repo id (user/name)")
+    if not (Path(data_dir) / MANIFEST).is_file():
+        raise UserError(f"--repo_id needs --data_dir: the prepared data the release trained on ({data_dir} has no "
+                        f"{MANIFEST})")
+    try:
+        manifest = hf_hub_download(repo_id, MANIFEST)
+        config = hf_hub_download(repo_id, TRAINING_CONFIG)
+    except HfHubHTTPError as e:
+        raise UserError(f"cannot read {TRAINING_CONFIG} and {MANIFEST} of the release {repo_id}: "
+                        f"{first_line(e)}") from None
+    if sha256_file(manifest) != sha256_file(Path(data_dir) / MANIFEST):
+        raise UserError(f"{repo_id} was not trained on {data_dir} (its {MANIFEST} differs from the data_dir's)")
+    return config_from_json(config)
+
+
 def check_run_matches(run_dir: Path, data_dir: Path) -> None:
     info_path = run_dir / RUN_INFO
     if not info_path.is_file():

@@ -64,8 +64,8 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
-from gpt2_owt.modeling.checkpoint_series import (Checkpoint, checkpoint_folder, hub_checkpoints, is_hub_id,
-                                                 load_checkpoint, run_checkpoints, select_checkpoint)
+from gpt2_owt.modeling.checkpoint_series import (Checkpoint, checkpoint_folder, hub_checkpoints, load_checkpoint,
+                                                 run_checkpoints, select_checkpoint)
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, MODEL_CONFIG
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
@@ -76,7 +76,7 @@ from gpt2_owt.training.data_dir import WindowSampler
 from .exposures import exposures_of
 from .find import query_ids, trained_steps
 from .index import INDEX_DIR, TraceIndex
-from .runs import check_run_matches, resolve_config, steps_done
+from .runs import check_run_matches, release_config, resolve_config, steps_done
 from .text import decode, encode, encoding
 
 # OLMoTrace's production settings (allenai/olmo-api attribution_service.py)
@@ -94,7 +94,8 @@ class SpansArgs:
                 "(default with --generate: final; with --text: none, exposures over the whole run)"})
     repo_id: str | None = field(default=None, metadata={"help": "a published release on the Hub (instead of a run)"})
     revision: str | None = field(default=None, metadata={"help": "stepN or main of --repo_id (default: main)"})
-    config: str | None = field(default=None, metadata={"help": "training YAML (default: the run's / release's own)"})
+    config: str | None = field(default=None, metadata={"help": "training YAML (default: the run's own; a release's "
+                                                                "is read from its repo)"})
     data_dir: str | None = field(default=None, metadata={"help": "prepared data folder (default: the run's)"})
     index_dir: str | None = field(default=None, metadata={"help": f"index folder (default: DATA_DIR/{INDEX_DIR})"})
     text: str | None = field(default=None, metadata={"help": "text whose spans to find (encoded like the documents)"})
@@ -293,30 +294,6 @@ class Source:
     list_checkpoints: object = None  # () -> list[Checkpoint]; None: no checkpoints (a recipe)
 
 
-def hub_release_config(repo_id: str, config: str | None, overrides: list[str], data_dir: Path) -> TrainConfig:
-    """A published release's recipe (its training_config.json on main, or --config) and a check that data_dir is
-    the data it trained on (the release's manifest.json)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from gpt2_owt.modeling import sha256_file
-    from gpt2_owt.modeling.errors import first_line
-    from gpt2_owt.training.data_dir import MANIFEST
-
-    from .runs import config_from_json
-
-    try:
-        manifest = hf_hub_download(repo_id, MANIFEST)
-        cfg = resolve_config(config, None, overrides) if config else config_from_json(
-            hf_hub_download(repo_id, "training_config.json"))
-    except HfHubHTTPError as e:
-        raise UserError(f"cannot read the release {repo_id} (training_config.json, {MANIFEST} on main): "
-                        f"{first_line(e)}") from None
-    if sha256_file(manifest) != sha256_file(data_dir / MANIFEST):
-        raise UserError(f"{repo_id} was not trained on {data_dir} (its {MANIFEST} differs from the data_dir's)")
-    return cfg
-
-
 def resolve_source(args: SpansArgs, overrides: list[str]) -> Source:
     if args.run_dir and args.repo_id:
         raise UserError("give --run_dir or --repo_id, not both")
@@ -331,11 +308,9 @@ def resolve_source(args: SpansArgs, overrides: list[str]) -> Source:
         return Source(cfg, TraceIndex(data_dir, args.index_dir), steps_done(args.run_dir, cfg), args.run_dir,
                       lambda: run_checkpoints(args.run_dir))
     if args.repo_id:
-        if not is_hub_id(args.repo_id):
-            raise UserError(f"--repo_id {args.repo_id!r} is not a Hub repo id (user/name)")
-        if not args.data_dir or not (Path(args.data_dir) / "manifest.json").is_file():
-            raise UserError("--repo_id needs --data_dir: the prepared data the release trained on, with its index")
-        cfg = hub_release_config(args.repo_id, args.config, overrides, Path(args.data_dir))
+        if args.config or overrides:
+            raise UserError("a release's recipe is its own training_config.json: drop --config and overrides")
+        cfg = release_config(args.repo_id, args.data_dir or "")
         return Source(cfg, TraceIndex(args.data_dir, args.index_dir), cfg.total_steps(), args.repo_id,
                       lambda: hub_checkpoints(args.repo_id))
     cfg = resolve_config(args.config, None, overrides)
