@@ -2,12 +2,17 @@
 #   make demo   set up .venv and run the whole release pipeline on the bundled OpenWebText sample (CPU)
 #   make test   set up .venv and run the full test suite (what .ci/run calls)
 #
-# TORCH is installed first so that pip never resolves `torch` to a multi-GB CUDA build on a CPU machine.
+# TORCH is installed first so that pip never resolves `torch` to a multi-GB CUDA build on a CPU machine, and pinned
+# (.venv/torch-pin.txt) for every install after it.
 # On a GPU machine: `make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu128"` (or any build).
 
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# Bergson (`gpt2-owt attribute`, the `attribution` extra) goes in with --no-deps: its metadata asks for torchvision,
+# torchaudio and bitsandbytes, which it never imports for the methods used here and which would swap TORCH for a
+# CUDA build; the extra lists what it does import (docs/attribution.md, Install).
+BERGSON ?= bergson==2.5.1
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
@@ -19,7 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[test,track,interp,harness,trace]"
+	$(PY) -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(VENV)/torch-pin.txt
+	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt -e ".[test,track,interp,harness,trace,attribution]"
+	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt --no-deps $(BERGSON)
 	touch $@
 
 demo: setup

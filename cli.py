@@ -16,6 +16,7 @@ VERBS = {
     "verify-data": ("gpt2_owt.training.manifest", "re-check a data_dir against its manifest"),
     "train": ("gpt2_owt.training.train", "train (under `accelerate launch -m gpt2_owt.cli train` for many processes)"),
     "data-order": ("gpt2_owt.training.data_order", "the sequences and documents of the batch of one update"),
+    "attribute": ("gpt2_owt.tracing.attribute", "which training sequences taught a text (Bergson attribution)"),
     "trace": ("gpt2_owt.tracing.cli", "behaviour -> training data: index, find, curve (gpt2-owt trace --help)"),
     "eval": ("gpt2_owt.eval.evaluate", "evaluate one checkpoint or a series (WikiText, LAMBADA, OWT val)"),
     "harness-tasks": ("gpt2_owt.eval.harness_tasks", "write lm-evaluation-harness task files for our tasks"),

@@ -59,8 +59,8 @@ from .text import decode, encode
 
 METHODS = ("trackstar", "ekfac", "source")
 BERGSON_INSTALL = "make setup (or: pip install -e '.[attribution]' && pip install --no-deps bergson==2.5.1)"
-# GPT-2's output layer is the tied embedding: Bergson's own GPT-2 recipes leave it out (filter_modules "lm_head"),
-# as its gradient is vocabulary x width, larger than the rest of a small model together.
+# GPT-2's output layer is the tied input embedding, a vocabulary x width matrix: Bergson's own GPT-2 recipes leave it
+# out of the gradients (filter_modules "lm_head").
 FILTER_MODULES = "lm_head"
 
 
@@ -580,8 +580,6 @@ def format_report(result: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(AttributeArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)
-    if args.method not in METHODS:
-        raise UserError(f"--method {args.method}: Bergson's methods here are {', '.join(METHODS)}")
     run = Run.open(args.run_dir, args.data_dir)
     query = make_query(args.query, args.prompt, args.completion, run.cfg.seq_len)
     steps = resolve_steps(run, args.method, args.checkpoint, args.checkpoints)
