@@ -20,6 +20,7 @@ from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, distinct_steps, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints)
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.output_paths import atomic_output, guard_output
 from gpt2_owt.training.data_dir import WindowSampler
 from gpt2_owt.training.run_dir import TRAINING_CONFIG
 
@@ -28,6 +29,9 @@ from .index import INDEX_DIR, INDEX_INFO, TraceIndex
 from .runs import release_config, resolve_config
 from .text import encode
 
+
+
+PLOT_SOFTWARE = "gpt2-owt trace curve"
 
 
 @dataclass
@@ -107,8 +111,26 @@ def plot_curve(result: dict, path: Path) -> None:
     title = result["text"] if len(result["text"]) < 60 else result["text"][:57] + "..."
     ax.set_title(f"learning curve of {title!r}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png", metadata={"Software": PLOT_SOFTWARE})  # how a rerun knows its plot
     plt.close(fig)
+
+
+def is_curve_plot(path: Path) -> bool:
+    """A PNG this command wrote (its Software text chunk), the only file --output may replace."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and PLOT_SOFTWARE.encode() in head
+
+
+def guard_curve_output(args: "CurveArgs") -> Path:
+    """--output, checked before any checkpoint is scored: a .png apart from the run and data folders, not a user's
+    file, a folder or a link, in a writable location."""
+    inputs = {"run_dir": args.run_dir, "data_dir": args.data_dir, "config": args.config}
+    output = guard_output(args.output, "--output", folder=False, inputs=inputs, made_by="trace curve",
+                          ours=is_curve_plot)
+    if output.suffix.lower() != ".png":
+        raise UserError(f"--output {args.output}: the plot is a PNG, give a path ending in .png")
+    return output
 
 
 def curve_exposure_counter(args: CurveArgs, ids: list[int]):
@@ -139,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("the text is empty: nothing to score")
     if args.run_dir and not Path(args.run_dir).is_dir():
         raise UserError(f"run_dir {args.run_dir} does not exist")
+    output = guard_curve_output(args) if args.output else None
     checkpoints = checkpoints_of(args.run_dir, args.repo_id)
     scored = (encode(args.prefix) if args.prefix else []) + encode(args.text)
     result = curve(checkpoints, args.text, args.prefix, curve_exposure_counter(args, scored))
-    if args.output:
-        plot_curve(result, Path(args.output))
+    if output:
+        with atomic_output(output) as tmp:
+            plot_curve(result, tmp)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
