@@ -114,7 +114,7 @@ def test_owt_val_equals_nanogpt_blocks(tiny_dir, tmp_path, owt_data_dir):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "/nonexistent/model"], "does not exist"),
-    (["--model", "nobody-here/no-such-model"], "cannot load model"),
+    (["--model", "nobody-here/no-such-model"], "cannot reach the Hub for nobody-here/no-such-model: HF_HUB_OFFLINE"),
     (["--tasks", "wikitext,hellaswag"], "unknown task"),
     (["--tasks", "owt_val"], "needs --data_dir"),
     (["--limit", "0", "--tasks", "lambada_openai"], "no LAMBADA examples"),
