@@ -14,10 +14,12 @@ header's byte ranges.
 
 import hashlib
 import json
-import struct
+import re
 from pathlib import Path
 
 from gpt2_owt.modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
+from gpt2_owt.modeling.readers import DamagedFile, safetensors_header
+from gpt2_owt.modeling.steps import parse_step_name
 
 CHECKPOINTS_JSON = "checkpoints.json"
 FORMAT = 1
@@ -25,13 +27,7 @@ FORMAT = 1
 SHARED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
                 "merges.txt", "special_tokens_map.json")
 DATA_ORDER_KEYS = ("data_seed", "init_seed", "seq_len", "global_batch_size")
-
-
-def safetensors_header(path: str | Path) -> tuple[dict, int]:
-    """(header dict, byte offset where the tensor data starts) of a .safetensors file."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(length)), 8 + length
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def tensor_digests(path: str | Path) -> dict[str, str]:
@@ -78,3 +74,54 @@ def render(repo_id: str, release_branch: str, data_order: dict, entries: list[di
 def git_blob_sha1(data: bytes) -> str:
     """The git object id of a regular (non-LFS) file: what the Hub reports as its `oid`/`blob_id`."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def parse(manifest, where: str) -> dict:
+    """`manifest` (checkpoints.json's parsed JSON) checked against the schema above, or one DamagedFile naming
+    `where` and the first problem: every key of every entry with its type, a stepN branch holding step N, no branch
+    twice, and tokens = step x seq_len x global_batch_size (a swapped step/tokens pair is caught)."""
+    def bad(why: str) -> DamagedFile:
+        return DamagedFile(f"{CHECKPOINTS_JSON} {where} is damaged ({why})")
+
+    def is_int(value, low: int = 0) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+    if not isinstance(manifest, dict):
+        raise bad(f"a JSON {type(manifest).__name__}, expected an object")
+    if manifest.get("format") != FORMAT:
+        raise bad(f"format {manifest.get('format')!r}, expected {FORMAT}")
+    order = manifest.get("data_order")
+    if not isinstance(order, dict) or not all(is_int(order.get(k), 1 if k in ("seq_len", "global_batch_size") else 0)
+                                              for k in DATA_ORDER_KEYS):
+        raise bad(f"data_order must hold the integers {', '.join(DATA_ORDER_KEYS)}")
+    entries = manifest.get("checkpoints")
+    if not isinstance(entries, list) or not entries:
+        raise bad("no checkpoints list")
+    tokens_per_step = order["seq_len"] * order["global_batch_size"]
+    seen = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise bad(f"checkpoints[{i}] is not an object")
+        name = entry.get("branch", f"checkpoints[{i}]")
+        checks = [("branch", isinstance(entry.get("branch"), str) and entry["branch"]),
+                  ("step", is_int(entry.get("step"))), ("tokens", is_int(entry.get("tokens"))),
+                  ("weights_sha256", isinstance(entry.get("weights_sha256"), str)
+                   and SHA256.match(entry["weights_sha256"])),
+                  ("tensors_sha256", isinstance(entry.get("tensors_sha256"), str)
+                   and SHA256.match(entry["tensors_sha256"])),
+                  ("tensors", isinstance(entry.get("tensors"), dict)),
+                  ("commit", entry.get("commit") is None or isinstance(entry.get("commit"), str)),
+                  ("optimizer_state", entry.get("optimizer_state") is None or isinstance(entry["optimizer_state"], dict))]
+        for key, ok in checks:
+            if not ok:
+                shown = "missing" if key not in entry else f"{entry[key]!r}"
+                raise bad(f"{name}: {key} is {shown}" if key != "branch" else f"checkpoints[{i}] has no branch name")
+        if name in seen:
+            raise bad(f"branch {name} is listed twice")
+        seen.add(name)
+        if parse_step_name(name) not in (None, entry["step"]):
+            raise bad(f"branch {name} is listed with step {entry['step']}")
+        if entry["tokens"] != entry["step"] * tokens_per_step:
+            raise bad(f"{name}: step {entry['step']} x {tokens_per_step:,} tokens per step is "
+                      f"{entry['step'] * tokens_per_step:,} tokens, it lists {entry['tokens']:,}")
+    return manifest

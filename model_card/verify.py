@@ -24,8 +24,13 @@ the step-0 and data-order checks import it when they run.
 
 RELEASE_DIR is a local copy of the release branch (e.g. `hf download ID --local-dir DIR`); step branch `stepN` is
 looked up in --branches_dir as `stepN/` (one `hf download --revision stepN` each) or `stepN/` (a run's `hf/`).
+A release built locally by `gpt2-owt card` and never uploaded has no checkpoints.json: verify then derives the list
+from its release_manifest.json and each branch's export_info.json (the records written with the weights), offline.
+Every file another stage wrote is read through modeling/readers.py and checkpoints.json is schema-checked
+(checkpoint_manifest.parse: types, every key, tokens = step x tokens per step): a damaged file is one line, exit 2.
 """
 
+import contextlib
 import json
 import re
 import sys
@@ -35,7 +40,11 @@ from pathlib import Path
 
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.facts import fmt
+from gpt2_owt.model_card.release_dir import RELEASE_MANIFEST, TRAINING_CONFIG
 from gpt2_owt.modeling.errors import UserError, cli_main
+from gpt2_owt.modeling.hf_folder import EXPORT_INFO
+from gpt2_owt.modeling.hub_branches import hub_errors
+from gpt2_owt.modeling.readers import read_json, read_jsonl
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import sha256_file
@@ -131,11 +140,37 @@ class Report:
         print(f"{status:4}  {check}: {detail}", flush=True)
 
 
-def read_json_file(source, branch: str, name: str) -> dict:
+def read_json_file(source, branch: str, name: str, expect: type = dict):
+    """A JSON file of a branch, through the one reader: damaged is one line naming the file."""
     try:
-        return json.loads(source.path(branch, name).read_text())
+        path = source.path(branch, name)
+    except UserError:
+        raise
     except Exception as e:  # a missing file: OSError locally, EntryNotFoundError on the Hub
         raise UserError(f"cannot read {name} on {branch}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    return read_json(path, f"{name} on {branch}", expect=expect)
+
+
+def derived_manifest(source) -> dict:
+    """What checkpoints.json would list for a local release built by `gpt2-owt card` that was never uploaded (no
+    checkpoints.json): the release from its release_manifest.json, each stepN of --branches_dir from its
+    export_info.json (the trainer's record of its weights), the data order from training_config.json and
+    manifest.json. Every hash is a record written when the weights were, so the checks below still compare them
+    with the files."""
+    release = read_json_file(source, source.release, RELEASE_MANIFEST)
+    entries = [cm.checkpoint_entry(source.release, release.get("step"), release.get("tokens"),
+                                   source.path(source.release, cm.WEIGHTS), release.get("weights_sha256"), None)]
+    for branch in source.branches:
+        files = source.files(branch) or {}
+        if branch == source.release or cm.WEIGHTS not in files:
+            continue
+        info = read_json_file(source, branch, EXPORT_INFO) if EXPORT_INFO in files else {}
+        entries.append(cm.checkpoint_entry(branch, info.get("step", parse_step_name(branch)), info.get("tokens"),
+                                           source.path(branch, cm.WEIGHTS), info.get("weights_sha256"), None))
+    data_manifest = source.path(source.release, "manifest.json")
+    order = cm.data_order_identity(read_json_file(source, source.release, TRAINING_CONFIG),
+                                   sha256_file(data_manifest) if data_manifest.is_file() else None)
+    return json.loads(cm.render("(local)", source.release, order, entries))
 
 
 def check_weights(source, manifest: dict, report: Report) -> dict[str, str | None]:
@@ -289,7 +324,7 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
     order = manifest["data_order"]
     split = open_split(data_dir, "train")
     sampler = WindowSampler.for_run(order, split)
-    rows = [json.loads(line) for line in source.path(source.release, traces[0]).read_text().splitlines() if line]
+    rows = read_jsonl(source.path(source.release, traces[0]), f"{traces[0]} on {source.release}")
     bad = [row["update"] for row in tqdm(rows, desc="replay data order", leave=False)
            if batch_sha256(read_windows(split, sampler.global_batch_windows(row["update"]), order["seq_len"]))
            != row["tokens_sha256"]]
@@ -303,14 +338,19 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
 
 def verify(source, data_dir: str | None) -> Report:
     report = Report()
-    manifest = read_json_file(source, source.release, cm.CHECKPOINTS_JSON)
-    if manifest.get("format") != cm.FORMAT or not manifest.get("checkpoints"):
-        raise UserError(f"{cm.CHECKPOINTS_JSON} on {source.release} is not a format-{cm.FORMAT} checkpoint list")
+    derived = isinstance(source, LocalSource) and cm.CHECKPOINTS_JSON not in (source.files(source.release) or {})
+    if derived:
+        manifest = cm.parse(derived_manifest(source), f"derived for {source.folders[source.release]}")
+    else:
+        manifest = cm.parse(read_json_file(source, source.release, cm.CHECKPOINTS_JSON, expect=object),
+                            f"on {source.release}")
     release_listed = any(e["branch"] == source.release for e in manifest["checkpoints"])
+    what = (f"no {cm.CHECKPOINTS_JSON} (a local release): {len(manifest['checkpoints'])} checkpoints from "
+            f"{RELEASE_MANIFEST} and each branch's {EXPORT_INFO}" if derived else
+            f"{cm.CHECKPOINTS_JSON} lists {len(manifest['checkpoints'])} checkpoints")
     report.line("PASS" if release_listed else "FAIL", "manifest",
-                f"{cm.CHECKPOINTS_JSON} lists {len(manifest['checkpoints'])} checkpoints"
-                + ("" if release_listed else f", but not the release branch {source.release}"))
-    training_config = read_json_file(source, source.release, "training_config.json")
+                what + ("" if release_listed else f", but not the release branch {source.release}"))
+    training_config = read_json_file(source, source.release, TRAINING_CONFIG)
     card = source.path(source.release, "README.md").read_text()
     actual = check_weights(source, manifest, report)
     check_distinct(manifest, actual, report)
@@ -332,19 +372,16 @@ def parse_args(argv) -> VerifyArgs:
 def open_source(args: VerifyArgs):
     if args.release_dir:
         return LocalSource(Path(args.release_dir), Path(args.branches_dir) if args.branches_dir else None)
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    try:
+    with hub_errors(args.repo_id, args.revision):
         return HubSource(args.repo_id, args.revision)
-    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise UserError(f"{args.repo_id}: {type(e).__name__} (private repo? set HF_TOKEN)") from None
 
 
 @cli_main
 def main(argv=None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     source = open_source(args)
-    report = verify(source, args.data_dir)
+    with hub_errors(args.repo_id, args.revision) if args.repo_id else contextlib.nullcontext():
+        report = verify(source, args.data_dir)
     downloaded = ", ".join(source.downloaded) or "nothing (local)"
     print(f"downloaded: {downloaded}")
     if report.failed:
