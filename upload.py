@@ -28,7 +28,6 @@ no torch/transformers (the layouts come from the torch-free training/run_dir.py 
 """
 
 import fnmatch
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +36,12 @@ from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from gpt2_owt.modeling.steps import step_name
-from gpt2_owt.modeling.records import read_json, sha256_file
+from gpt2_owt.modeling.readers import read_json
+from gpt2_owt.modeling.records import sha256_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
-from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, METRICS, RUN_INFO, SEQUENCE_LOSSES,
-                              list_step_dirs)
+from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, HF_EXPORTS, METRICS, RUN_INFO,
+                                       SEQUENCE_LOSSES, list_step_dirs)
 
 RELEASE_TITLE, STEP_TITLE = "Release (", "Checkpoint step "  # commit titles; checkpoints.json records those commits
 
@@ -86,7 +86,7 @@ def folder_files(folder: Path) -> list[tuple[str, int]]:
 
 
 def read_json_if_present(path: Path) -> dict:
-    return read_json(path) if path.is_file() else {}
+    return read_json(path, path.name) if path.is_file() else {}
 
 
 # -- local checks ---------------------------------------------------------------------------------------------------
@@ -111,13 +111,28 @@ def read_release_manifest(release: Path) -> dict:
     path = release / RELEASE_MANIFEST
     if not path.is_file():
         raise UploadError(f"{path} not found: build the release with `gpt2-owt card`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UploadError(f"{path} is damaged (not valid JSON: {e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise UploadError(f"{path} is damaged (no 'files' table)")
+    manifest = read_json(path, "release manifest")
+    if not isinstance(manifest.get("files"), dict):
+        raise UploadError(f"release manifest {path} is damaged (no 'files' table)")
     return manifest
+
+
+def check_same_run(release: Path, run_dir: Path, flag: str) -> None:
+    """`flag`'s run folder is the run the release was built from: the same training_config.json (the card build
+    copies it byte for byte) and, in hf/<released checkpoint>, the released weights. Another run's logs or step
+    branches published under this release would describe a model it is not."""
+    manifest = read_release_manifest(release)
+    if sha256_file(run_dir / TRAINING_CONFIG) != sha256_file(release / TRAINING_CONFIG):
+        raise UploadError(f"{flag}: {run_dir} is not the run {release} was built from: its {TRAINING_CONFIG} differs "
+                          f"from the release's (built from {manifest.get('run_dir')})")
+    export = run_dir / HF_EXPORTS / str(manifest.get("checkpoint"))
+    recorded = read_json_if_present(export / EXPORT_INFO).get("weights_sha256") if export.is_dir() else None
+    if recorded is None and (export / WEIGHTS).is_file():
+        recorded = sha256_file(export / WEIGHTS)
+    if recorded != manifest.get("weights_sha256"):
+        raise UploadError(f"{flag}: {run_dir} is not the run {release} was built from: its {HF_EXPORTS}/"
+                          f"{manifest.get('checkpoint')} holds weights sha256 {str(recorded)[:16]}…, the release "
+                          f"{str(manifest.get('weights_sha256'))[:16]}…")
 
 
 def check_release_files(release: Path, recorded: dict) -> None:
@@ -183,8 +198,8 @@ TRAINING_LOG_PATTERNS = [METRICS, FED_BATCHES, f"{SEQUENCE_LOSSES}/*"]
 
 def training_log_files(run_dir: Path) -> list[tuple[str, int]]:
     """The run's training logs (relative name, size) that --with_training_logs publishes."""
-    if not (run_dir / METRICS).is_file():
-        raise UploadError(f"--with_training_logs {run_dir}: not a run folder (no {METRICS})")
+    if not (run_dir / METRICS).is_file() or not (run_dir / TRAINING_CONFIG).is_file():
+        raise UploadError(f"--with_training_logs {run_dir}: not a run folder (no {METRICS} or {TRAINING_CONFIG})")
     return [(name, size) for name, size in folder_files(run_dir)
             if any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_LOG_PATTERNS)]  # as upload_folder filters
 
@@ -412,6 +427,11 @@ def parse_args(argv) -> UploadArgs:
 def run(argv=None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     release = release_target(Path(args.release_dir), args.revision)
+    if args.checkpoints:  # step branches of another run would be listed beside this release
+        if not (Path(args.checkpoints).parent / TRAINING_CONFIG).is_file():
+            raise UploadError(f"--checkpoints {args.checkpoints}: not the hf/ folder of a run (no {TRAINING_CONFIG} "
+                              "beside it)")
+        check_same_run(release.folder, Path(args.checkpoints).parent, "--checkpoints")
     steps = checkpoint_targets(Path(args.checkpoints)) if args.checkpoints else []
     check_plan(args, release, steps)
     if args.with_optimizer_states and not args.checkpoints:
@@ -421,6 +441,7 @@ def run(argv=None) -> None:
         if args.create_pr:
             raise UploadError("--with_training_logs cannot go into a pull request: publish them after merging")
         training_log_files(Path(args.with_training_logs))
+        check_same_run(release.folder, Path(args.with_training_logs), "--with_training_logs")
     if args.dry_run:
         print_plan(args, release, steps, states, "from the initial commit")
         return

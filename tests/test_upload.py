@@ -20,7 +20,7 @@ from hub_server import HubServer
 from gpt2_owt.model_card.build import main as build_main
 from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import HF_EXPORTS
+from gpt2_owt.training.run_dir import HF_EXPORTS, TRAINING_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_aliceSecretToken0123456789"
@@ -160,8 +160,11 @@ def test_the_last_step_may_carry_the_release_weights(published_inputs, tmp_path,
 
 
 def _copy_hf(hf: Path, dest: Path, names: dict[str, Path]) -> Path:
-    """A checkpoints folder whose `name` entries are copies of the given export folders."""
+    """A checkpoints folder whose `name` entries are copies of the given export folders, in a copy of the run's
+    folder (its training_config.json and hf/final: the run the release was built from)."""
     dest.mkdir()
+    shutil.copyfile(hf.parent / TRAINING_CONFIG, dest.parent / TRAINING_CONFIG)
+    shutil.copytree(hf / "final", dest / "final")
     for name, src in names.items():
         shutil.copytree(src, dest / name)
         info = read_json(src / "export_info.json")
@@ -297,4 +300,4 @@ def test_with_training_logs_publishes_metrics_and_sequence_losses(hub, published
     tagged = hub.state.snapshot(repo, "v1.0")
     assert "training_logs/metrics.jsonl" in tagged and "model.safetensors" in tagged
     bad = run_upload(hub, release, "--repo_id", repo, "--with_training_logs", hf)
-    assert bad.returncode == 2 and "not a run folder (no metrics.jsonl)" in bad.stderr
+    assert bad.returncode == 2 and "not a run folder (no metrics.jsonl or training_config.json)" in bad.stderr
