@@ -22,7 +22,7 @@ from . import llmc, nanogpt
 from .errors import UserError, cli_main
 from .hf_folder import load_hf_model, save_hf_folder
 from .output_paths import (check_not_overlapping, check_output_file, check_replaceable_folder,
-                           check_writable_location, os_error_message)
+                           check_writable_location, refuse_symlink, write_error)
 from .tokenizer import sha256_file, tokenizer_fingerprint
 
 FORMATS = ("nanogpt", "llmc")
@@ -96,13 +96,17 @@ def import_checkpoint(fmt: str, path: str | Path, output_dir: str | Path, *, kee
             "tokenizer_fingerprint": tokenizer_fingerprint(), "notes": notes}
     try:
         return save_hf_folder(model, output_dir, extra_json={CONVERSION_INFO: info}, overwrite=overwrite)
-    except OSError as e:  # full disk, read-only location: save_hf_folder has removed its temp folder
-        raise UserError(os_error_message(e.filename or output_dir, e)) from None
+    except Exception as e:  # full disk (an OSError, or safetensors' SafetensorError): save_hf_folder cleaned up
+        error = write_error(output_dir, e)
+        if error is None:
+            raise
+        raise error from None
 
 
 def check_import_output(source: Path, output_dir: Path, overwrite: bool) -> None:
     """Before converting: the folder is apart from the source file, writable, and --overwrite replaces only a folder
     this command imported (it holds conversion.json)."""
+    refuse_symlink(output_dir, "--output_dir")
     check_not_overlapping(output_dir, {"source checkpoint": source}, "--output_dir")
     if overwrite:
         check_replaceable_folder(output_dir, CONVERSION_INFO, "modeling.convert")
@@ -120,6 +124,7 @@ def is_export_of(fmt: str, path: Path) -> bool:
 
 
 def check_export_output(fmt: str, model_dir: Path, output: Path, overwrite: bool) -> None:
+    refuse_symlink(output, "--output")
     check_output_file(output, "--output")
     check_not_overlapping(output, {"model folder": model_dir}, "--output")
     if output.exists() and not overwrite:
@@ -145,8 +150,11 @@ def export_checkpoint(fmt: str, model_dir: str | Path, output: str | Path, *, pa
         else:
             header, tensors = llmc.to_llmc(model, dtype=dtype, pad_vocab=pad_vocab)
             llmc.write_llmc(output, header, tensors)
-    except OSError as e:  # full disk, read-only location: the writers have removed their temp file
-        raise UserError(os_error_message(output, e)) from None
+    except Exception as e:  # full disk, read-only location: the writers have removed their temp file
+        error = write_error(output, e)
+        if error is None:
+            raise
+        raise error from None
     return output
 
 

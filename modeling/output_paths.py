@@ -25,6 +25,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -215,9 +216,9 @@ def write_error(path: str | Path, e: BaseException) -> UserError | None:
     """One line naming the destination for a failed write (full disk, read-only, permission), else None.
     safetensors reports a full disk as a SafetensorError wrapping the OS error."""
     code = getattr(e, "errno", None)
-    text = str(e)
-    if code is None and ("StorageFull" in text or "code: 28," in text):
-        code = errno.ENOSPC
+    wrapped = re.search(r"\(os error (\d+)\)|code: (\d+),", str(e))  # Rust's io::Error inside SafetensorError
+    if code is None and wrapped:
+        code = int(wrapped.group(1) or wrapped.group(2))
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG):
         return UserError(f"cannot write {path}: {os.strerror(code)}")
     return None
