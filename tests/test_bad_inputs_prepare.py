@@ -132,7 +132,7 @@ CASES = [
     Case("prepare: output_dir is a regular file", [*PREPARE, "--data_files", SAMPLE, "--output_dir", SAMPLE],
          Inputs.copy_sample, "exists and is not a folder"),
     Case("prepare: read-only output location", [*PREPARE, "--data_files", SAMPLE, "--output_dir", "{tmp}/ro/out"],
-         read_only_location, "choose a writable --output_dir"),
+         read_only_location, "--output_dir {tmp}/ro/out cannot be written: {tmp}/ro is not writable"),
     Case("prepare: full disk", [*PREPARE, "--data_files", SAMPLE, "--output_dir", "{tmp}/small/out"],
          small_disk, "no space left on the device of {tmp}/small"),
     Case("prepare: folder of user files, no overwrite", [*PREPARE, "--data_files", SAMPLE,

@@ -410,9 +410,10 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(sample_jsonl, tmp_pa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(prepare_data, "gather_split", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as e:  # cli_main: Ctrl-C is one line and exit 130 (tests/test_signals.py: real ones)
         run(["--dataset", "json", "--data_files", str(sample_jsonl), "--num_proc", "1",
              "--output_dir", str(tmp_path / "data"), "--cache_dir", str(tmp_path / "cache")])
+    assert e.value.code == 130
     assert not (tmp_path / "data").exists() and leftovers(tmp_path) == []
 
 

@@ -28,8 +28,9 @@ How (constant memory in the number of tokens, one sequential read of the source)
   8,013,769 OpenWebText documents). Disk: the temp token file and the outputs coexist until the end (~2x the token
   bytes, ~36 GB for OpenWebText), plus unless --streaming the `datasets` download (~24 GB of parquet) and Arrow
   cache (~40 GB: dataset_size 39,769,491,688 bytes on the dvruette/openwebtext card).
-  Everything is written into a temp folder next to --output_dir and renamed into place at the end: an interrupted
-  or failed run leaves only a `.NAME.partial-*` folder (deleted on errors), never a folder that looks complete.
+  Everything is written into a temp folder next to --output_dir and renamed into place at the end (the output
+  guard's atomic_output): an error, Ctrl-C or SIGTERM deletes the `.NAME.partial-*` folder, one left by a killed run
+  (SIGKILL) is deleted by the next run, and a folder named --output_dir is always complete.
 
 Where the pieces live (training/prepare/): source.py (what to load, reading the text column), tokenize.py (pass 1,
 the worker pool), split.py (the split rule), output.py (guards on --output_dir, pass 2, installing the folder).
@@ -56,7 +57,6 @@ access), so its completeness is enforced at run time: a run of a known OpenWebTe
 import logging
 import os
 import re
-import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -68,8 +68,8 @@ from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, VOCAB_SIZE, cli_main, tok
 from gpt2_owt.modeling.records import package_versions
 from gpt2_owt.training import manifest as manifest_lib
 from gpt2_owt.training.data_dir import TOKEN_DTYPE, tokens_file
-from gpt2_owt.training.prepare.output import (check_output_dir, gather_split, identity, install, make_temp_dir,
-                                     named_write_errors)
+from gpt2_owt.modeling.output_paths import atomic_output
+from gpt2_owt.training.prepare.output import check_output_dir, gather_split, identity, named_write_errors
 from gpt2_owt.training.prepare.source import (OPENWEBTEXT, OPENWEBTEXT_DATA_FILES, OPENWEBTEXT_REVISION, Source, load_source,
                                      resolve_source, text_batches)
 from gpt2_owt.training.prepare.split import split_info, split_rows
@@ -208,14 +208,10 @@ def prepare(args: PrepareArgs, command: list[str] | None = None) -> Path:
     if total is not None:  # fail before tokenizing when the count is already known
         check_completeness(src, total, args.allow_partial)
 
-    with named_write_errors(output_dir):
-        tmp_dir = make_temp_dir(output_dir)
-        try:
-            manifest = write_data_dir(tmp_dir, dataset, src, args, total, command or sys.argv)
-            install(tmp_dir, output_dir)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
+    # the output guard's atomic write: a locked .NAME.partial-* renamed into place at the end; deleted on any error,
+    # Ctrl-C or SIGTERM (cli_main), and by the next run if a SIGKILL left it
+    with atomic_output(output_dir, folder=True) as tmp_dir, named_write_errors(output_dir):
+        manifest = write_data_dir(tmp_dir, dataset, src, args, total, command or sys.argv)
     counts = ", ".join(f"{n}: {s['documents']:,} docs / {s['tokens']:,} tokens" for n, s in manifest["splits"].items())
     print(f"wrote {output_dir} ({counts})")
     return output_dir

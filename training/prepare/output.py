@@ -1,17 +1,16 @@
-"""The output folder of prepare_data: refuse to clobber, build aside, gather the splits, rename into place.
+"""The output folder of prepare_data: refuse to clobber, gather the splits; prepare_data writes it through the output
+guard's atomic_output (modeling/output_paths.py).
 
 Everything is written into `.NAME.partial-*` next to --output_dir (same filesystem) and renamed into place at the
-end, so a folder named --output_dir is always complete; on any error the partial folder is deleted. --overwrite
+end, so a folder named --output_dir is always complete; on any error or interruption the partial folder is deleted,
+and one left by a killed run is deleted by the next. --overwrite
 replaces only a folder that prepare_data made (it holds a manifest.json and nothing else than a data_dir's files),
 never one that holds or lies inside the source data. Disk and permission failures become one line naming the path.
 """
 
 import errno
 import hashlib
-import logging
 import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,11 +18,11 @@ import numpy as np
 from tqdm import tqdm
 
 from gpt2_owt.modeling import UserError
+from gpt2_owt.modeling.output_paths import check_writable_location, refuse_symlink
 from gpt2_owt.training import manifest as manifest_lib
 from gpt2_owt.training.data_dir import MANIFEST, TOKEN_DTYPE, all_files, doc_offsets_file, doc_rows_file, tokens_file
 from gpt2_owt.training.prepare.tokenize import SourceTokens
 
-logger = logging.getLogger(__name__)
 
 GATHER_CHUNK_DOCS = 8192  # documents copied per write in the gather pass
 
@@ -74,8 +73,10 @@ def check_creatable(output_dir: Path) -> None:
 
 def check_output_dir(output_dir: Path, wanted: dict, overwrite: bool, source_paths: list[Path]) -> bool:
     """True if `output_dir` already holds exactly this dataset (verified); UserError if writing it would lose data."""
+    refuse_symlink(output_dir, "--output_dir")
     check_creatable(output_dir)
     check_not_in_source(output_dir, source_paths)
+    check_writable_location(output_dir, "--output_dir", folder=True)
     if not output_dir.exists() or not any(output_dir.iterdir()):
         return False
     entries = sorted(output_dir.iterdir())
@@ -136,36 +137,6 @@ def on_the_way_to(path: Path, output_dir: Path) -> bool:
     """Is `path` a folder prepare_data creates to reach `output_dir`, or inside the folder that holds it?"""
     path, parent = path.resolve(), output_dir.parent.resolve()
     return path == parent or path in parent.parents or parent in path.parents
-
-
-def make_temp_dir(output_dir: Path) -> Path:
-    """An empty folder next to `output_dir` (same filesystem, so the final rename is atomic)."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    for stale in sorted(output_dir.parent.glob(f".{output_dir.name}.partial-*")):
-        logger.warning(f"{stale} is left from an interrupted run (killed before it could clean up); delete it to "
-                       f"free its disk space")
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp_dir.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the data_dir gets the usual folder permissions
-    return tmp_dir
-
-
-def install(tmp_dir: Path, output_dir: Path) -> None:
-    """Rename the finished temp folder to `output_dir`, replacing what was there (already cleared by the checks)."""
-    old = None
-    if output_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-        output_dir.rename(old / "previous")
-    try:
-        tmp_dir.rename(output_dir)
-    except BaseException:
-        if old is not None:  # put the previous folder back
-            (old / "previous").rename(output_dir)
-            old.rmdir()
-        raise
-    if old is not None:
-        shutil.rmtree(old)
 
 
 # ---------------------------------------------------------------------------------------------------------------
