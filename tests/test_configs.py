@@ -40,7 +40,7 @@ def test_the_command_line_overrides_only_the_flags_it_names(tmp_path):
     recipe = tmp_path / "r.yaml"
     # `6e-4` is a string to YAML 1.1 (no dot); `1` where a float is due; `[]` for no early exports.
     recipe.write_text("model_config: tiny\nlearning_rate: 6e-4\nmin_lr: 0\nmax_steps: 10\nwarmup_steps: 1\n"
-                      "export_steps: []\ntrace_batches: true\n")
+                      "export_steps: []\nrecord_fed_batches: true\n")
     cfg = parse_config(["--config", str(recipe), "--data_dir", "d", "--output_dir", "o"])
     assert (cfg.learning_rate, cfg.min_lr, cfg.export_steps, cfg.record_fed_batches) == (6e-4, 0.0, [], True)
     assert type(cfg.min_lr) is float

@@ -168,4 +168,4 @@ def test_local_copy_and_bad_input(published, tmp_path, owt_data_dir, capsys):
         verify_main([str(tmp_path / "nope")])
     assert e.value.code == 2 and capsys.readouterr().err.startswith("error: release folder not found")
     proc, _ = run_verify(hub, "--repo_id", "alice/missing")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: alice/missing: RepositoryNotFoundError")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: Hub repo alice/missing not found")
