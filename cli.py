@@ -17,7 +17,10 @@ VERBS = {
     "train": ("gpt2_owt.training.train", "train (under `accelerate launch -m gpt2_owt.cli train` for many processes)"),
     "data-order": ("gpt2_owt.training.data_order", "the sequences and documents of the batch of one update"),
     "attribute": ("gpt2_owt.tracing.attribute", "which training sequences taught a text (Bergson attribution)"),
+    "replay": ("gpt2_owt.tracing.replay", "what a run would have learned without some training sequences "
+                                         "(exact counterfactual replay)"),
     "trace": ("gpt2_owt.tracing.cli", "behaviour -> training data: index, find, curve (gpt2-owt trace --help)"),
+    "explore": ("gpt2_owt.tracing.explore", "the trace explorer: a web page over a run or a release (gradio)"),
     "eval": ("gpt2_owt.eval.evaluate", "evaluate one checkpoint or a series (WikiText, LAMBADA, OWT val)"),
     "harness-tasks": ("gpt2_owt.eval.harness_tasks", "write lm-evaluation-harness task files for our tasks"),
     "card": ("gpt2_owt.model_card.build", "build the release folder and its model card"),
