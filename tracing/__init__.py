@@ -14,6 +14,13 @@ One module per question, each a command of `gpt2-owt trace` and a Python functio
                   spans(index, cfg, ids, until_step, first_begins_word=True, ...) -> report (the spans part)
                   run_spans(SpansArgs(run_dir=..., prompt=..., generate=True)) -> the whole command's report
                   generate(model, prompt_ids, Decoding(...)) -> generated ids
+    attribute.py  which training sequences taught the model a text: Bergson's estimates (gpt2-owt attribute)
+                  attribute(Run.open(run_dir), [make_query(text, None, None, seq_len)], candidates, "trackstar",
+                            [step], workdir) -> effects [candidates, queries]
+    replay.py     what the run would have learned without some of its sequences: the exact counterfactual
+                  (gpt2-owt replay), through the trainer's own update from checkpoints/stepS
+                  replay(run_dir, S, T, removed=[(update, row), ...], queries=["..."]) -> ReplayResult
+                  Replayer(run_dir, S, T): .original(queries), .counterfactual(removed, queries), many per window
 
     from gpt2_owt.tracing.index import TraceIndex
     from gpt2_owt.tracing.runs import resolve_config, steps_done
