@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.training.run_dir import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 1024
@@ -47,7 +48,7 @@ def trainer_run(data_dir: str, micro: int, world: int, compile_: bool, pad: int,
         proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=3600)
         if proc.returncode:
             return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
-        rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out)
     rows = [r for r in rows if "train_loss" in r][steps // 2 :]
     return {"tokens_per_sec": statistics.median(r["tokens_per_sec"] for r in rows),
             "mfu": statistics.median(r["mfu"] for r in rows) if rows[0]["mfu"] is not None else None,
@@ -67,7 +68,7 @@ def bare_run(spec: dict) -> dict:
     speed.set_matmul_precision(True, on_cuda=True)
     model = build_model("gpt2-124m", seed=1337)
     vocab_size = model.config.vocab_size
-    speed.apply_model_levers(model, True, spec["pad"], spec["compile"])
+    speed.apply_model_options(model, True, spec["pad"], spec["compile"])
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     split = open_split(spec["data_dir"], "train")

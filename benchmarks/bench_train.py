@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpt2_owt.modeling import CONFIGS_DIR, UserError, cli_main
+from gpt2_owt.training.run_dir import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "training" / "sample_data" / "owt_first37_docs.jsonl"
@@ -65,7 +66,7 @@ def child_trainer(spec: dict) -> dict:
               "--log_interval", "1", "--eval_interval", "0", "--eval_iters", "1", "--checkpoint_interval", "0",
               "--export_steps", "--export_interval", "0", "--report_to", "none",
               "--compile", str(spec.get("compile", False)).lower(), "--mixed_precision", spec["precision"]])
-        rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(out)
     train_rows = [r for r in rows if "train_loss" in r]
     assert [r["step"] for r in train_rows] == list(range(1, spec["steps"] + 1))
     return {"tokens_per_sec": statistics.median(r["tokens_per_sec"] for r in train_rows[half:]),
@@ -95,7 +96,7 @@ def child_bare(spec: dict) -> dict:
                         "--warmup_steps", "1"])
     model = build_model(load_config(cfg.model_config), seed=cfg.seed)
     vocab_size = model.config.vocab_size
-    speed.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, compile_model=False)
+    speed.apply_model_options(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, compile_model=False)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg)
     split = open_split(cfg.data_dir, "train")

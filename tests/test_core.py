@@ -1,16 +1,18 @@
-"""The torch-free core: light commands import no torch/transformers, the run folder writer (RunDir), the one
-FLOPs formula and device table, the reference numbers' single home."""
+"""The torch-free core: light commands import no torch/transformers, the run folder writer (RunDir) and its
+checkpoints (Checkpointer), the one FLOPs formula and device table, the reference numbers' single home."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from gpt2_owt.modeling import flops
+from gpt2_owt.modeling import UserError, flops, sha256_file
 from train_support import REPO_ROOT
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, CHECKPOINT_INFO, FED_BATCHES, LOGS, METRICS, RUN_INFO, read_metrics, read_rows
+from gpt2_owt.training.checkpointer import CHECKPOINT_INFO_KEYS, Checkpointer, verify
 from gpt2_owt.training.run_dir import RunDir
 
 HEAVY = ("torch", "transformers")
@@ -29,7 +31,7 @@ def imported_heavy(code: str) -> list[str]:
     "modeling", "modeling.records", "modeling.errors", "modeling.flops", "modeling.tokenizer", "modeling.hf_folder",
     "training.run_dir", "training.data_dir", "training.manifest", "training.data_order", "model_card.release_dir",
     "model_card.facts", "model_card.build", "upload", "model_card.verify", "model_card.checkpoint_manifest",
-    "modeling.model_folder", "modeling.output_paths", "training.checkpoints", "cli")])
+    "modeling.model_folder", "modeling.output_paths", "modeling.folder_lock", "training.checkpointer", "cli")])
 def test_light_modules_import_no_torch(module):
     assert imported_heavy(f"import {module}") == []
 
@@ -76,23 +78,50 @@ def test_resume_truncation_one_rule(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def make_checkpoints(run: RunDir, steps, keep_last, milestone):
+class OneProcess:
+    """Accelerate's side of a checkpoint save in one process: save_state writes the state files."""
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        (Path(folder) / "model.safetensors").write_text(f"weights of {folder}")
+
+
+def save_checkpoints(checkpointer: Checkpointer, steps):
     for step in steps:
-        tmp = run.begin_checkpoint(step)
-        (tmp / "state").write_text("x")
-        run.commit_checkpoint(tmp, {"step": step}, keep_last, milestone)
+        info = {"step": step, "tokens": step * 10, "elapsed_seconds": 1.0, "world_size": 1, "zero_stage": None,
+                "identity": {"seq_len": 4}}
+        checkpointer.save(OneProcess(), step, info)
 
 
 @pytest.mark.parametrize("keep_last, milestone, kept", [
-    (2, None, [40, 50]), (0, None, [50]), (1, 20, [20, 40, 50]), (3, 30, [30, 40, 50]),
+    (2, 0, [40, 50]), (0, 0, [50]), (1, 20, [20, 40, 50]), (3, 30, [30, 40, 50]),
 ])
 def test_checkpoint_pruning_always_keeps_the_latest(tmp_path, keep_last, milestone, kept):
-    run = RunDir(tmp_path)
-    make_checkpoints(run, [10, 20, 30, 40, 50], keep_last, milestone)
-    assert [s for s, _ in run.checkpoints()] == kept
-    assert run.latest_checkpoint() == tmp_path / CHECKPOINTS / "step50"
-    assert read_json(run.latest_checkpoint() / CHECKPOINT_INFO) == {"step": 50}
+    checkpointer = Checkpointer(tmp_path, keep_last, milestone)
+    save_checkpoints(checkpointer, [10, 20, 30, 40, 50])
+    assert [s for s, _ in checkpointer.steps()] == kept
+    folder, info = checkpointer.latest()
+    assert folder == tmp_path / CHECKPOINTS / "step50" and info == read_json(folder / CHECKPOINT_INFO)
+    assert set(info) == set(CHECKPOINT_INFO_KEYS) and info["files"] == {"model.safetensors": sha256_file(
+        folder / "model.safetensors")}
     assert sorted(p.name for p in (tmp_path / CHECKPOINTS).iterdir()) == [f"step{s}" for s in kept]
+
+
+def test_checkpoint_info_has_one_key_list(tmp_path):
+    """save() writes exactly CHECKPOINT_INFO_KEYS; verify() refuses an info that lacks one."""
+    checkpointer = Checkpointer(tmp_path)
+    with pytest.raises(ValueError, match="CHECKPOINT_INFO_KEYS"):
+        checkpointer.save(OneProcess(), 1, {"step": 1})
+    save_checkpoints(checkpointer, [1])
+    folder = tmp_path / CHECKPOINTS / "step1"
+    info = read_json(folder / CHECKPOINT_INFO)
+    del info["identity"]
+    (folder / CHECKPOINT_INFO).write_text(json.dumps(info))
+    with pytest.raises(UserError, match=f"checkpoint {folder} is damaged: checkpoint_info.json lacks identity$"):
+        verify(folder)
 
 
 def test_run_info_status_never_leaves_completed(tmp_path):

@@ -14,9 +14,10 @@ from safetensors.torch import load_file
 
 from gpt2_owt.modeling import sha256_file
 from train_support import read_jsonl, metric_rows, run_inprocess, untimed
-from gpt2_owt.training import checkpoints as ckpt
+from gpt2_owt.training.checkpointer import verify
 from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, METRICS, RUN_INFO, list_step_dirs
+from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, METRICS, RUN_INFO,
+                                       list_step_dirs)
 from gpt2_owt.training.manifest import read_manifest, write_manifest
 
 # 12 updates, checkpoints at 4, 8, 12 (all kept), batch hashes traced
@@ -70,8 +71,8 @@ def expect_one_error(capsys, data_dir, out, match, **overrides) -> str:
 
 def test_checkpoint_info_lists_the_sha256_of_every_file(reference):
     for step, folder in list_step_dirs(reference / CHECKPOINTS):
-        info = json.loads((folder / ckpt.INFO).read_text())
-        files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {ckpt.INFO}
+        info = json.loads((folder / CHECKPOINT_INFO).read_text())
+        files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {CHECKPOINT_INFO}
         assert set(info["files"]) == files and {"model.safetensors", "optimizer.bin", "scheduler.bin"} <= files
         assert all(info["files"][name] == sha256_file(folder / name) for name in files)
         assert info["step"] == step and info["identity"]["learning_rate"] == 3e-3
@@ -85,9 +86,9 @@ def truncate(path: Path) -> None:
 
 DAMAGE = {
     "truncated optimizer state": (lambda f: truncate(f / "optimizer.bin"), "optimizer.bin does not match its sha256 in checkpoint_info.json"),
-    "garbage info": (lambda f: (f / ckpt.INFO).write_text("{not json"), "checkpoint_info.json is not valid JSON"),
+    "garbage info": (lambda f: (f / CHECKPOINT_INFO).write_text("{not json"), "checkpoint_info.json is not valid JSON"),
     "missing file": (lambda f: (f / "scheduler.bin").unlink(), "scheduler.bin is missing"),
-    "no info": (lambda f: (f / ckpt.INFO).unlink(), "is not a complete checkpoint (no checkpoint_info.json)"),
+    "no info": (lambda f: (f / CHECKPOINT_INFO).unlink(), "is not a complete checkpoint (no checkpoint_info.json)"),
 }
 
 
@@ -102,7 +103,7 @@ def test_auto_skips_a_damaged_newest_checkpoint(capsys, damage, reference, owt_d
     assert len(warnings) == 1 and str(out / CHECKPOINTS / "step8") in warnings[0], warnings
     assert warnings[0].endswith(f"{message}; trying the previous checkpoint"), warnings
     assert_same_run(out, reference)  # resumed from step4, re-ran 5..12 and replaced the damaged step8
-    ckpt.read_info(out / CHECKPOINTS / "step8")
+    verify(out / CHECKPOINTS / "step8")
 
 
 def test_explicit_damaged_checkpoint_is_one_error(capsys, reference, owt_data_dir, tmp_path):
@@ -111,7 +112,7 @@ def test_explicit_damaged_checkpoint_is_one_error(capsys, reference, owt_data_di
     truncate(folder / "optimizer.bin")
     expect_one_error(capsys, owt_data_dir, tmp_path / "o", f"checkpoint {folder} is damaged: optimizer.bin does not "
                      "match its sha256 in checkpoint_info.json", **RUN, resume_from_checkpoint=folder)
-    (folder / ckpt.INFO).write_bytes(b"\xff\xfe garbage")
+    (folder / CHECKPOINT_INFO).write_bytes(b"\xff\xfe garbage")
     expect_one_error(capsys, owt_data_dir, tmp_path / "o", "checkpoint_info.json is not valid JSON",
                      **RUN, resume_from_checkpoint=folder)
     assert not (tmp_path / "o").exists()
@@ -181,7 +182,7 @@ def test_allowed_change_is_recorded_as_a_segment_and_shown_on_the_card(reference
     assert [{k: s[k] for k in ("from_step", "changes")} for s in segments] == \
         [{"from_step": 8, "changes": {"learning_rate": {"old": 3e-3, "new": 1e-3}}}]
     assert read_json(out / RUN_INFO)["status"] == "completed"
-    assert json.loads((out / CHECKPOINTS / "step12" / ckpt.INFO).read_text())["identity"]["learning_rate"] == 1e-3
+    assert json.loads((out / CHECKPOINTS / "step12" / CHECKPOINT_INFO).read_text())["identity"]["learning_rate"] == 1e-3
     rows, want = metric_rows(out, "train_loss"), metric_rows(reference, "train_loss")
     assert [r["step"] for r in rows] == list(range(1, 13)) and untimed(rows[:8]) == untimed(want[:8])
     for got, ref in zip(rows[8:], want[8:]):  # the new peak governs from update 8 on: same cosine, same min_lr
@@ -257,7 +258,7 @@ def test_full_disk_at_a_checkpoint_then_a_rerun_with_space_completes(capsys, sma
                       f"({out / CHECKPOINTS / '.tmp-step8'}); nothing half-written was kept and earlier " \
                       "checkpoints are intact: free space, then continue with --resume_from_checkpoint auto"
     assert sorted(p.name for p in (out / CHECKPOINTS).iterdir()) == ["step4"]  # no partial folder, any name
-    ckpt.read_info(out / CHECKPOINTS / "step4")
+    verify(out / CHECKPOINTS / "step4")
     subprocess.run(["mount", "-o", "remount,size=600m", str(small_disk)], check=True, timeout=30)
     assert run_inprocess(owt_data_dir, out, **quick, resume_from_checkpoint="auto") == 0
     assert [s for s, _ in list_step_dirs(out / CHECKPOINTS)] == [4, 8, 12]
@@ -289,7 +290,8 @@ def test_full_disk_at_an_export_keeps_earlier_checkpoints(capsys, reference, owt
                         "space, then continue with --resume_from_checkpoint auto")
     assert sorted(p.name for p in (out / HF_EXPORTS).iterdir()) == ["step0", "step2"]
     for _, folder in list_step_dirs(out / CHECKPOINTS):
-        ckpt.read_info(folder)  # intact
+        verify(folder)  # intact
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", real)
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
     assert_same_run(out, reference)
+

@@ -33,7 +33,7 @@ def test_zero2_checkpoint_is_refused_by_one_process(capsys, owt_data_dir, tmp_pa
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: checkpoint {step4} was written by 2 processes with DeepSpeed ZeRO-2 and this run has 1 process "
         "without DeepSpeed: resume it with `accelerate launch --num_processes 2` and the same ZeRO-2 DeepSpeed "
-        "config (README: resume at another world size)"]
+        "config (docs/checkpoints.md: resume at another world size)"]
     assert not (tmp_path / "one").exists()
 
 
@@ -46,6 +46,6 @@ def test_one_process_checkpoint_is_refused_under_two_process_zero2(owt_data_dir,
     assert proc.returncode != 0  # each rank exits 2; the launcher reports the failure with its own code
     assert {line for line in proc.stderr.splitlines() if line.startswith("error:")} == {  # one line per rank
         f"error: checkpoint {step4} was written by 1 process without DeepSpeed and this run has 2 processes with "
-        "DeepSpeed ZeRO-2: resume it without DeepSpeed (at any number of processes) (README: resume at another "
+        "DeepSpeed ZeRO-2: resume it without DeepSpeed (at any number of processes) (docs/checkpoints.md: resume at another "
         "world size)"}
     assert not (tmp_path / "z").exists()

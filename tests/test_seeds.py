@@ -60,7 +60,7 @@ def test_data_seed_changes_batches_not_init_and_init_seed_the_reverse(seed_runs)
         cfg = read_json(run / TRAINING_CONFIG)
         assert (cfg["seed"], cfg["init_seed"], cfg["data_seed"]) == (5, init_seed, data_seed)
         ckpt = read_json(run / CHECKPOINTS / "step3" / "checkpoint_info.json")
-        assert (ckpt["init_seed"], ckpt["data_seed"]) == (init_seed, data_seed)
+        assert (ckpt["identity"]["init_seed"], ckpt["identity"]["data_seed"]) == (init_seed, data_seed)
 
 
 @pytest.mark.timeout(600)

@@ -1,4 +1,4 @@
-"""The training-time levers (training/speed.py) keep the model the same: fused GELU, padded output layer, fused
+"""The training-time speed options (training/speed.py) keep the model the same: fused GELU, padded output layer, fused
 AdamW, regional compilation; and the trainer's exports/checkpoints stay in the plain GPT-2 layout with them on."""
 
 import json
@@ -13,7 +13,7 @@ from gpt2_owt.modeling import build_model
 from train_support import load_export, metric_rows, run_inprocess
 from gpt2_owt.training import speed
 from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
+from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.train import build_optimizer, lm_loss
 
@@ -99,7 +99,7 @@ def test_compiled_blocks_train_like_eager():
     losses = {}
     for compiled in (False, True):
         model = build_model("tiny", seed=0)
-        speed.apply_model_levers(model, fused_gelu=True, pad_multiple=64, compile_model=compiled)
+        speed.apply_model_options(model, fused_gelu=True, pad_multiple=64, compile_model=compiled)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         losses[compiled] = []
         for step in range(3):
@@ -112,7 +112,7 @@ def test_compiled_blocks_train_like_eager():
     assert max(abs(a - b) for a, b in zip(losses[False], losses[True])) < 1e-5, losses
 
 
-def test_trainer_exports_the_plain_layout_with_levers_on(owt_data_dir, tmp_path):
+def test_trainer_exports_the_plain_layout_with_speed_options_on(owt_data_dir, tmp_path):
     """Padded training vs unpadded: same losses and weights, same exported file layout and config."""
     on, off = tmp_path / "on", tmp_path / "off"
     assert run_inprocess(owt_data_dir, on, **SHORT) == 0
@@ -134,16 +134,19 @@ def test_trainer_exports_the_plain_layout_with_levers_on(owt_data_dir, tmp_path)
     config = read_json(on / TRAINING_CONFIG)
     assert (config["compile"], config["fused_adamw"], config["fused_gelu"], config["pad_vocab_to_multiple_of"],
             config["tf32"], config["deterministic"]) == (False, False, True, 64, True, False)  # resolved for CPU
-    assert read_json(on / CHECKPOINTS / "step4" / "checkpoint_info.json")["vocab_rows"] == 50304
+    assert read_json(on / CHECKPOINTS / "step4" / CHECKPOINT_INFO)["identity"]["model"]["vocab_rows"] == 50304
     # the metrics row says where the interval's time went
     row = metric_rows(on, "train_loss")[-1]
-    assert {"data_seconds", "forward_backward_seconds", "optimizer_seconds", "checkpoint_seconds"} <= row.keys()
+    assert {"data_seconds", "forward_backward_seconds", "record_seconds", "optimizer_seconds",
+            "checkpoint_seconds"} <= row.keys()
     assert row["forward_backward_seconds"] > 0
 
 
 def test_bf16_logits_reach_the_loss_head_uncast(owt_data_dir, tmp_path, monkeypatch):
-    """Under bf16 autocast the prepared model hands the loss head bf16 logits (no fp32 copy of the [tokens, 50k]
-    tensor), and training is bit for bit what it is with Accelerate's fp32 output cast left in place."""
+    """Under bf16 the trainer's forward runs in `accelerator.autocast()` without the fp32 output cast that
+    `accelerator.prepare` wraps around it (dropped through the public `unwrap_model(keep_fp32_wrapper=False)`), so
+    the loss head gets bf16 logits (no fp32 copy of the [tokens, 50k] tensor); training is bit for bit what it is
+    with Accelerate's wrappers left in place. Fails loudly if Accelerate changes what unwrap_model does."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
 
@@ -151,10 +154,11 @@ def test_bf16_logits_reach_the_loss_head_uncast(owt_data_dir, tmp_path, monkeypa
         acc = Accelerator(mixed_precision="bf16", cpu=True)
         model = acc.prepare(build_model("tiny", seed=0))
         ids = batch()[:, :-1]
-        assert model(input_ids=ids).logits.dtype == torch.float32  # Accelerate's cast
-        assert speed.keep_bf16_outputs(model) and not speed.keep_bf16_outputs(model)
-        assert model(input_ids=ids).logits.dtype == torch.bfloat16
-        assert acc.unwrap_model(model, keep_fp32_wrapper=False)(input_ids=ids).logits.dtype == torch.float32
+        assert model(input_ids=ids).logits.dtype == torch.float32  # Accelerate's autocast + fp32 cast
+        acc.unwrap_model(model, keep_fp32_wrapper=False)  # what Trainer.build() does
+        assert model(input_ids=ids).logits.dtype == torch.float32  # no autocast left: fp32 compute
+        with acc.autocast():
+            assert model(input_ids=ids).logits.dtype == torch.bfloat16  # the loss function's autocast
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
@@ -162,7 +166,9 @@ def test_bf16_logits_reach_the_loss_head_uncast(owt_data_dir, tmp_path, monkeypa
     bf16 = dict(SHORT, mixed_precision="bf16")
     uncast, cast = tmp_path / "uncast", tmp_path / "cast"
     assert run_inprocess(owt_data_dir, uncast, **bf16) == 0
-    monkeypatch.setattr(speed, "keep_bf16_outputs", lambda model: False)
+    real = Accelerator.unwrap_model
+    monkeypatch.setattr(Accelerator, "unwrap_model", lambda self, model, keep_fp32_wrapper=True:
+                        real(self, model, keep_fp32_wrapper=True))  # Accelerate's wrappers stay
     assert run_inprocess(owt_data_dir, cast, **bf16) == 0
     assert metric_rows(uncast, "train_loss") and [r["train_loss"] for r in metric_rows(uncast, "train_loss")] == \
         [r["train_loss"] for r in metric_rows(cast, "train_loss")]

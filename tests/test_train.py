@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 from gpt2_owt.modeling import UserError, build_model, count_parameters, sha256_file
 from train_support import REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args, untimed
 from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS, RUN_INFO,
-                                       TRAINING_CONFIG, list_step_dirs, read_metrics, read_rows)
-from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS,
+                                       RESOLVED_KEYS, RUN_INFO, RUN_INFO_KEYS, TRAINING_CONFIG, list_step_dirs,
+                                       read_metrics, read_rows)
+from gpt2_owt.training.config import FIELD_NAMES, parse_config
 from gpt2_owt.modeling.flops import flops_per_token
 from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
 from gpt2_owt.training.speed import exported_state_dict
@@ -55,8 +56,10 @@ def test_loss_falls_and_run_dir_follows_schema(tiny_run):
         assert r["tokens"] == r["step"] * 128 and r["mfu"] is None and r["grad_norm"] > 0
 
     cfg = read_json(tiny_run / TRAINING_CONFIG)
+    assert set(cfg) == set(FIELD_NAMES) | set(RESOLVED_KEYS)  # the run folder's one key list (training/run_dir.py)
     assert cfg["gradient_accumulation_steps"] == 2 and cfg["world_size"] == 1 and cfg["weight_decay"] == 0.1
     info = read_json(tiny_run / RUN_INFO)
+    assert set(info) == set(RUN_INFO_KEYS)
     assert info["status"] == "completed" and info["steps_done"] == 30 and info["tokens_seen"] == 30 * 128
     assert info["hardware"]["device_type"] == "cpu" and info["hardware"]["num_processes"] == 1
     assert info["hardware"]["deepspeed_zero_stage"] is None and info["finished_at"]
@@ -234,7 +237,7 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
     assert [r["step"] for r in metrics if "val_loss" in r] == [10, 20, 30]
     assert untimed(metrics) == untimed(reference)
     fed = read_rows(out / FED_BATCHES)
-    assert [r["step"] for r in fed] == list(range(30))
+    assert [r["update"] for r in fed] == list(range(30))
     assert fed == read_rows(tiny_run / FED_BATCHES)
 
 

@@ -7,9 +7,9 @@ the one writer of everything in it except the Accelerate state inside checkpoint
                              line, data manifest sha256, wall time and tokens so far (updated as the run goes)
       data_manifest.json     copy of the data_dir's manifest.json the run trained on
       metrics.jsonl          one JSON object per line: {"step", "tokens", "train_loss"|"val_loss", "lr", ...}
-      checkpoints/stepN/    Accelerate `save_state` folders + checkpoint_info.json (complete-or-absent: written
-                             to a temp name, renamed)
-      hf/stepN/             `from_pretrained` exports (safetensors + config + generation_config + tokenizer
+      checkpoints/stepN/     Accelerate `save_state` folders + checkpoint_info.json, complete-or-absent
+                             (training/checkpointer.py owns them)
+      hf/stepN/              `from_pretrained` exports (safetensors + config + generation_config + tokenizer
                              + export_info.json), written by modeling/hf_folder.save_hf_folder
       hf/final/              the export at the end of training
       logs/                  tracker output (tensorboard), when report_to is not "none"
@@ -23,21 +23,16 @@ Step numbers (modeling/steps.py): metrics.jsonl rows say "step" N (the state aft
 step <= S and per-update rows with update < S are kept; the rest were written after the checkpoint by the killed
 run and are written again.
 
-Keys (what the model card reads; readers must tolerate extra keys):
-    training_config.json   every TrainConfig field, plus "gradient_accumulation_steps", "world_size",
-                           "total_steps", "tokens_per_step" as resolved for this run
-    run_info.json          {"git_commit", "command": [argv], "versions": {package: version},
-                            "hardware": {"device_type", "device_name", "num_processes", "num_machines",
-                                         "distributed_type", "mixed_precision", "deepspeed_zero_stage"},
-                            "started_at", "finished_at", "wall_time_seconds", "status": running|completed|interrupted,
-                            "steps_done", "tokens_seen", "num_parameters", "flops_per_token", "data_dir",
-                            "data_manifest_sha256"}
+Keys (readers must tolerate extra keys; the dicts below are the one list of each record's keys):
+    training_config.json   every TrainConfig field (resolved: seeds, compile, fused_adamw), plus RESOLVED_KEYS
+    run_info.json          RUN_INFO_KEYS
     metrics.jsonl          train rows {"step", "tokens", "train_loss", "lr", "grad_norm", "tokens_per_sec", "mfu",
-                           "elapsed_seconds", "memory_gb"}; val rows {"step", "tokens", "val_loss"}
+                           "elapsed_seconds", "memory_gb", "<phase>_seconds" (training/timing.py)};
+                           val rows {"step", "tokens", "val_loss"}
     fed_batches.jsonl      {"update", "tokens_sha256"}
-    checkpoints/*/checkpoint_info.json  {"step", "tokens", "elapsed_seconds", "model", "seq_len",
-                           "global_batch_size", "world_size", "zero_stage"}
-    hf/*/export_info.json  {"step", "tokens", "weights_sha256"} (sha256 of model.safetensors)
+    checkpoints/*/checkpoint_info.json   training/checkpointer.py CHECKPOINT_INFO_KEYS (its owner)
+    hf/*/export_info.json  {"step", "tokens", "weights_sha256"} (sha256 of model.safetensors; modeling/hf_folder.py)
+    .writer.lock           held by the trainer while it runs (modeling/folder_lock.py): one writer per run folder
 
 Torch-free (standard library only): upload.py and model_card read run folders through this module.
 """
@@ -48,9 +43,11 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpt2_owt.modeling.folder_lock import LOCK_FILE  # noqa: F401  (part of this layout; folder_lock owns it)
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
+from gpt2_owt.modeling.readers import read_jsonl
 from gpt2_owt.modeling.records import read_json, write_json_atomic
-from gpt2_owt.modeling.steps import parse_step_name, step_name
+from gpt2_owt.modeling.steps import parse_step_name
 
 TRAINING_CONFIG = "training_config.json"
 RUN_INFO = "run_info.json"
@@ -68,6 +65,30 @@ RUN_FILES = (TRAINING_CONFIG, RUN_INFO, DATA_MANIFEST, METRICS, FED_BATCHES)
 RUN_FOLDERS = (CHECKPOINTS, HF_EXPORTS, LOGS, SEQUENCE_LOSSES)
 COMPLETED = "completed"
 
+# training_config.json: every TrainConfig field, plus these values the trainer resolved for this run
+RESOLVED_KEYS = ("gradient_accumulation_steps", "world_size", "total_steps", "tokens_per_step")
+# run_info.json, every key
+RUN_INFO_KEYS = {
+    "git_commit": "commit of this repository the run started from (None outside a git checkout)",
+    "command": "argv of the (last) start",
+    "versions": "{python, torch, transformers, accelerate, deepspeed, datasets, tokenizers, huggingface_hub}",
+    "hardware": "{device_type, device_name, num_processes, num_machines, distributed_type, mixed_precision, "
+                "deepspeed_zero_stage, deepspeed_torch_autocast}",
+    "started_at": "ISO time of the first start (kept over resumes)",
+    "finished_at": "ISO time the status left running (None while running)",
+    "wall_time_seconds": "training wall time over every start",
+    "status": "running | completed | interrupted (completed never goes back)",
+    "steps_done": "updates done (the step of the newest state)",
+    "tokens_seen": "steps_done * tokens_per_step",
+    "num_parameters": "parameters of the trained model (padded output rows included)",
+    "flops_per_token": "training FLOPs per token (modeling/flops.py)",
+    "data_dir": "absolute path of the data_dir trained on",
+    "data_manifest_sha256": "sha256 of its manifest.json (= data_manifest.json here)",
+    "segments": "[{from_step, changes: {key: {old, new}}, recorded_at}]: allowed identity changes at a resume",
+    "determinism": "deterministic-mode flags in force (training/determinism.py recorded())",
+}
+
+
 def list_step_dirs(parent: str | Path) -> list[tuple[int, Path]]:
     """(step, path) of every `stepN` folder directly under `parent`, sorted by step."""
     parent = Path(parent)
@@ -77,20 +98,29 @@ def list_step_dirs(parent: str | Path) -> list[tuple[int, Path]]:
     return sorted((s, p) for s, p in found if s is not None)
 
 
-def read_rows(path: str | Path) -> list[dict]:
-    """The JSON objects of a .jsonl file, [] if it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def read_rows(path: str | Path, what: str = "rows") -> list[dict]:
+    """The JSON objects of a .jsonl file, [] if it does not exist; a torn last line (an interrupted append) is dropped
+    with a warning, any other damage is one line naming the file (modeling/readers.py)."""
+    return read_jsonl(path, what)
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    return read_rows(Path(run_dir) / METRICS)
+    return read_rows(Path(run_dir) / METRICS, "metrics")
 
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def add_segment(segments: list[dict], step: int, changes: dict) -> list[dict]:
+    """run_info's `segments` plus one {"from_step", "changes": {key: {"old", "new"}}, "recorded_at"} for an allowed
+    identity change at `step` ({key: [old, new]}; not recorded twice when a resume with the same change repeats)."""
+    if not changes:
+        return list(segments)
+    segment = {"from_step": step, "changes": {k: {"old": old, "new": new} for k, (old, new) in changes.items()}}
+    if segments and {k: segments[-1].get(k) for k in segment} == segment:
+        return list(segments)
+    return [*segments, segment | {"recorded_at": now_iso()}]
 
 
 class RunDir:
@@ -117,13 +147,18 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path / TRAINING_CONFIG, training_config)
         shutil.copyfile(data_manifest, self.path / DATA_MANIFEST)
-        previous = read_json(self.path / RUN_INFO) if resuming and (self.path / RUN_INFO).is_file() else {}
+        previous = self.previous_run_info() if resuming else {}
         self.run_info = {"started_at": previous.get("started_at", now_iso()), "finished_at": None,
                          "wall_time_seconds": previous.get("wall_time_seconds", 0.0), **run_info, "status": "running"}
         if previous.get("status") == COMPLETED:  # its status never goes back; keep what it completed with
             self.run_info |= {k: previous.get(k) for k in ("status", "finished_at", "steps_done", "tokens_seen",
                                                            "num_parameters")}
         write_json_atomic(self.path / RUN_INFO, self.run_info)
+
+    def previous_run_info(self) -> dict:
+        """run_info.json as an earlier start left it ({} if there is none)."""
+        path = self.path / RUN_INFO
+        return read_json(path) if path.is_file() else {}
 
     def update_run_info(self, status: str | None = None, **fields) -> None:
         """Merge `fields` into run_info.json. `status` moves running -> interrupted|completed; once "completed" it
@@ -147,8 +182,8 @@ class RunDir:
         self.append_row(FED_BATCHES, {"update": update, "tokens_sha256": tokens_sha256})
 
     def truncate_rows(self, steps_done: int) -> None:
-        """Resume at checkpoint step S: keep metrics rows with step <= S and per-update rows with step < S (see the
-        row index rule above); the dropped rows come from updates the killed run did after its checkpoint."""
+        """Resume at checkpoint step S: keep metrics rows with step <= S and per-update rows with update < S (see the
+        step numbers above); the dropped rows come from updates the killed run did after its checkpoint."""
         for name in (METRICS, *PER_UPDATE_ROWS):
             path = self.path / name
             if not path.is_file():
@@ -160,45 +195,6 @@ class RunDir:
             tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
             tmp.write_text("".join(line + "\n" for line in lines))
             os.replace(tmp, path)
-
-    # ------------------------------------------------------------------ checkpoints
-    def checkpoints(self) -> list[tuple[int, Path]]:
-        return list_step_dirs(self.path / CHECKPOINTS)
-
-    def latest_checkpoint(self) -> Path | None:
-        found = self.checkpoints()
-        return found[-1][1] if found else None
-
-    def checkpoint_tmp(self, step: int) -> Path:
-        """Where every rank's save_state writes the checkpoint of `step` before it is committed."""
-        return self.path / CHECKPOINTS / f".tmp-{step_name(step)}"
-
-    def begin_checkpoint(self, step: int) -> Path:
-        """Create the checkpoint's temp folder empty (left over from a killed attempt: removed first)."""
-        tmp = self.checkpoint_tmp(step)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        return tmp
-
-    def commit_checkpoint(self, tmp: Path, info: dict, keep_last: int, milestone_interval: int | None) -> Path:
-        """Write checkpoint_info.json into `tmp`, rename it to checkpoints/stepN (replacing a step saved by an
-        earlier attempt), then prune."""
-        write_json_atomic(tmp / CHECKPOINT_INFO, info)
-        final = self.path / CHECKPOINTS / step_name(info["step"])
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        self.prune_checkpoints(keep_last, milestone_interval)
-        return final
-
-    def prune_checkpoints(self, keep_last: int, milestone_interval: int | None) -> None:
-        """Keep the last `keep_last` checkpoints (the latest always, even with keep_last 0: it is what a resume
-        needs) plus milestones (multiples of `milestone_interval`)."""
-        found = self.checkpoints()
-        kept = {s for s, _ in found[-max(1, keep_last):]}
-        for s, path in found:
-            if s not in kept and not (milestone_interval and s % milestone_interval == 0):
-                shutil.rmtree(path)
 
     # ------------------------------------------------------------------ exports
     def export_dir(self, name: str) -> Path:

@@ -1,7 +1,9 @@
-"""Training-time speed levers that leave the model mathematically the same, and their undoing at export.
+"""Training-time speed options that leave the model mathematically the same, and their undoing at export. The
+trainer applies them in one block of `Trainer.build()` (training/train.py):
 
-    model = build_model(...)
-    vocab_rows = apply_model_levers(model, cfg)      # before accelerator.prepare
+    speed.set_matmul_precision(cfg.tf32, on_cuda)
+    speed.apply_model_options(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)  # before prepare
+    optimizer = build_optimizer(model, cfg, fused=cfg.fused_adamw)
     ... train: token_losses leaves out the logits of rows >= config.vocab_size ...
     state_dict = exported_state_dict(state_dict, model.config.vocab_size)   # plain GPT-2 layout again
 
@@ -16,14 +18,15 @@
   dicts, checkpoints, exports) carry no `_orig_mod.` and a checkpoint resumes compiled or not; the causal mask is
   built outside the compiled blocks and SDPA keeps its own kernel choice. The loss head (pad cut, log-softmax,
   NLL: `token_losses`) is compiled as one more region; the output matmul stays in the model's own forward.
-- bf16 logits stay bf16 until the loss head: under bf16 autocast Accelerate casts every bf16 output of the
-  model's forward to fp32 (`keep_bf16_outputs` undoes that), one more pass each way over the [tokens, 50k] logits;
-  the loss head upcasts them itself inside its own pass. bf16 -> fp32 is exact, so the values are the same.
+- bf16 logits stay bf16 until the loss head: the trainer's loss function runs the forward inside
+  `accelerator.autocast()` and drops the autocast + fp32 output cast that `accelerator.prepare` wraps around the
+  forward (`accelerator.unwrap_model(model, keep_fp32_wrapper=False)`), which would add one pass each way over the
+  [tokens, 50k] logits; the loss head upcasts them itself inside its own pass. bf16 -> fp32 is exact, so the values
+  are the same (tests/test_speed.py).
 - fused AdamW, TF32 matmuls for fp32 on CUDA (`optimizer_kwargs`, `set_matmul_precision`).
 """
 
 import functools
-from types import MethodType
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +34,11 @@ from gpt2_owt.modeling import UserError, fuse_gelu
 
 
 def resolve_auto(value: bool | None, on_cuda: bool) -> bool:
-    """A lever left unset (None) is on exactly where it is known to pay off and keep numerics: CUDA."""
+    """A speed option left unset (None) is on exactly where it is known to pay off and keep numerics: CUDA."""
     return on_cuda if value is None else bool(value)
 
 
-# ---------------------------------------------------------------------------------------------- model levers
+# ---------------------------------------------------------------------------------------------- model options
 def padded_rows(vocab_size: int, multiple: int) -> int:
     """vocab_size rounded up to a multiple (0 or 1: no padding)."""
     return vocab_size if multiple <= 1 else -(-vocab_size // multiple) * multiple
@@ -65,29 +68,14 @@ def compile_blocks(model) -> None:
         block.compile()
 
 
-def apply_model_levers(model, fused_gelu: bool, pad_multiple: int, compile_model: bool) -> int:
-    """All model-side levers, in place, before `accelerator.prepare`; returns the output layer's row count."""
+def apply_model_options(model, fused_gelu: bool, pad_multiple: int, compile_model: bool) -> int:
+    """The model-side speed options, in place, before `accelerator.prepare`; returns the output layer's row count."""
     if fused_gelu:
         fuse_gelu(model)
     rows = pad_vocab(model, pad_multiple)
     if compile_model:
         compile_blocks(model)
     return rows
-
-
-def keep_bf16_outputs(model) -> bool:
-    """Drop the fp32 cast Accelerate wraps around a prepared model's forward under autocast, keeping the autocast
-    itself (`model` is the unwrapped module: `accelerator.unwrap_model(prepared)`). Returns whether there was one.
-    Accelerate keeps the forward it wrapped in `_original_forward`, so `unwrap_model(keep_fp32_wrapper=False)`
-    still restores the plain forward."""
-    from accelerate.utils.operations import ConvertOutputsToFp32
-
-    wrapper = getattr(model.forward, "__func__", None)  # convert_outputs_to_fp32's closure around the cast
-    cast = getattr(wrapper, "__wrapped__", None)
-    if not isinstance(cast, ConvertOutputsToFp32):
-        return False
-    model.forward = MethodType(cast.model_forward, model)
-    return True
 
 
 def exported_state_dict(state_dict: dict | None, vocab_size: int) -> dict | None:
@@ -133,7 +121,7 @@ def token_losses_fn(compiled: bool):
     return compiled_token_losses() if compiled else token_losses
 
 
-# ---------------------------------------------------------------------------------------------- kernel levers
+# ---------------------------------------------------------------------------------------------- kernel options
 def optimizer_kwargs(fused: bool) -> dict:
     """torch.optim.AdamW implementation: one fused kernel per step, or the multi-tensor (foreach) one."""
     return {"fused": True} if fused else {"foreach": True}

@@ -2,7 +2,8 @@
 
 Each metrics row covers the wall time since the previous row: `data_seconds` (reading + copying the batch),
 `forward_backward_seconds` (all micro batches; under DeepSpeed this includes its optimizer step, which the engine
-runs inside the last backward), `optimizer_seconds` (clip, step, schedule, zero_grad), and the non-training phases
+runs inside the last backward), `record_seconds` (the per-update logs: fed-batch hash, per-sequence losses),
+`optimizer_seconds` (clip, step, schedule, zero_grad), and the non-training phases
 `eval_seconds`, `export_seconds`, `checkpoint_seconds`. tokens/s and MFU divide by the interval's wall time minus
 the non-training phases. On CUDA every phase ends with a device synchronize, so kernels queued asynchronously are
 charged to the phase that launched them (one sync per phase per update: small next to a 0.5M-token update).
@@ -13,7 +14,7 @@ import time
 
 import torch
 
-TRAINING_PHASES = ("data", "forward_backward", "optimizer")
+TRAINING_PHASES = ("data", "forward_backward", "record", "optimizer")
 EXCLUDED_PHASES = ("eval", "export", "checkpoint")
 
 

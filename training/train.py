@@ -3,12 +3,13 @@
     accelerate launch [--config_file accelerate_configs/X.yaml] -m gpt2_owt.cli train \
         --config training/configs/gpt2-124m-owt.yaml [--field value ...]
 
-Reads a prepared `data_dir/` (training/data_dir.py), writes a `run_dir/` (training/run_dir.py). Read top to bottom:
-checks (nothing is written until every input is valid) -> run folder -> model/optimizer/schedule -> loop.
+Reads a prepared `data_dir/` (training/data_dir.py), writes a `run_dir/` (training/run_dir.py), checkpoints through
+training/checkpointer.py. Read top to bottom: checks (nothing is written until every input is valid) -> the loss
+function -> the Trainer: run folder, model with its speed options, the one update, records, evaluation, saving, loop.
 
 Step N means "after N optimizer updates": checkpoints/stepN and hf/stepN hold the weights after N updates,
-hf/step0 the initial weights. Update N (0-based) trains on global batch N of the sampler (training/data_dir.py)
-with learning rate lr(N) of the schedule.
+hf/step0 the initial weights. Update u (0-based) trains on global batch u of the sampler (training/data_dir.py)
+with learning rate lr(u) of the schedule and turns step u into step u + 1 (modeling/steps.py).
 """
 
 import contextlib
@@ -18,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,23 +27,20 @@ import torch
 
 from gpt2_owt.modeling import UserError, build_model, cli_main, load_config, sha256_file
 from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops
+from gpt2_owt.modeling.folder_lock import FolderLock
 from gpt2_owt.modeling.hf_folder import save_hf_folder
 from gpt2_owt.modeling.output_paths import check_not_overlapping
 from gpt2_owt.modeling.records import package_versions, read_json
-from gpt2_owt.training import checkpoints as ckpt
-from gpt2_owt.training import determinism, speed
 from gpt2_owt.modeling.steps import step_name
-from gpt2_owt.training.run_dir import CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, LOGS, RUN_INFO, TRAINING_CONFIG
+from gpt2_owt.training import determinism, speed
+from gpt2_owt.training.checkpointer import (Checkpointer, check_identity, check_layout, complete_or_absent,
+                                            identity_changes, model_identity, run_identity, verify)
 from gpt2_owt.training.config import TrainConfig, parse_config
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
-from gpt2_owt.training.run_dir import RunDir
+from gpt2_owt.training.run_dir import (DATA_MANIFEST, FINAL, HF_EXPORTS, LOGS, RESOLVED_KEYS, TRAINING_CONFIG, RunDir,
+                                       add_segment)
 from gpt2_owt.training.sequence_losses import SequenceLossWriter
 from gpt2_owt.training.timing import IntervalTimer
-
-# Model-config keys a checkpoint must share with the run that resumes it (they fix the tensors' shapes/meaning).
-MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
-                       "layer_norm_epsilon", "tie_word_embeddings", "scale_attn_by_inverse_layer_idx",
-                       "reorder_and_upcast_attn")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -100,6 +99,9 @@ def check_token_ids(split: TokenSplit, name: str, vocab_size: int, chunk: int = 
 def check_output_apart_from_data(cfg: TrainConfig) -> None:
     """The run folder never is, lies inside or contains the data_dir (--overwrite_output_dir would delete it)."""
     check_not_overlapping(cfg.output_dir, {"data_dir": cfg.data_dir}, "--output_dir")
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder")
 
 
 def check_data(cfg: TrainConfig, vocab_size: int) -> dict:
@@ -116,12 +118,12 @@ def check_data(cfg: TrainConfig, vocab_size: int) -> dict:
     return manifest
 
 
-def once_per_node(acc, check):
-    """check() on each node's local main process only (the others would re-read the same files); every process
-    gets the verdict: the result, or the first UserError raised on any node. The others wait in one all-gather,
-    bounded by the process-group timeout."""
+def shared_verdict(acc, check, run_here: bool):
+    """check() on the processes where `run_here` (each node's local main process for file checks, the main process
+    for the run folder's lock); every process gets the verdict: the result, or the first UserError raised on any
+    process. The others wait in one all-gather, bounded by the process-group timeout."""
     verdict = None
-    if acc.is_local_main_process:
+    if run_here:
         try:
             verdict = ("ok", check())
         except UserError as e:
@@ -137,26 +139,19 @@ def once_per_node(acc, check):
 
 
 def open_data(cfg: TrainConfig, vocab_size: int, acc) -> tuple[TokenSplit, TokenSplit, dict]:
-    manifest = once_per_node(acc, lambda: check_data(cfg, vocab_size))
+    manifest = shared_verdict(acc, lambda: check_data(cfg, vocab_size), acc.is_local_main_process)
     return open_split(cfg.data_dir, "train"), open_split(cfg.data_dir, "val"), manifest
-
-
-def model_identity(model_config, pad_vocab_to_multiple_of: int) -> dict:
-    """The model's shape as a checkpoint must match it: config keys plus the output rows it trains with (padding)."""
-    d = model_config.to_dict()
-    return {k: d.get(k) for k in MODEL_IDENTITY_KEYS} | {
-        "vocab_rows": speed.padded_rows(model_config.vocab_size, pad_vocab_to_multiple_of)}
 
 
 def find_checkpoint(cfg: TrainConfig) -> tuple[Path, dict] | None:
     """(path, verified info) of the checkpoint to resume from: None (fresh start), the newest intact one ('auto',
-    skipping damaged newer ones), or the given path, which must be intact (training/checkpoints.py)."""
+    skipping damaged newer ones), or the given path, which must be intact (training/checkpointer.py)."""
     if cfg.resume_from_checkpoint is None:
         return None
     if cfg.resume_from_checkpoint == "auto":
-        return ckpt.find_resumable(Path(cfg.output_dir) / CHECKPOINTS)
+        return Checkpointer(cfg.output_dir).latest()
     path = Path(cfg.resume_from_checkpoint)
-    return path, ckpt.read_info(path)
+    return path, verify(path)
 
 
 def restarts_same_run(cfg: TrainConfig, out: Path, identity: dict) -> bool:
@@ -168,7 +163,7 @@ def restarts_same_run(cfg: TrainConfig, out: Path, identity: dict) -> bool:
     manifest = out / DATA_MANIFEST
     same_data = previous.get("data_dir") == cfg.data_dir or (
         manifest.is_file() and sha256_file(manifest) == identity["data_manifest_sha256"])  # (copy may be missing)
-    changes = ckpt.identity_changes(ckpt.run_identity(previous, identity["model"], None), identity)
+    changes = identity_changes(run_identity(previous, identity["model"], None), identity)
     return previous.get("model_config") == cfg.model_config and same_data and set(changes) <= {"data_manifest_sha256"}
 
 
@@ -176,8 +171,6 @@ def check_output_dir(cfg: TrainConfig, resuming: bool, identity: dict) -> bool:
     """A fresh run must not land on top of another run, unless --overwrite_output_dir. Returns whether the folder
     holds an earlier run's files that the fresh start replaces."""
     out = Path(cfg.output_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output_dir {out} exists and is not a folder")
     if resuming or not RunDir(out).holds_run():
         return False
     if cfg.overwrite_output_dir or restarts_same_run(cfg, out, identity):
@@ -278,36 +271,43 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool = Fals
                              **speed.optimizer_kwargs(fused))
 
 
-def build_scheduler(optimizer, cfg: TrainConfig):
-    """lr(s) = peak * (s + 1) / warmup for s < warmup, then cosine from peak to min_lr, reaching min_lr exactly at
-    the last update s = total_steps - 1 (transformers' `cosine_warmup_with_min_lr`)."""
-    from transformers import get_scheduler
+def build_scheduler(optimizer, cfg: TrainConfig, last_epoch: int = -1):
+    """lr(u) = peak * (u + 1) / warmup for u < warmup, then cosine from peak to min_lr, reaching min_lr exactly at
+    the last update u = total_steps - 1 (transformers' `cosine_warmup_with_min_lr`, the function get_scheduler picks
+    for that name). Built at `last_epoch` = u - 1, it starts at update u (every param group then needs its
+    "initial_lr", which the first build sets)."""
+    from transformers.optimization import get_cosine_with_min_lr_schedule_with_warmup_lr_rate
 
-    return get_scheduler("cosine_warmup_with_min_lr", optimizer, num_warmup_steps=cfg.warmup_steps,
-                         num_training_steps=cfg.total_steps(), scheduler_specific_kwargs={"min_lr": cfg.min_lr})
+    return get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+        optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.total_steps(), min_lr=cfg.min_lr,
+        last_epoch=last_epoch)
 
 
-def apply_changed_hyperparameters(optimizer, scheduler, cfg: TrainConfig) -> None:
+def apply_changed_hyperparameters(optimizer, scheduler, cfg: TrainConfig, step: int) -> None:
     """load_state restores the optimizer's and schedule's own copies of lr, betas, eps and weight decay; after an
-    allowed config change (--allow_changed_config) the new values govern from the resumed step on. The schedule's
-    shape (warmup, total steps, min_lr) already comes from the new lambda; only its base lr is stored state."""
-    decay_group = optimizer.param_groups[0]
+    allowed config change (--allow_changed_config) the new values govern from the resumed step on: the groups get
+    the new values, and the schedule the state of one built afresh at `step` from the new config (whose
+    construction also sets every group's lr to the new lr(step))."""
     for group in optimizer.param_groups:
         group.update(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, initial_lr=cfg.learning_rate)
-    decay_group["weight_decay"] = cfg.weight_decay
-    schedule = getattr(scheduler, "scheduler", scheduler)  # inside Accelerate's wrapper
-    schedule.base_lrs = [cfg.learning_rate] * len(optimizer.param_groups)
-    schedule._last_lr = [base * fn(schedule.last_epoch) for base, fn in zip(schedule.base_lrs, schedule.lr_lambdas)]
-    for group, lr in zip(optimizer.param_groups, schedule._last_lr):
-        group["lr"] = lr
+    optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay  # the decayed group (build_optimizer)
+    scheduler.load_state_dict(build_scheduler(scheduler.scheduler.optimizer, cfg, last_epoch=step - 1).state_dict())
 
 
-def lm_token_losses(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False) -> torch.Tensor:
+# ----------------------------------------------------------------------------------------------------------------
+# The loss function
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def lm_token_losses(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False,
+                    autocast=None) -> torch.Tensor:
     """Next-token cross-entropy [B, seq_len] of windows [B, seq_len + 1]: inputs tokens[:, :-1], targets tokens[:, 1:].
-    Logits of padded output rows (>= vocab_size, training/speed.py) are left out; `compiled` runs the loss head as
-    one compiled graph (the `compile` lever). Training takes its loss as the mean of this tensor whether or not
-    per-sequence losses are recorded, so recording them cannot change the weights."""
-    logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
+    The forward runs inside `autocast` (the trainer passes its accelerator's mixed precision); the loss head (the
+    logits of padded output rows cut off, log-softmax in fp32, NLL: training/speed.py) runs outside it, compiled
+    when `compiled`. Training takes its loss as the mean of this tensor whether or not per-sequence losses are
+    recorded, so recording them cannot change the weights."""
+    with autocast or contextlib.nullcontext():
+        logits = model(input_ids=tokens[:, :-1], use_cache=False).logits
     return speed.token_losses_fn(compiled)(logits, tokens[:, 1:], vocab_size)
 
 
@@ -316,13 +316,28 @@ def lm_loss(model, tokens: torch.Tensor, vocab_size: int, compiled: bool = False
     return lm_token_losses(model, tokens, vocab_size, compiled).mean()
 
 
+def row_weights(global_batch_size: int, micro_batch_size: int, leave_out: Collection[int]) -> torch.Tensor:
+    """Weights [global_batch_size] of the rows of one global batch when the rows in `leave_out` are left out
+    (counterfactual replay): a micro batch's loss is sum(weight * row loss), so that after the 1 / (micro batches x
+    processes) averaging of backward the update's loss is the mean over the n remaining rows: weight =
+    global_batch_size / (micro_batch_size * n) for a kept row, 0 for a left-out one (0 for all: a zero gradient)."""
+    kept = torch.ones(global_batch_size, dtype=torch.float64)
+    kept[list(leave_out)] = 0
+    n = int(kept.sum())
+    return (kept * (global_batch_size / (micro_batch_size * n)) if n else kept).float()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------------------------
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, argv: list[str]):
+    """One training run (or, for `gpt2-owt replay`, a run's updates replayed from one of its checkpoints): the
+    checks and the run folder's lock in __init__, the model in build(), one update in update(), the loop in run().
+    Use it as a context manager (or call close()): the lock is held until then."""
+
+    def __init__(self, cfg: TrainConfig, argv: list[str], command: str = "train"):
         self.cfg = cfg
         self.argv = argv
         self.out = Path(cfg.output_dir)
@@ -336,53 +351,85 @@ class Trainer:
         # the precision asked for (under DeepSpeed, Accelerate reports "no" once bf16 becomes torch_autocast)
         self.mixed_precision = str(acc.mixed_precision)
         self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size, acc)
-        self.manifest_sha256 = sha256_file(Path(cfg.data_dir) / MANIFEST)
-        self.identity = ckpt.run_identity(asdict(cfg) | {"total_steps": cfg.total_steps()},
-                                          model_identity(self.model_config, cfg.pad_vocab_to_multiple_of),
-                                          self.manifest_sha256)
+        # one writer per run folder, from before its checkpoints are read to close() (modeling/folder_lock.py)
+        self.lock, self.sequence_loss_writer = FolderLock(self.out, command), None
+        shared_verdict(acc, self.lock.acquire, acc.is_main_process)
+        try:
+            self.check_run(cfg, acc)
+        except BaseException:
+            self.close()
+            raise
+
+    def check_run(self, cfg: TrainConfig, acc) -> None:
+        """Resume state, run identity, world layout and the values this run resolves (speed options, seeds)."""
+        self.vocab_rows = speed.padded_rows(self.model_config.vocab_size, cfg.pad_vocab_to_multiple_of)
+        self.identity = run_identity(asdict(cfg) | {"total_steps": cfg.total_steps()},
+                                     model_identity(self.model_config.to_dict(), self.vocab_rows),
+                                     sha256_file(Path(cfg.data_dir) / MANIFEST))
         self.resume_path, self.resume_info = find_checkpoint(cfg) or (None, None)
-        self.config_changes = ckpt.check_identity(self.resume_path, self.resume_info, self.identity,
-                                                  cfg.allow_changed_config) if self.resume_path else {}
+        self.config_changes = check_identity(self.resume_path, self.resume_info, self.identity,
+                                             cfg.allow_changed_config) if self.resume_path else {}
         self.replace_previous = check_output_dir(cfg, self.resume_path is not None, self.identity)
 
-        on_cuda = acc.device.type == "cuda"
-        cfg.compile = speed.resolve_auto(cfg.compile, on_cuda)  # resolved values go to training_config.json
-        cfg.fused_adamw = speed.resolve_auto(cfg.fused_adamw, on_cuda)
-        speed.set_matmul_precision(cfg.tf32, on_cuda)
-        self.determinism = determinism.configure(cfg.deterministic, on_cuda, self.mixed_precision)
+        self.on_cuda = acc.device.type == "cuda"
+        cfg.compile = speed.resolve_auto(cfg.compile, self.on_cuda)  # resolved values go to training_config.json
+        cfg.fused_adamw = speed.resolve_auto(cfg.fused_adamw, self.on_cuda)
+        self.determinism = determinism.configure(cfg.deterministic, self.on_cuda, self.mixed_precision)
         self.world = acc.num_processes
         self.grad_accum = cfg.gradient_accumulation_steps(self.world)
         acc.gradient_accumulation_steps = self.grad_accum
         self.zero_stage = configure_deepspeed(acc, cfg, self.grad_accum)
         if self.resume_path:
-            ckpt.check_layout(self.resume_path, self.resume_info, self.world, self.zero_stage)
+            check_layout(self.resume_path, self.resume_info, self.world, self.zero_stage)
+        self.checkpointer = Checkpointer(self.out, cfg.keep_last_checkpoints, cfg.checkpoint_milestone_interval)
         self.total_steps = cfg.total_steps()
         self.tokens_per_step = cfg.tokens_per_step()
         self.sampler = WindowSampler.for_run(cfg, self.train_split)
         self.val_sampler = WindowSampler.for_run(cfg, self.val_split, validation=True)
         self.flops_per_token = flops_per_token(self.model_config.to_dict(), cfg.seq_len)
         self.peak_flops = peak_flops(acc.device, self.mixed_precision)
+        self.timer = IntervalTimer(acc.device)
         self.stop_signal = None
+        self.step, self.elapsed_before = 0, 0.0
         acc.wait_for_everyone()  # every process has passed its checks before the main one writes anything
+
+    def close(self) -> None:
+        """Release the run folder's lock (and the per-sequence loss file)."""
+        if self.sequence_loss_writer is not None:
+            self.sequence_loss_writer.close()
+        self.lock.release()
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -------------------------------------------------------------------------------- run folder
     def write_run_dir(self) -> None:
+        """training_config.json, data_manifest.json and run_info.json; on resume, the rows written after the
+        checkpoint are dropped and the per-sequence losses reopened at its step."""
         acc, cfg = self.accelerator, self.cfg
         if acc.is_main_process:
             if self.replace_previous:
                 self.run_dir.clear()
-            resolved = asdict(cfg) | {"gradient_accumulation_steps": self.grad_accum, "world_size": self.world,
-                                      "total_steps": self.total_steps, "tokens_per_step": self.tokens_per_step}
+            resolved = dict(zip(RESOLVED_KEYS, (self.grad_accum, self.world, self.total_steps, self.tokens_per_step)))
             manifest_path = Path(cfg.data_dir) / MANIFEST
-            self.run_dir.start(resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
+            self.run_dir.start(asdict(cfg) | resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
                                resuming=self.resume_path is not None)
+            start = int(self.resume_info["step"]) if self.resume_info else 0
+            if self.resume_path:  # drop rows the killed run wrote after this checkpoint: they are recomputed
+                self.run_dir.truncate_rows(start)
+            if cfg.record_sequence_losses:  # opened at the (resumed) step: no update missing or twice
+                self.sequence_loss_writer = SequenceLossWriter(self.out, cfg.global_batch_size, start)
         acc.wait_for_everyone()
 
     def run_info_fields(self, manifest_sha256: str) -> dict:
-        """What run_info.json records about this run (RunDir adds started_at, wall time and status)."""
+        """What run_info.json records about this run (RunDir adds started_at, finished_at, wall time and status)."""
         acc = self.accelerator
         device = acc.device
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
+        resumed_step = self.resume_info["step"] if self.resume_info else 0
         return {
             "git_commit": git_commit(),
             "command": list(sys.argv[:1]) + list(self.argv),
@@ -399,21 +446,16 @@ class Trainer:
                 "deepspeed_torch_autocast": bool(acc.state.deepspeed_plugin and acc.state.deepspeed_plugin
                                                  .deepspeed_config.get("torch_autocast", {}).get("enabled")),
             },
-            "steps_done": self.resume_info["step"] if self.resume_info else 0,
-            "tokens_seen": self.resume_info["tokens"] if self.resume_info else 0,
+            "steps_done": resumed_step,
+            "tokens_seen": resumed_step * self.tokens_per_step,
             "num_parameters": None,  # filled once the model exists
             "flops_per_token": self.flops_per_token,
             "data_dir": str(Path(self.cfg.data_dir).resolve()),
             "data_manifest_sha256": manifest_sha256,
-            # resumes that changed the run identity (--allow_changed_config): [{"from_step", "changes", ...}]
-            "segments": ckpt.add_segment(self.previous_segments(),
-                                         self.resume_info["step"] if self.resume_info else 0, self.config_changes),
+            "segments": add_segment(self.run_dir.previous_run_info().get("segments", []) if self.resume_path else [],
+                                    resumed_step, self.config_changes),
             "determinism": self.determinism,
         }
-
-    def previous_segments(self) -> list[dict]:
-        path = self.out / RUN_INFO
-        return read_json(path).get("segments", []) if self.resume_path and path.is_file() else []
 
     def update_run_info(self, step: int, status: str) -> None:
         if self.accelerator.is_main_process:
@@ -429,54 +471,73 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- model
     def build(self) -> None:
+        """Model, optimizer and schedule, prepared by Accelerate; on resume (or replay) loaded from the checkpoint."""
         cfg, acc = self.cfg, self.accelerator
         model = build_model(self.model_config, attn_implementation=cfg.attn_implementation, seed=cfg.init_seed)
         if acc.is_main_process:
             self.run_dir.run_info["num_parameters"] = sum(p.numel() for p in model.parameters())
-        self.vocab_rows = speed.apply_model_levers(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)
-        optimizer = build_optimizer(model, cfg, fused=cfg.fused_adamw)
+
+        # ---- speed options (training/speed.py): the same model and arithmetic, in less time ----
+        speed.set_matmul_precision(cfg.tf32, self.on_cuda)  # TF32 for fp32 matmuls on CUDA
+        speed.apply_model_options(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)  # GELU, pad, compile
+        optimizer = build_optimizer(model, cfg, fused=cfg.fused_adamw)  # fused AdamW kernel
         scheduler = build_scheduler(optimizer, cfg)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        speed.keep_bf16_outputs(acc.unwrap_model(self.model))
-        self.step, self.elapsed_before = 0, 0.0
+        # Mixed precision comes from the loss function's `accelerator.autocast()` around the forward, so the
+        # autocast and fp32 output cast that prepare() wrapped around the forward go (public API; the model is
+        # changed in place): bf16 logits reach the loss head, which upcasts them in its own pass.
+        acc.unwrap_model(self.model, keep_fp32_wrapper=False)
+
         if self.resume_path is not None:
-            acc.load_state(str(self.resume_path))
-            if self.config_changes:
-                apply_changed_hyperparameters(self.optimizer, self.scheduler, cfg)
+            self.checkpointer.load(acc, self.resume_path)
             self.step = int(self.resume_info["step"])
-            self.elapsed_before = float(self.resume_info.get("elapsed_seconds", 0.0))
-            if acc.is_main_process:  # drop rows the killed run wrote after this checkpoint: they are recomputed
-                self.run_dir.truncate_rows(self.step)
+            if self.config_changes:
+                apply_changed_hyperparameters(self.optimizer, self.scheduler, cfg, self.step)
+            self.elapsed_before = float(self.resume_info["elapsed_seconds"])
             acc.print(f"resumed from {self.resume_path} at step {self.step}")
-        # opened at the (resumed) step: keeps the rows of updates < step, so none is missing or duplicated
-        self.sequence_loss_writer = SequenceLossWriter(self.out, cfg.global_batch_size, self.step) \
-            if cfg.record_sequence_losses and acc.is_main_process else None
+
+    def token_losses(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The loss function with this run's model, precision and loss head: [rows, seq_len] of windows."""
+        return lm_token_losses(self.model, tokens, self.model_config.vocab_size, self.cfg.compile,
+                               autocast=self.accelerator.autocast())
 
     # -------------------------------------------------------------------------------- one update
-    def rank_batch(self, step: int, sampler: WindowSampler, split: TokenSplit) -> torch.Tensor:
-        windows = sampler.rank_windows(step, self.accelerator.process_index, self.world)
+    def rank_batch(self, batch: int, sampler: WindowSampler, split: TokenSplit) -> torch.Tensor:
+        """This process's rows of global batch `batch` of `sampler`, as token windows on the device."""
+        windows = sampler.rank_windows(batch, self.accelerator.process_index, self.world)
         return torch.from_numpy(read_windows(split, windows, self.cfg.seq_len)).to(self.accelerator.device)
 
-    def train_step(self, step: int) -> tuple[torch.Tensor, float | None]:
+    def update(self, update: int, leave_out: Collection[int] = ()) -> tuple[torch.Tensor, float | None]:
+        """Update `update` (0-based): train on global batch `update` of the sampler and step optimizer and schedule,
+        turning step `update` into step `update` + 1. Returns (this process's mean loss, the gradient norm).
+
+        `leave_out`: rows of the global batch to leave out (counterfactual replay, tracing/replay.py): the update's
+        loss is then the mean over the remaining rows (row_weights). Left empty, this is the training arithmetic."""
         acc, micro, timer = self.accelerator, self.cfg.micro_batch_size, self.timer
         with timer.phase("data"):
-            tokens = self.rank_batch(step, self.sampler, self.train_split)
-            if self.cfg.record_fed_batches:
-                self.trace(step, tokens)
+            tokens = self.rank_batch(update, self.sampler, self.train_split)
+            weights = None
+            if leave_out:
+                per_rank = self.cfg.global_batch_size // self.world
+                weights = row_weights(self.cfg.global_batch_size, micro, leave_out).to(acc.device)
+                weights = weights[acc.process_index * per_rank : (acc.process_index + 1) * per_rank]
         with timer.phase("forward_backward"):
             loss_sum = torch.zeros((), device=acc.device)
             sequence_losses = []
             for m in range(self.grad_accum):
+                rows = slice(m * micro, (m + 1) * micro)
                 with acc.accumulate(self.model):
-                    token_losses = lm_token_losses(self.model, tokens[m * micro : (m + 1) * micro],
-                                                   self.model_config.vocab_size, self.cfg.compile)
-                    loss = token_losses.mean()
+                    token_losses = self.token_losses(tokens[rows])
+                    if weights is None:
+                        loss = token_losses.mean()
+                    else:
+                        loss = (token_losses.mean(dim=1) * weights[rows]).sum()
                     acc.backward(loss)  # divides by grad_accum; under DeepSpeed it also steps at the boundary
                 loss_sum += loss.detach()
                 sequence_losses.append(token_losses.detach().mean(dim=1))
-            if self.cfg.record_sequence_losses:
-                self.record_sequence_losses(step, torch.cat(sequence_losses))
         assert acc.sync_gradients, "gradient accumulation boundary out of step with the global batch"
+        with timer.phase("record"):
+            self.record(update, tokens, torch.cat(sequence_losses))
         with timer.phase("optimizer"):
             # Outside DeepSpeed this clips; under DeepSpeed the engine already clipped (gradient_clipping) and
             # stepped, and this returns the norm it measured.
@@ -486,17 +547,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / self.grad_accum, None if grad_norm is None else float(grad_norm)
 
-    def record_sequence_losses(self, step: int, losses: torch.Tensor) -> None:
-        """Append the step's per-sequence losses, gathered across ranks in rank = global row order."""
-        losses = self.accelerator.gather(losses).cpu().numpy()
-        if self.sequence_loss_writer is not None:
-            self.sequence_loss_writer.append(step, losses)
-
-    def trace(self, step: int, tokens: torch.Tensor) -> None:
-        """Record a hash of the global batch exactly as fed (gathered across ranks in rank = global order)."""
-        fed = self.accelerator.gather(tokens).cpu().numpy()
-        if self.accelerator.is_main_process:
-            self.run_dir.log_fed_batch(step, batch_sha256(fed))
+    def record(self, update: int, tokens: torch.Tensor, losses: torch.Tensor) -> None:
+        """The per-update logs, each gathered across processes in global row order (rank r holds rows
+        [r * B/R, (r + 1) * B/R)): the sha256 of the batch exactly as fed (fed_batches.jsonl, record_fed_batches)
+        and every sequence's loss (sequence_losses/, record_sequence_losses)."""
+        acc = self.accelerator
+        if self.cfg.record_fed_batches:
+            fed = acc.gather(tokens).cpu().numpy()
+            if acc.is_main_process:
+                self.run_dir.log_fed_batch(update, batch_sha256(fed))
+        if self.cfg.record_sequence_losses:
+            losses = acc.gather(losses).cpu().numpy()
+            if self.sequence_loss_writer is not None:
+                self.sequence_loss_writer.append(update, losses)
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -507,44 +570,30 @@ class Trainer:
         for b in range(self.cfg.eval_iters):
             tokens = self.rank_batch(b, self.val_sampler, self.val_split)
             for m in range(0, tokens.size(0), micro):
-                losses.append(lm_loss(self.model, tokens[m : m + micro], self.model_config.vocab_size))
+                losses.append(self.token_losses(tokens[m : m + micro]).mean())
         self.model.train()
         return float(acc.reduce(torch.stack(losses).mean(), reduction="mean"))
 
     # -------------------------------------------------------------------------------- saving
     def save_checkpoint(self, step: int) -> None:
-        """accelerator.save_state into checkpoints/stepN, complete-or-absent: written under a temp name and renamed
-        by the main process once every rank has finished writing."""
-        acc = self.accelerator
-        tmp = self.run_dir.checkpoint_tmp(step)
-        if acc.is_main_process:
-            self.run_dir.begin_checkpoint(step)
-        acc.wait_for_everyone()
-        with ckpt.complete_or_absent(tmp, self.out / CHECKPOINTS / step_name(step)):
-            acc.save_state(str(tmp))
-            acc.wait_for_everyone()
-            if acc.is_main_process:
-                info = ckpt.write_info(tmp, {"step": step, "tokens": step * self.tokens_per_step,
-                                             "elapsed_seconds": self.elapsed(), "world_size": self.world,
-                                             "zero_stage": self.zero_stage, "identity": self.identity,
-                                             "model": self.identity["model"], "seq_len": self.cfg.seq_len,
-                                             "global_batch_size": self.cfg.global_batch_size,
-                                             "init_seed": self.cfg.init_seed, "data_seed": self.cfg.data_seed,
-                                             "vocab_rows": self.vocab_rows})
-        if acc.is_main_process:
-            self.run_dir.commit_checkpoint(tmp, info, self.cfg.keep_last_checkpoints,
-                                           self.cfg.checkpoint_milestone_interval)
-            self.update_run_info(step, "running")
-        acc.wait_for_everyone()
+        """checkpoints/stepN through the Checkpointer (collective), then run_info's progress."""
+        self.checkpointer.save(self.accelerator, step, {
+            "step": step, "tokens": step * self.tokens_per_step, "elapsed_seconds": self.elapsed(),
+            "world_size": self.world, "zero_stage": self.zero_stage, "identity": self.identity})
+        self.update_run_info(step, "running")
+
+    def plain_state_dict(self) -> dict | None:
+        """The model's weights in the plain GPT-2 layout (padded output rows cut off) on the main process (collective:
+        under ZeRO-3 the full weights are gathered; the other processes get None there)."""
+        return speed.exported_state_dict(self.accelerator.get_state_dict(self.model), self.model_config.vocab_size)
 
     def export(self, name: str, step: int) -> None:
         """A from_pretrained folder at hf/<name> (modeling/hf_folder.py), with export_info.json."""
         acc = self.accelerator
-        # collective: the full weights, gathered under ZeRO-3; the plain GPT-2 layout whatever levers trained it
-        state_dict = speed.exported_state_dict(acc.get_state_dict(self.model), self.model_config.vocab_size)
+        state_dict = self.plain_state_dict()
         if acc.is_main_process:
             final = self.run_dir.export_dir(name)
-            with ckpt.complete_or_absent(final.with_name(f".{name}.tmp-{os.getpid()}"), final):  # its temp name
+            with complete_or_absent(final.with_name(f".{name}.tmp-{os.getpid()}"), final):  # its temp name
                 save_hf_folder(acc.unwrap_model(self.model), final, overwrite=True, state_dict=state_dict,
                                export_info={"step": step, "tokens": step * self.tokens_per_step})
         acc.wait_for_everyone()
@@ -588,11 +637,7 @@ class Trainer:
         if cfg.report_to != "none":
             acc.init_trackers(cfg.run_name, config=self.tracker_config())
         with self.stop_signals_caught():
-            try:
-                return self.train_loop()
-            finally:
-                if self.sequence_loss_writer is not None:
-                    self.sequence_loss_writer.close()
+            return self.train_loop()
 
     def train_loop(self) -> int:
         from tqdm.auto import tqdm
@@ -603,17 +648,18 @@ class Trainer:
         acc.print(f"training {self.total_steps} steps x {self.tokens_per_step} tokens; world {self.world}, "
                   f"micro batch {cfg.micro_batch_size}, grad accumulation {self.grad_accum}")
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not acc.is_local_main_process, desc="train")
-        self.timer, steps_since_log = IntervalTimer(acc.device), 0
+        self.timer.reset()
+        updates_since_log = 0
         while self.step < self.total_steps:
             lr = self.scheduler.get_last_lr()[0]
-            loss, grad_norm = self.train_step(self.step)
+            loss, grad_norm = self.update(self.step)
             self.step += 1
-            steps_since_log += 1
+            updates_since_log += 1
             bar.update(1)
             last = self.step == self.total_steps
             if self.step % cfg.log_interval == 0 or last:
                 loss = float(acc.reduce(loss, reduction="mean"))
-                tps = steps_since_log * self.tokens_per_step / self.timer.training_seconds()  # no eval/saving time
+                tps = updates_since_log * self.tokens_per_step / self.timer.training_seconds()  # no eval/saving time
                 mfu = tps * self.flops_per_token / (self.peak_flops * self.world) if self.peak_flops else None
                 row = {"step": self.step, "tokens": self.step * self.tokens_per_step, "train_loss": loss, "lr": lr,
                        "grad_norm": grad_norm, "tokens_per_sec": tps, "mfu": mfu,
@@ -623,7 +669,7 @@ class Trainer:
                 acc.log({k: v for k, v in row.items() if isinstance(v, float)}, step=self.step)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tps:,.0f}")
                 self.timer.reset()
-                steps_since_log = 0
+                updates_since_log = 0
             if (cfg.eval_interval and self.step % cfg.eval_interval == 0) or last:
                 with self.timer.phase("eval"):
                     val = self.evaluate()
@@ -662,7 +708,8 @@ class Trainer:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     cfg = parse_config(argv)
-    code = Trainer(cfg, argv).run()
+    with Trainer(cfg, argv) as trainer:
+        code = trainer.run()
     if code:
         raise SystemExit(code)
     return 0
