@@ -20,21 +20,12 @@ from typing import Callable
 
 import pytest
 
-from cli_fixtures import record_error_line
+from cli_fixtures import Case, record_error_line  # the one case table ({tmp}: the case's folder)
 from gpt2_owt.training.data_dir import MANIFEST
 
 SAMPLE = "{tmp}/in/docs.jsonl"
 PREPARE = ["gpt2_owt.training.prepare_data", "--dataset", "json", "--val_fraction", "0.1", "--num_proc", "1"]
 VERIFY = ["gpt2_owt.training.manifest", "verify", "--data_dir", "{tmp}/data"]
-
-
-@dataclass
-class Case:
-    id: str
-    argv: list[str]  # module and its arguments; "{tmp}" is the case's folder
-    setup: Callable[["Inputs"], None] | None
-    message: str  # fragment of the one error line
-    code: int = 2
 
 
 @dataclass
@@ -120,63 +111,85 @@ def set_field(path: str, value):
 
 CASES = [
     Case("prepare: jsonl not UTF-8", [*PREPARE, "--data_files", SAMPLE, "--output_dir", "{tmp}/out"],
-         not_utf8, "is not UTF-8 text"),
+         not_utf8, "is not UTF-8 text",
+         fix="convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"),
     Case("prepare: jsonl not UTF-8, streaming", [*PREPARE, "--streaming", "--data_files", SAMPLE,
-                                                  "--output_dir", "{tmp}/out"], not_utf8, "is not UTF-8 text"),
+                                                  "--output_dir", "{tmp}/out"], not_utf8, "is not UTF-8 text",
+         fix="convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"),
     Case("prepare: text file not UTF-8", [*PREPARE[:2], "text", *PREPARE[3:], "--data_files", "{tmp}/in/docs.txt",
                                            "--output_dir", "{tmp}/out"],
-         lambda i: not_utf8(i, "in/docs.txt"), "is not UTF-8 text"),
+         lambda i: not_utf8(i, "in/docs.txt"), "is not UTF-8 text",
+         fix="convert the file to UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"),
     Case("prepare: output_dir under a regular file", [*PREPARE, "--data_files", SAMPLE,
                                                        "--output_dir", "{tmp}/in/docs.jsonl/out"],
-         Inputs.copy_sample, "docs.jsonl is a file, not a folder"),
+         Inputs.copy_sample, "docs.jsonl is a file, not a folder",
+         fix="give an --output_dir whose parents are folders"),
     Case("prepare: output_dir is a regular file", [*PREPARE, "--data_files", SAMPLE, "--output_dir", SAMPLE],
-         Inputs.copy_sample, "exists and is not a folder"),
+         Inputs.copy_sample, "exists and is not a folder",
+         fix="--output_dir is a folder: give a new folder's path"),
     Case("prepare: read-only output location", [*PREPARE, "--data_files", SAMPLE, "--output_dir", "{tmp}/ro/out"],
-         read_only_location, "--output_dir {tmp}/ro/out cannot be written: {tmp}/ro is not writable"),
+         read_only_location, "--output_dir {tmp}/ro/out cannot be written: {tmp}/ro is not writable",
+         fix="write --output_dir to a folder you can write to"),
     Case("prepare: full disk", [*PREPARE, "--data_files", SAMPLE, "--output_dir", "{tmp}/small/out"],
-         small_disk, "no space left on the device of {tmp}/small"),
+         small_disk, "no space left on the device of {tmp}/small",
+         fix="free space (OpenWebText needs about 18 GB, docs/data.md) or write elsewhere"),
     Case("prepare: folder of user files, no overwrite", [*PREPARE, "--data_files", SAMPLE,
                                                            "--output_dir", "{tmp}/out"],
          user_files_in, "--output_dir {tmp}/out holds files but no manifest.json (1 file, 9 bytes: notes.txt): "
-                        "not a data_dir made by prepare_data"),
+                        "not a data_dir made by prepare_data",
+         fix="give a new or empty --output_dir"),
     Case("prepare: --overwrite a folder of user files", [*PREPARE, "--data_files", SAMPLE, "--overwrite",
                                                           "--output_dir", "{tmp}/out"],
          user_files_in, "--overwrite refuses to replace --output_dir {tmp}/out: it holds no manifest.json, so "
-                        "prepare_data did not make it, and 1 file, 9 bytes: notes.txt would be lost"),
+                        "prepare_data did not make it, and 1 file, 9 bytes: notes.txt would be lost",
+         fix="give a new --output_dir; --overwrite replaces only a data_dir"),
     Case("prepare: --overwrite a data_dir holding a user file", [*PREPARE, "--data_files", SAMPLE, "--seed", "1",
                                                                   "--overwrite", "--output_dir", "{tmp}/out"],
-         data_dir_with_user_file, "files prepare_data did not make, and 1 file, 9 bytes: notes.txt would be lost"),
+         data_dir_with_user_file, "files prepare_data did not make, and 1 file, 9 bytes: notes.txt would be lost",
+         fix="move your file out of the data_dir first"),
     Case("prepare: --overwrite a folder holding the source", [*PREPARE, "--data_files", "{tmp}/out/corpus/docs.jsonl",
                                                                "--seed", "1", "--overwrite",
                                                                "--output_dir", "{tmp}/out"],
          source_inside_output, "contains the source data {tmp}/out/corpus/docs.jsonl: replacing the folder would "
-                               "delete it"),
+                               "delete it",
+         fix="give an --output_dir that does not hold the source data"),
     Case("prepare: output_dir inside the source folder", ["gpt2_owt.training.prepare_data", "--dataset", "{tmp}/in",
                                                            "--output_dir", "{tmp}/in/prepared"],
-         Inputs.copy_sample, "lies inside the source data {tmp}/in"),
+         Inputs.copy_sample, "lies inside the source data {tmp}/in",
+         fix="write --output_dir outside the source folder"),
     Case("prepare: val_fraction out of range", [*PREPARE, "--data_files", SAMPLE, "--val_fraction", "2",
                                                  "--output_dir", "{tmp}/out"],
-         Inputs.copy_sample, "--val_fraction must be in (0, 1), got 2.0"),
+         Inputs.copy_sample, "--val_fraction must be in (0, 1), got 2.0",
+         fix="pass a fraction between 0 and 1, e.g. --val_fraction 0.0005"),
     Case("verify: manifest is a JSON list", VERIFY, lambda i: i.edit_manifest(lambda m: [m]),
-         "holds a JSON list, not a manifest object"),
+         "holds a JSON list, not a manifest object",
+         fix="prepare the data again: manifest.json is written by `gpt2-owt prepare`"),
     Case("verify: manifest not JSON", VERIFY,
-         lambda i: (i.copy_data_dir(), (i.tmp / "data" / MANIFEST).write_text("{not json")), "is not valid JSON"),
+         lambda i: (i.copy_data_dir(), (i.tmp / "data" / MANIFEST).write_text("{not json")), "is not valid JSON",
+         fix="prepare the data again: manifest.json is written by `gpt2-owt prepare`"),
     Case("verify: manifest without tokenizer record", VERIFY, lambda i: i.edit_manifest(
              lambda m: {k: v for k, v in m.items() if k != "tokenizer"}),
-         "is not a data_dir manifest: field 'tokenizer' missing or malformed"),
+         "is not a data_dir manifest: field 'tokenizer' missing or malformed",
+         fix="prepare the data again: manifest.json is written by `gpt2-owt prepare`"),
     Case("verify: edited seed", VERIFY, lambda i: i.edit_manifest(set_field("split.seed", 1)),
-         "train.rows.npy does not hold the rows that val_fraction 0.1 and seed 1 give for 37 documents"),
+         "train.rows.npy does not hold the rows that val_fraction 0.1 and seed 1 give for 37 documents",
+         fix="restore the manifest or prepare the data again with the seed you want (--seed)"),
     Case("verify: edited val_fraction", VERIFY, lambda i: i.edit_manifest(set_field("split.test_size", 0.2)),
-         "train.rows.npy does not hold the rows that val_fraction 0.2 and seed 2357 give for 37 documents"),
+         "train.rows.npy does not hold the rows that val_fraction 0.2 and seed 2357 give for 37 documents",
+         fix="restore the manifest or prepare the data again with --val_fraction"),
     Case("verify: edited vocab_size", VERIFY, lambda i: i.edit_manifest(set_field("tokenizer.vocab_size", 50304)),
-         "says tokenizer vocab_size 50304, but the files hold 50257"),
+         "says tokenizer vocab_size 50304, but the files hold 50257",
+         fix="restore the manifest or prepare the data again"),
     Case("verify: edited dtype", VERIFY, lambda i: i.edit_manifest(set_field("tokenizer.dtype", "uint32")),
-         "says tokenizer dtype 'uint32', but the files hold 'uint16'"),
+         "says tokenizer dtype 'uint32', but the files hold 'uint16'",
+         fix="restore the manifest or prepare the data again"),
     Case("verify: edited source document count", VERIFY,
          lambda i: i.edit_manifest(set_field("source.documents", 40)),
-         "says source documents 40, but the splits hold 37"),
+         "says source documents 40, but the splits hold 37",
+         fix="restore the manifest or prepare the data again"),
     Case("verify: edited split method", VERIFY, lambda i: i.edit_manifest(set_field("split.shuffle", False)),
-         "not prepare_data's datasets.Dataset.train_test_split(shuffle=True)"),
+         "not prepare_data's datasets.Dataset.train_test_split(shuffle=True)",
+         fix="restore the manifest or prepare the data again"),
 ]
 
 
