@@ -189,7 +189,8 @@ def optimizer_state_targets(hf_dir: Path, release: Target, steps: list[Target]) 
 
 
 def state_path(step: int) -> str:
-    return f"checkpoints/step{step}"
+    """Where a step's optimizer state lies on its branch: the run folder's own checkpoints/stepN."""
+    return f"{CHECKPOINTS}/{step_name(step)}"
 
 
 TRAINING_LOGS = "training_logs"

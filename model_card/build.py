@@ -10,7 +10,6 @@ torch/transformers/matplotlib are imported by the steps that need them, so `--he
 """
 
 import json
-import os
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -24,8 +23,7 @@ from gpt2_owt.modeling import UserError, cli_main
 from gpt2_owt.modeling.steps import parse_step_name, step_name
 from gpt2_owt.modeling.model_folder import check_model_folder
 from gpt2_owt.modeling.readers import read_json
-from gpt2_owt.modeling.output_paths import (check_not_overlapping, check_replaceable_folder, check_writable_location,
-                                   os_error_message)
+from gpt2_owt.modeling.output_paths import atomic_output, guard_output
 from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
 from gpt2_owt.training.manifest import check_tokenizer_fingerprint
 
@@ -51,9 +49,12 @@ class BuildArgs:
                 "--eval_results)"})
     repo_id: str = field(default="your-username/gpt2-owt", metadata={"help": "Hub repo id used in the card's code"})
     model_name: str | None = field(default=None, metadata={"help": "card title / model-index name (default: repo name)"})
-    gpu_hour_usd: float | None = field(default=None, metadata={"help": "price of one device-hour, for the cost estimate"})
-    gpu_watts: float | None = field(default=None, metadata={"help": "power per device in W (default on GPU: its TDP)"})
-    grid_kgco2_per_kwh: float | None = field(default=None, metadata={"help": "grid carbon intensity for the CO2 estimate"})
+    gpu_hour_usd: float | None = field(default=None, metadata={
+        "help": "price of one device-hour, for the cost estimate", "ge": 0})
+    gpu_watts: float | None = field(default=None, metadata={
+        "help": "power per device in W (default on GPU: its TDP)", "ge": 0})
+    grid_kgco2_per_kwh: float | None = field(default=None, metadata={
+        "help": "grid carbon intensity for the CO2 estimate", "ge": 0})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing, different release folder"})
 
 
@@ -186,6 +187,7 @@ def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, 
         "data_manifest_sha256": run_info.get("data_manifest_sha256"),
         "commands": [(title, cmd) for title, cmd in commands if cmd],
         "checkpoints": intermediate_checkpoints(run_dir),
+        **F.training_data_context(manifest, args.repo_id),  # trained_on, sample_run, trace_* (the trace section)
     }
 
 
@@ -202,26 +204,16 @@ def release_manifest(release: Path, args: BuildArgs, weights_sha256: str, export
     }
 
 
-def finalize(tmp: Path, output: Path, overwrite: bool) -> str:
-    """Rename the checked temp folder into place; an existing different release needs --overwrite."""
-    if output.is_dir() and not any(output.iterdir()):
-        output.rmdir()
-    if output.exists():
-        old = output / RELEASE_MANIFEST
-        same = old.is_file() and run_layout.read_json(old)["files"] == run_layout.read_json(tmp / RELEASE_MANIFEST)["files"]
-        if same:
-            shutil.rmtree(tmp)
-            return "unchanged"
-        if not overwrite:
-            shutil.rmtree(tmp)
-            raise UserError(f"{output} already holds a different release (pass --overwrite to replace it)")
-        trash = output.with_name(f".{output.name}.old-{os.getpid()}")
-        output.rename(trash)
-        tmp.rename(output)
-        shutil.rmtree(trash)
-        return "replaced"
-    tmp.rename(output)
-    return "created"
+def outcome(tmp: Path, output: Path, overwrite: bool) -> str:
+    """created / unchanged (the same files) / replaced; an existing different release needs --overwrite."""
+    old = output / RELEASE_MANIFEST
+    if not old.is_file():
+        return "created"
+    if read_json(old, "existing release manifest").get("files") == read_json(tmp / RELEASE_MANIFEST)["files"]:
+        return "unchanged"
+    if not overwrite:
+        raise UserError(f"{output} already holds a different release (pass --overwrite to replace it)")
+    return "replaced"
 
 
 def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
@@ -240,15 +232,7 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     fingerprint = check_tokenizer(_read_json(run_dir / run_layout.DATA_MANIFEST, "data manifest"), run_dir)
 
     output = check_release_output(args)
-    tmp = output.with_name(f".{output.name}.partial-{os.getpid()}")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    except OSError as e:
-        raise UserError(os_error_message(e.filename or tmp, e)) from None
-    try:
+    with atomic_output(output, folder=True) as tmp:  # full disk: one line naming the release, nothing left
         pairs = [(export / n, tmp / n) for n in MODEL_FILES + OPTIONAL_MODEL_FILES if (export / n).is_file()]
         pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in modeling.TOKENIZER_FILES]
         pairs += [(modeling.TOKENIZER_DIR / "LICENSE-NOTICE.md", tmp / TOKENIZER_NOTICE),
@@ -272,21 +256,16 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         card_mod.validate_offline(tmp / README, context["eval_rows"], context["dataset_id"])
         manifest = release_manifest(tmp, args, weights_sha256, export_info)
         (tmp / RELEASE_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        return output, finalize(tmp, output, args.overwrite)
-    except OSError as e:  # full disk, file system gone read-only: one line, the temp folder removed
-        raise UserError(os_error_message(e.filename or tmp, e)) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        result = outcome(tmp, output, args.overwrite)
+    return output, result
 
 
 def check_release_output(args: BuildArgs) -> Path:
     """Before building: --output_dir is apart from every input, writable, and (if it exists) a release this command
     made, so --overwrite can never delete a run or a user's files."""
-    output = Path(args.output_dir).resolve()
-    check_not_overlapping(output, {"run_dir": args.run_dir, "eval results file": args.eval_results}, "--output_dir")
-    check_replaceable_folder(output, RELEASE_MANIFEST, "model_card.build")
-    check_writable_location(output, "--output_dir")
-    return output
+    inputs = {"run_dir": args.run_dir, "eval results file": args.eval_results, "eval series file": args.eval_series}
+    return guard_output(args.output_dir, "--output_dir", folder=True, inputs=inputs, made_by="model_card.build",
+                        ours=RELEASE_MANIFEST)
 
 
 def parse_args(argv=None) -> BuildArgs:

@@ -6,6 +6,7 @@ modeling/flops.py, the GPT-2 reference numbers from results.json (written by eva
 """
 
 import json
+import math
 import shlex
 from dataclasses import dataclass
 
@@ -192,3 +193,42 @@ def eval_notes(results: dict | None) -> list[tuple[str, str]]:
 
 def command_line(argv) -> str | None:
     return shlex.join(argv) if argv else None
+
+
+OPENWEBTEXT_ID = "Skylion007/openwebtext"
+
+
+def training_data_context(manifest: dict, repo_id: str) -> dict:
+    """What the card says the model was trained on, and the trace commands for this release's own data.
+
+    A run on the Hub OpenWebText dataset is "trained on OpenWebText"; any other source (the bundled sample, a local
+    file) is a sample run and the card says so, with its document count and files. The trace commands prepare the
+    data again with the manifest's own `gpt2-owt prepare` command line (into data/<repo name>), index it, and query
+    the release by --repo_id (its training_config.json and manifest.json are read from the repo)."""
+    source = manifest.get("source") or {}
+    documents = source.get("documents")
+    dataset = hub_dataset_id(manifest)
+    sample = dataset != OPENWEBTEXT_ID or bool(source.get("allow_partial"))
+    files = ", ".join(f"`{str(f).rsplit('/', 1)[-1]}`" for f in source.get("data_files") or [])
+    if not sample:
+        trained_on = "OpenWebText"
+    else:
+        count = f"{documents:,}-document " if isinstance(documents, int) else ""
+        what = f"`{dataset}`" if dataset else "local"
+        trained_on = f"a {count}{what} sample{f' ({files})' if files else ''}, not the full OpenWebText"
+    data_dir = f"data/{repo_id.split('/')[-1]}"
+    argv = list(manifest.get("command") or [])
+    if "--output_dir" in argv[:-1]:
+        argv[argv.index("--output_dir") + 1] = data_dir
+    train = (manifest.get("splits") or {}).get("train") or {}
+    index_bytes = None
+    if isinstance(train.get("tokens"), int) and isinstance(train.get("documents"), int):
+        # infini-gram: tokenized.0 (2 bytes per token + a 2-byte separator per document) and the suffix array
+        # (one pointer of ceil(log2(bytes of tokenized.0) / 8) bytes per token of tokenized.0)
+        items = train["tokens"] + train["documents"]
+        index_bytes = items * (2 + math.ceil(math.log2(2 * items) / 8))
+    return {"trained_on": trained_on, "sample_run": sample,
+            "sample_documents": documents if isinstance(documents, int) else None,
+            "trace_data_dir": data_dir, "trace_prepare": command_line(argv) if argv else None,
+            "trace_index_bytes": None if index_bytes is None else
+            f"{index_bytes / 1e9:.1f} GB" if index_bytes >= 1e9 else f"{index_bytes / 1e6:.1f} MB"}

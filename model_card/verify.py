@@ -48,6 +48,7 @@ from gpt2_owt.modeling.readers import read_json, read_jsonl
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import sha256_file
+from gpt2_owt.training.run_dir import FED_BATCHES
 
 HPARAM_ROW = re.compile(r"^\| `([^`]+)` \| (.*) \|$")
 CARD_MANIFEST_SHA = re.compile(r"Data manifest SHA-256:\*\* `([0-9a-f]{64})`")
@@ -314,7 +315,7 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
         raise UserError(f"--data_dir {data_dir} has no manifest.json (a training/prepare_data.py folder?)")
     if sha256_file(Path(data_dir) / "manifest.json") != recorded:
         return report.line("FAIL", "data_order", f"{data_dir}/manifest.json is not the data this run recorded")
-    traces = [name for name in (source.files(source.release) or {}) if name.endswith("fed_batches.jsonl")]
+    traces = [name for name in (source.files(source.release) or {}) if name.endswith(FED_BATCHES)]
     if not traces:
         return report.line("SKIP", "data_order", "--data_dir is the recorded data; no fed_batches.jsonl published")
     from tqdm import tqdm
