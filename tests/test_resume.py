@@ -1,11 +1,15 @@
 """Resume, in process on CPU: checkpoints are verified before they are trusted (sha256 of every file), damaged
 newest ones are skipped by `auto`, per-step logs hold each step once (torn last lines dropped), a changed run
 identity is refused unless allowed and recorded, a completed run stays completed, the latest checkpoint is kept,
-and a full disk at a checkpoint or export is one clear error that leaves earlier checkpoints intact."""
+a full disk at a checkpoint or export is one clear error that leaves earlier checkpoints intact, and a second
+trainer on a run folder in use is refused (one writer per run folder)."""
 
 import json
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from gpt2_owt.modeling import sha256_file
-from train_support import read_jsonl, metric_rows, run_inprocess, untimed
+from gpt2_owt.modeling.folder_lock import LOCK_FILE, lock_holder
+from train_support import REPO_ROOT, cli_env, read_jsonl, metric_rows, run_inprocess, train_args, untimed
 from gpt2_owt.training.checkpointer import verify
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, METRICS, RUN_INFO,
@@ -295,3 +300,38 @@ def test_full_disk_at_an_export_keeps_earlier_checkpoints(capsys, reference, owt
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
     assert_same_run(out, reference)
 
+
+# -------------------------------------------------------------------------------- one writer per run folder
+@pytest.mark.slow  # two launched trainers: ~1 min on 2 shared cores
+@pytest.mark.timeout(600)
+def test_second_trainer_on_a_run_in_use_is_refused_and_the_first_completes(reference, owt_data_dir, tmp_path):
+    """Two `--resume_from_checkpoint auto` on one run folder (issue 23): the second is one line naming the first's
+    PID and changes nothing; the first, frozen meanwhile (SIGSTOP) so that the folder cannot change under the
+    check, then completes the same run as the uninterrupted reference, each row once."""
+    out = copy_run(reference, tmp_path / "run", keep_up_to=4)
+    argv = [sys.executable, "-m", "gpt2_owt.training.train",
+            *train_args(owt_data_dir, out, **RUN, resume_from_checkpoint="auto")]
+    first = subprocess.Popen(argv, cwd=REPO_ROOT, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.time() + 300
+        while (lock_holder(out) or {}).get("pid") != first.pid:
+            assert first.poll() is None and time.time() < deadline, first.communicate()[1][-3000:]
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)
+        before = snapshot(out)
+        second = subprocess.run(argv, cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2 and snapshot(out) == before
+        assert second.stderr.strip().splitlines()[-1:] == [second.stderr.strip()], second.stderr[-3000:]
+        assert second.stderr.startswith(f"error: {out} is in use by another writer (train, PID {first.pid}, since ")
+        assert second.stderr.strip().endswith("wait for it to end or stop it; two writers would corrupt the folder")
+        first.send_signal(signal.SIGCONT)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=60)
+    assert_same_run(out, reference)
+    assert [r["step"] for r in metric_rows(out, "train_loss")] == list(range(1, 13))
+    assert read_json(out / RUN_INFO)["status"] == "completed" and not (out / LOCK_FILE).exists()
