@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from gpt2_owt.modeling import UserError, build_model, count_parameters, sha256_file
 from train_support import REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args, untimed
+from gpt2_owt.modeling.folder_lock import LOCK_FILE
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS,
                                        RESOLVED_KEYS, RUN_INFO, RUN_INFO_KEYS, TRAINING_CONFIG, list_step_dirs,
@@ -230,8 +231,10 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
     assert checkpoint == 10
     assert max(r["update"] for r in read_rows(out / FED_BATCHES)) >= checkpoint  # rows past the checkpoint
     assert read_json(out / RUN_INFO)["status"] == "running"  # nothing ran on the way out
+    assert (out / LOCK_FILE).is_file()  # the killed writer's lock file, no longer locked: it never blocks a resume
 
     assert run_inprocess(owt_data_dir, out, **RUN, resume_from_checkpoint="auto") == 0
+    assert not (out / LOCK_FILE).exists()
     metrics, reference = read_metrics(out), read_metrics(tiny_run)
     assert [r["step"] for r in metrics if "train_loss" in r] == list(range(1, 31))
     assert [r["step"] for r in metrics if "val_loss" in r] == [10, 20, 30]
