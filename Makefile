@@ -16,7 +16,7 @@ BERGSON ?= bergson==2.5.1
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean-venv
+.PHONY: setup demo test test-fast chromium clean-venv
 
 setup: $(VENV)/.installed
 
@@ -25,15 +25,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -c "from importlib.metadata import version; print('torch==' + version('torch'))" > $(VENV)/torch-pin.txt
-	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt -e ".[test,track,interp,harness,trace,attribution]"
+	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt -e ".[test,track,interp,harness,trace,explore,attribution]"
 	$(PY) -m pip install --quiet -c $(VENV)/torch-pin.txt --no-deps $(BERGSON)
 	touch $@
 
 demo: setup
 	PY=$(PY) bash scripts/demo.sh
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The explorer's browser test (tests/test_explore.py) drives Debian's chromium through playwright, which never
+# downloads a browser of its own. Installed here when missing and apt-get can; elsewhere only that test skips.
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then :; \
+	else echo "note: no chromium (Debian: apt-get install chromium): the explorer's browser test will skip"; fi
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
