@@ -148,16 +148,23 @@ def make_queries(run, args: BenchArgs, candidates) -> list:
 
 
 # ------------------------------------------------------------------------------------------------------ replay
-def replay_losses(run, from_step: int, to_step: int, removed: list[tuple[int, int]], queries: list) -> np.ndarray:
-    """Each query's mean loss at `to_step` after re-running updates from_step..to_step-1 with the (update, row)
-    sequences `removed` left out of their batches: helper C's replay (issue 26 item 1, tracing/replay.py), the
-    trainer's own update function from checkpoints/step{from_step}, bit for bit the run when nothing is removed.
-    This is the one place the benchmark calls it."""
-    try:
-        from gpt2_owt.tracing.replay import replay  # noqa: F401
-    except ImportError as e:
-        raise SystemExit(f"replay is not available yet ({e}); run with --attribution_only") from None
-    raise SystemExit("tracing/replay.py exists but its API is not wired here yet (see /work/notes/replay-api.md)")
+def replayed_losses(run_dir: Path, start: int, stop: int, queries: list, removals: list[list[tuple[int, int]]]):
+    """The exact counterfactuals: helper C's replay (issue 26 item 1, tracing/replay.py), the trainer's own update
+    function re-run from checkpoints/step{start} over updates start..stop-1. Returns (each query's loss at `stop` with
+    nothing removed [queries], the same with each removal's (update, row) sequences left out [removals, queries],
+    seconds per counterfactual, the replay's exactness record: the original must equal the run's weights at `stop`
+    bit for bit). The one place the benchmark calls the replay."""
+    from gpt2_owt.tracing.replay import Query, Replayer
+
+    as_replayed = [Query(q.completion, q.prompt) if q.text is None else Query(q.text) for q in queries]
+    every = stop - start  # losses at start and stop only
+    with Replayer(run_dir, start, stop) as replayer:
+        original = replayer.original(as_replayed, every, progress=False).losses[:, -1]
+        began = time.perf_counter()
+        changed = [replayer.counterfactual(removed, as_replayed, every, progress=False).losses[:, -1]
+                   for removed in removals]
+        seconds = (time.perf_counter() - began) / len(removals)
+        return original, np.stack(changed), seconds, dict(replayer.exact)
 
 
 # ------------------------------------------------------------------------------------------------------ scores
@@ -255,23 +262,20 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     size = int(round(args.fraction * len(candidates)))
     subsets = [np.sort(rng.choice(len(candidates), size=size, replace=False)) for _ in range(args.subsets)]
+    canary, others = np.flatnonzero(is_canary), np.flatnonzero(~is_canary)
+    draws = [np.sort(rng.choice(others, size=len(canary), replace=False)) for _ in range(args.random_draws)]
     pairs = lambda index: list(zip(candidates.update[index].tolist(), candidates.row[index].tolist()))  # noqa: E731
-    began = time.perf_counter()
-    original = replay_losses(run, start, stop, [], queries)
-    actual = np.stack([replay_losses(run, start, stop, pairs(s), queries) - original for s in subsets])
-    replay_seconds = (time.perf_counter() - began) / (len(subsets) + 1)
-    results["replay_seconds"] = replay_seconds
+    original, changed, replay_seconds, exact = replayed_losses(run_dir, start, stop, queries,
+                                                               [pairs(s) for s in [*subsets, canary, *draws]])
+    actual = changed[: len(subsets)] - original  # true change of each query's loss at T, per subset
+    results["replay"] = {"seconds": replay_seconds, "exact": exact, "original_losses": original.tolist()}
     for method, effect in effects.items():
         predicted = np.stack([effect[s].sum(axis=0) for s in subsets])
         entry = results["methods"][method]
         entry["lds"] = lds(predicted, actual, args.bootstrap, args.seed)
         entry["speedup_vs_replay"] = replay_seconds / entry["seconds_per_query"]
-
-    canary = np.flatnonzero(is_canary)
-    others = np.flatnonzero(~is_canary)
-    canary_rise = float((replay_losses(run, start, stop, pairs(canary), queries[:1]) - original[:1])[0])
-    random_rise = [float((replay_losses(run, start, stop, pairs(np.sort(rng.choice(others, len(canary), False))),
-                                        queries[:1]) - original[:1])[0]) for _ in range(args.random_draws)]
+    canary_rise = float(changed[len(subsets), 0] - original[0])
+    random_rise = (changed[len(subsets) + 1 :, 0] - original[0]).tolist()
     results["canary_check"] = {"removed": len(canary), "canary_loss_rise": canary_rise,
                                "random_loss_rise": random_rise, "passed": canary_rise > max(random_rise)}
     (work / "results.json").write_text(json.dumps(results, indent=1))
@@ -280,7 +284,8 @@ def main() -> None:
 
 def print_tables(results: dict) -> None:
     print(f"\n{results['hardware']}; window updates {results['window'][0]}..{results['window'][1] - 1}, "
-          f"{results['candidates']} candidates, one replay {results['replay_seconds']:.1f} s")
+          f"{results['candidates']} candidates, one replay {results['replay']['seconds']:.1f} s "
+          f"(exact: {results['replay']['exact']})")
     print("| method | LDS (mean over queries) [95% CI] | per query: LDS | s per query | x faster than a replay "
           "| canary recall@k |\n|---|---|---|---|---|---|")
     for method, m in results["methods"].items():
