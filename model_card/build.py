@@ -26,6 +26,7 @@ from gpt2_owt.modeling.readers import read_json
 from gpt2_owt.modeling.output_paths import atomic_output, guard_output
 from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
 from gpt2_owt.training.manifest import check_tokenizer_fingerprint
+from gpt2_owt.tracing.space import FOLDER as SPACE_FOLDER, space_files, write_space
 
 from . import card as card_mod
 from . import facts as F
@@ -56,6 +57,10 @@ class BuildArgs:
     grid_kgco2_per_kwh: float | None = field(default=None, metadata={
         "help": "grid carbon intensity for the CO2 estimate", "ge": 0})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing, different release folder"})
+    with_space: bool = field(default=False, metadata={
+        "help": "add space/: the trace explorer as a Hub Space of this release (tracing/space, docs/explorer.md)"})
+    code_url: str | None = field(default=None, metadata={
+        "help": "public git URL of this code (with --with_space: the Space installs it at the run's commit)"})
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -192,7 +197,8 @@ def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, 
 
 
 def release_manifest(release: Path, args: BuildArgs, weights_sha256: str, export_info: dict) -> dict:
-    files = sorted(p.name for p in release.iterdir() if p.is_file() and p.name != RELEASE_MANIFEST)
+    files = sorted(p.relative_to(release).as_posix() for p in release.rglob("*")  # space/ files included
+                   if p.is_file() and p.name != RELEASE_MANIFEST)
     return {
         "files": {name: {"bytes": (release / name).stat().st_size, "sha256": modeling.sha256_file(release / name)}
                   for name in tqdm(files, desc="hash release files", unit="file", leave=False)},
@@ -230,6 +236,8 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     results = load_eval_results(args.eval_results, weights_sha256)
     series_rows = load_eval_series(args.eval_series)
     fingerprint = check_tokenizer(_read_json(run_dir / run_layout.DATA_MANIFEST, "data manifest"), run_dir)
+    space = space_files(args.repo_id, args.code_url, _read_json(run_dir / run_layout.RUN_INFO, "run info").get(
+        "git_commit")) if args.with_space else None
 
     output = check_release_output(args)
     with atomic_output(output, folder=True) as tmp:  # full disk: one line naming the release, nothing left
@@ -248,6 +256,8 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         from .plots import write_plots  # matplotlib: only once the inputs are checked
 
         plots = write_plots(run_layout.read_metrics(run_dir), tmp)
+        if space is not None:
+            write_space(tmp / SPACE_FOLDER, space)
         config = run_layout.read_json(tmp / "config.json")
         context = card_context(args, argv, run_dir, config, export_info, weights_sha256, results, num_parameters,
                                plots, fingerprint)
