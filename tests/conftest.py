@@ -84,6 +84,19 @@ def owt_data_dir(original_files, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def indexed_data_dir(owt_data_dir, tmp_path_factory) -> Path:
+    """A copy of `owt_data_dir` with its trace index built by `gpt2-owt trace index` (read-only: copy to change)."""
+    import shutil
+
+    from gpt2_owt.tracing import cli as trace_cli
+
+    copy = tmp_path_factory.mktemp("indexed") / "data"
+    shutil.copytree(owt_data_dir, copy)
+    trace_cli.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
+    return copy
+
+
+@pytest.fixture(scope="session")
 def trained_run(owt_data_dir, tmp_path_factory):
     """The one tiny-trainer fixture: `trained_run(**overrides)` is a real `training.train` run (in process, the tiny
     recipe on `owt_data_dir`, overrides as TrainConfig fields), trained once per session for each set of overrides.

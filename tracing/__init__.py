@@ -14,6 +14,12 @@ One module per question, each a command of `gpt2-owt trace` and a Python functio
                   spans(index, cfg, ids, until_step, first_begins_word=True, ...) -> report (the spans part)
                   run_spans(SpansArgs(run_dir=..., prompt=..., generate=True)) -> the whole command's report
                   generate(model, prompt_ids, Decoding(...)) -> generated ids
+    memorization.py which training sequences each checkpoint reproduces verbatim (Pythia's definition)
+                  memorization(plan(MemorizationArgs(run_dir=..., output_dir=..., sample=N))) -> summary
+                  load_memorization(output_dir) -> datasets.Dataset (one row per sequence x checkpoint)
+                  greedy_continuations(model, prefixes, suffixes, batch_size) -> greedy ids
+    losses.py     a run's recorded per-sequence training losses, with each sequence's documents and text
+                  sequence_losses(run_dir, start, end, order="highest", top_k=20) -> report
     attribute.py  which training sequences taught the model a text: Bergson's estimates (gpt2-owt attribute)
                   attribute(Run.open(run_dir), [make_query(text, None, None, seq_len)], candidates, "trackstar",
                             [step], workdir) -> effects [candidates, queries]
@@ -29,7 +35,7 @@ One module per question, each a command of `gpt2-owt trace` and a Python functio
     report = find(index, cfg, [464, 1748, 286], steps_done=steps_done("runs/r1", cfg))
 
 Shared pieces, one owner each: exposures.py (token positions -> updates and rows, through the trainer's sampler),
-runs.py (a run's recipe, how far it trained, and its data), text.py (text <-> ids as the training documents were
-encoded); outside this package: modeling/checkpoint_series.py (the checkpoints of a run or Hub release) and
+runs.py (a run's recipe, how far it trained, its data, `--updates A:B`), text.py (text <-> ids as the training
+documents were encoded); outside this package: modeling/checkpoint_series.py (the checkpoints of a run or Hub release) and
 eval/scoring.py (the scorer).
 """

@@ -12,6 +12,10 @@ VERBS = {
     "curve": ("gpt2_owt.tracing.curve", "a text's loss at every exported checkpoint, next to its exposures"),
     "spans": ("gpt2_owt.tracing.spans", "the spans of a text or a generation found verbatim in the training data, "
                                         "with their documents and exposures (OLMoTrace's rules)"),
+    "memorization": ("gpt2_owt.tracing.memorization", "which training sequences each checkpoint reproduces verbatim "
+                                                      "(Pythia's definition), next to their exposures"),
+    "losses": ("gpt2_owt.tracing.losses", "the recorded training loss of each sequence of a run's updates, with its "
+                                          "document, source row and text"),
 }
 
 

@@ -78,6 +78,20 @@ def steps_done(run_dir: str | Path, cfg: TrainConfig) -> int:
     return done
 
 
+def parse_updates(spec: str, done: int) -> tuple[int, int]:
+    """`--updates A:B` -> (A, B) with 0 <= A < B <= done (the updates the run did; B excluded)."""
+    parts = spec.split(":")
+    try:
+        start, end = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        start = end = None
+    if start is None:
+        raise UserError(f"--updates {spec!r}: expected A:B (the updates A <= u < B), e.g. 0:10")
+    if not 0 <= start < end <= done:
+        raise UserError(f"--updates {spec}: the run did updates 0..{done - 1} (A:B needs 0 <= A < B <= {done})")
+    return start, end
+
+
 def release_config(repo_id: str, data_dir: str | Path) -> TrainConfig:
     """A published release's recipe (training_config.json on its main branch), after checking that data_dir is the
     data it trained on (the release's copy of the data manifest, manifest.json, byte for byte)."""

@@ -404,8 +404,9 @@ def format_spans(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run_spans(args: SpansArgs, overrides: list[str] | None = None) -> dict:
-    """The whole `trace spans` command as a function: resolve the source, generate if asked, find the spans."""
+def run_spans(args: SpansArgs, overrides: list[str] | None = None, load=load_checkpoint) -> dict:
+    """The whole `trace spans` command as a function: resolve the source, generate if asked, find the spans.
+    `load(checkpoint) -> model` (the explorer passes its cache of loaded checkpoints)."""
     given = [args.text is not None, args.token_ids is not None, args.generate]
     if sum(given) != 1:
         raise UserError("give exactly one of --text, --token_ids and --prompt ... --generate")
@@ -423,7 +424,7 @@ def run_spans(args: SpansArgs, overrides: list[str] | None = None) -> dict:
     until = trained_steps(source.cfg, source.steps_done, None if checkpoint is None else checkpoint.step)
     if args.generate:  # before the weights load: the model's context from its config.json
         decoding.check(len(prompt_ids), read_json(checkpoint_folder(checkpoint) / MODEL_CONFIG)["n_positions"])
-    model = None if checkpoint is None else load_checkpoint(checkpoint)
+    model = None if checkpoint is None else load(checkpoint)
     report = {"text": None, "token_ids": None, "input": None, "prompt": args.prompt, "prompt_ids": None,
               "generation": None, "repeat": None}
     if args.generate:
