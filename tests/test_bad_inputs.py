@@ -115,7 +115,7 @@ CASES = [
          fix="give the release its own --output_dir outside the run_dir"),
     Case("card_overwrite_user_folder", CARD + ["--run_dir", "{run}", "--output_dir", "{ws}/mine", "--overwrite"],
          user_folder("mine"), "--output_dir {ws}/mine was not made by model_card.build (no release_manifest.json); "
-         "--overwrite would delete what it holds (notes.txt)",
+         "writing there would replace what it holds (notes.txt): remove it yourself or choose another folder",
          fix="give a new --output_dir; --overwrite replaces only a release the card command made"),
     Case("card_output_holds_eval_results", CARD + ["--run_dir", "{run}", "--eval_results", "{ws}/out/results.json",
                                                    "--output_dir", "{ws}/out", "--overwrite"],

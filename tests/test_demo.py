@@ -67,17 +67,17 @@ def test_demo_end_to_end_and_rerun_keeps_the_first_run(tmp_path):
     card = (release / "README.md").read_text()
     assert "trained from scratch on a 5,038-document local sample" in card
     assert "a sample run of the gpt2-owt pipeline, GPT-2 (6.9M) on 5,038 documents" in card
-    run_card_trace_commands(card, release, out / "run" / "hf", tmp_path)
+    run_card_trace_commands(card, release, out / "run" / "hf", tmp_path / "card_reader")
 
     # a rerun verifies the prepared data, starts a new run folder and leaves the first one untouched
     before = (release / "model.safetensors").read_bytes()
     second = run_demo(tmp_path, 29632)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert len(sorted(p for p in tmp_path.iterdir() if p.name != "data")) == 2
+    assert len(sorted(p for p in tmp_path.iterdir() if p.name not in ("data", "card_reader"))) == 2
     assert (release / "model.safetensors").read_bytes() == before
 
 
-def run_card_trace_commands(card: str, release: Path, hf: Path, tmp_path: Path) -> None:
+def run_card_trace_commands(card: str, release: Path, hf: Path, workspace: Path) -> None:
     """The card's trace block, as a reader runs it from the code's root: publish the release (main and its stepN
     branches) on the local test Hub as alice's repo, then run every command with only the repo id and the data
     folder moved to where this test may write."""
@@ -90,9 +90,10 @@ def run_card_trace_commands(card: str, release: Path, hf: Path, tmp_path: Path) 
     commands = [shlex.split(line) for line in block[:block.index("```")].strip().splitlines()]
     assert [c[1:3] for c in commands] == [["prepare", "--dataset"], ["trace", "index"], ["trace", "spans"],
                                          ["trace", "find"], ["trace", "curve"]]
-    repo, data = "alice/gpt2-owt-tiny-demo", str(tmp_path / "card_data")
+    workspace.mkdir()
+    repo, data = "alice/gpt2-owt-tiny-demo", str(workspace / "card_data")
     moved = {"demo-user/gpt2-owt-tiny-demo": repo, "data/gpt2-owt-tiny-demo": data}
-    with alice_hub(tmp_path / "hf_home") as hub:
+    with alice_hub(workspace / "hf_home") as hub:
         upload = run_with_hub(hub.env, str(REPO / "upload.py"), str(release), "--repo_id", repo, "--checkpoints",
                               str(hf))
         assert upload.returncode == 0, upload.stderr[-3000:]
