@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,6 +39,18 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+def _deliver_again_if_swallowed(unraisable, fallback=sys.__unraisablehook__):
+    """Python drops an exception raised where it cannot propagate (a weakref callback, `__del__`, the garbage
+    collector) after printing it: a signal landing there would be lost and the command would run on. Such an
+    `Interrupted` is delivered again a moment later, so it is raised in the command's own code."""
+    if not isinstance(unraisable.exc_value, Interrupted):
+        return fallback(unraisable)
+    signum = unraisable.exc_value.signum
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupted)
+    threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+
+
 @contextlib.contextmanager
 def signals_raise_interrupted():
     """While inside: SIGINT/SIGTERM raise `Interrupted` (main thread only; elsewhere nothing changes)."""
@@ -45,11 +58,13 @@ def signals_raise_interrupted():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    previous_hook, sys.unraisablehook = sys.unraisablehook, _deliver_again_if_swallowed
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 

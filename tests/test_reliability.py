@@ -295,6 +295,35 @@ def test_signal_is_one_line_partials_removed_child_ended(sig, note, tmp_path):
     assert not _alive(int(child))
 
 
+SWALLOWED_SIGNAL_SCRIPT = textwrap.dedent("""
+    import gc, os, signal, sys, time, weakref
+    from gpt2_owt.modeling.errors import cli_main
+
+    class Held:
+        pass
+
+    @cli_main
+    def main():
+        held = Held()
+        # the signal's handler runs inside this weakref callback, where Python prints and drops what it raises
+        ref = weakref.ref(held, lambda r: (os.kill(os.getpid(), signal.SIGINT), sum(range(10000))))
+        del held
+        gc.collect()
+        time.sleep(30)
+        print("ran on after the signal", flush=True)
+
+    main()
+""")
+
+
+@pytest.mark.timeout(120)
+def test_a_signal_landing_in_a_weakref_callback_still_stops_the_command():
+    proc = subprocess.run([sys.executable, "-c", SWALLOWED_SIGNAL_SCRIPT], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: interrupted by SIGINT; nothing kept", proc.stderr
+
+
 # ------------------------------------------------------------------------------------------------- the Hub
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("env, message", [
