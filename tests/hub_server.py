@@ -19,6 +19,8 @@ huggingface_hub source (hf_api.py, _commit_api.py, lfs.py, file_download.py, uti
     GET  /api/models/{repo}/refs                         list_repo_refs
     GET  /api/whoami-v2, POST /api/validate-yaml
 
+Dataset repos (create_repo(type="dataset")) answer the same routes under /api/datasets/… and /datasets/{repo}/…; they
+are kept under the key "datasets/{repo}", which is also their URL path.
 Errors carry the `X-Error-Code` header (RepoNotFound / RevisionNotFound / EntryNotFound) that
 `hf_raise_for_status` maps to its exception classes. Tokens map to users; a user may write only its own namespace.
 `fail(method, path_regex, status, times)` makes matching requests fail, to test resuming after a failure.
@@ -42,8 +44,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-LFS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".png", ".h5", ".msgpack")
+LFS_EXTENSIONS = (".safetensors", ".bin", ".pt", ".png", ".h5", ".msgpack", ".parquet", ".arrow")
 LFS_MIN_SIZE = 10 * 1024 * 1024
+DATASETS = "datasets/"  # the key and URL prefix of a dataset repo
 GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs diff=lfs merge=lfs -text\n"
 
 
@@ -203,7 +206,7 @@ class Handler(BaseHTTPRequestHandler):
     def repo(self, repo_id: str, write: bool = False) -> Repo:
         user = self.user()
         repo = self.state.repos.get(repo_id)
-        owner = repo_id.split("/")[0]
+        owner = repo_id.removeprefix(DATASETS).split("/")[0]
         if repo is None or (repo.private and user != owner):
             raise HubError(401 if user is None else 404, "Repository not found", "RepoNotFound")
         if write:
@@ -252,14 +255,17 @@ class Handler(BaseHTTPRequestHandler):
             return self.create_repo(json.loads(body))
         if seg[0] == "lfs-upload" and method == "PUT":
             return self.lfs_put(seg[1], body)
-        if seg[:2] == ["api", "models"] and len(seg) >= 4:
-            repo_id, action, rest = f"{seg[2]}/{seg[3]}", (seg[4] if len(seg) > 4 else None), seg[5:]
+        if seg[:2] in (["api", "models"], ["api", "datasets"]) and len(seg) >= 4:
+            kind = DATASETS if seg[1] == "datasets" else ""
+            repo_id, action, rest = f"{kind}{seg[2]}/{seg[3]}", (seg[4] if len(seg) > 4 else None), seg[5:]
             return self.api_model(repo_id, action, rest, query, body)
+        kind = DATASETS if seg[0] == DATASETS.rstrip("/") and len(seg) >= 3 else ""
+        seg = seg[1:] if kind else seg
         if len(seg) >= 3 and seg[1].endswith(".git") and seg[2:5] == ["info", "lfs", "objects"]:
-            repo_id = f"{seg[0]}/{seg[1][:-4]}"
+            repo_id = f"{kind}{seg[0]}/{seg[1][:-4]}"
             return self.lfs_batch(repo_id, json.loads(body)) if seg[5] == "batch" else self.send(200, {})
         if len(seg) >= 5 and seg[2] == "resolve":
-            return self.resolve_file(f"{seg[0]}/{seg[1]}", seg[3], unquote("/".join(seg[4:])))
+            return self.resolve_file(f"{kind}{seg[0]}/{seg[1]}", seg[3], unquote("/".join(seg[4:])))
         raise HubError(404, f"no route for {method} {self.path}")
 
     def api_model(self, repo_id: str, action: str | None, rest: list[str], query: dict, body: bytes):
@@ -267,7 +273,8 @@ class Handler(BaseHTTPRequestHandler):
         if action is None or (action == "revision" and method == "GET"):
             repo = self.repo(repo_id)
             commit = self.state.resolve(repo, rest[0] if rest else "main")
-            return self.send(200, {"id": repo_id, "modelId": repo_id, "sha": commit.oid, "private": repo.private,
+            name = repo_id.removeprefix(DATASETS)
+            return self.send(200, {"id": name, "modelId": name, "sha": commit.oid, "private": repo.private,
                                    "siblings": [{"rfilename": p} for p in sorted(commit.files)], "tags": []})
         if action == "refs":
             repo = self.repo(repo_id)
@@ -328,7 +335,7 @@ class Handler(BaseHTTPRequestHandler):
         if user is None:
             raise HubError(401, "You must be authenticated to create a repo")
         namespace = payload.get("organization") or user
-        repo_id = f"{namespace}/{payload['name']}"
+        repo_id = f"{DATASETS if payload.get('type') == 'dataset' else ''}{namespace}/{payload['name']}"
         if namespace != user:
             raise HubError(403, f"You don't have the rights to create a model under the namespace {namespace}")
         url = f"{self.server.url}/{repo_id}"

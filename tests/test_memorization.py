@@ -166,6 +166,36 @@ def test_resumed_per_checkpoint(memorized, output, tmp_path, capsys):
     assert {len(r["prefix_ids"]) for r in load_memorization(out).to_list()} == {4}
 
 
+@pytest.mark.timeout(600)
+def test_pushed_to_a_hub_dataset_repo_and_read_back(memorized, output, tmp_path):
+    """--push_to_hub after the work is done only uploads: the dataset repo (on the local test Hub) holds OUT's published
+    files byte for byte, and the rows read back from a snapshot of it equal the local ones."""
+    from hub_server import alice_hub, run_with_hub
+
+    data_dir, run = memorized
+    argv = ["-m", "gpt2_owt.cli", "trace", "memorization", "--run_dir", str(run), "--updates", f"{STEPS - 4}:{STEPS}",
+            "--output_dir", str(output), "--prefix_len", str(PREFIX), "--suffix_len", str(SUFFIX), "--push_to_hub",
+            "alice/memorization"]
+    with alice_hub(tmp_path / "hf_home") as hub:
+        proc = run_with_hub(hub.env, *argv)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"dataset -> {hub.url}/datasets/alice/memorization" in proc.stdout, proc.stdout
+        assert hub.state.repos.get("alice/memorization") is None  # a dataset repo, not a model repo
+        local = tmp_path / "download"
+        download = run_with_hub(hub.env, "-c", "import sys; from huggingface_hub import snapshot_download; "
+                                "snapshot_download('alice/memorization', repo_type='dataset', local_dir=sys.argv[1])",
+                                str(local))
+        assert download.returncode == 0, download.stderr[-3000:]
+    published = sorted(p.relative_to(output).as_posix() for p in output.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*")
+                  if p.is_file() and ".cache" not in p.parts and p.name != ".gitattributes") == published
+    for name in published:
+        assert (local / name).read_bytes() == (output / name).read_bytes(), name
+    assert load_memorization(local).to_list() == load_memorization(output).to_list()
+    card = (local / "README.md").read_text()
+    assert card.startswith("---\n") and "memorized" in card
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(memorized, owt_data_dir, indexed_data_dir, tmp_path, capsys):
     data_dir, run = memorized
     unindexed = shutil.copytree(data_dir, tmp_path / "unindexed", ignore=shutil.ignore_patterns("trace_index"))
