@@ -315,6 +315,58 @@ def test_page_answers_equal_the_commands(browser, run, indexed_data_dir, prompt,
         assert page.click("generate") == ""  # still serving
 
 
+@pytest.mark.timeout(1800)
+def test_saved_memorization_and_attribution_tables_equal_their_files(browser, trained_run, indexed_data_dir, prompt,
+                                                                     tmp_path):
+    """The Memorization and Attribution tabs show what `trace memorization` and `attribute --json` wrote, for the
+    chosen checkpoint, with the commands that made them."""
+    from gpt2_owt.tracing.memorization import load_memorization
+
+    run, memorization = trained_run(**RUN), tmp_path / "memorization"
+    made = subprocess.run([GPT2_OWT, "trace", "memorization", "--run_dir", str(run), "--data_dir",
+                           str(indexed_data_dir), "--updates", "0:3", "--prefix_len", "8", "--suffix_len", "8",
+                           "--checkpoints", "step1", "final", "--output_dir", str(memorization)],
+                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr[-3000:]
+    attribution = tmp_path / "attribution.json"
+    attributed = subprocess.run([GPT2_OWT, "attribute", "--run_dir", str(run), "--data_dir", str(indexed_data_dir),
+                                 "--query", prompt, "--checkpoint", f"step{RUN['max_steps']}", "--candidates",
+                                 "updates", f"{RUN['max_steps'] - 2}:{RUN['max_steps']}", "--top_k", "5", "--json"],
+                                env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert attributed.returncode == 0, attributed.stderr[-3000:]
+    attribution.write_text(attributed.stdout)
+    result = json.loads(attributed.stdout)
+    with explorer_server(tmp_path / "server.log", "--run_dir", str(run), "--data_dir", str(indexed_data_dir),
+                         "--memorization_dir", str(memorization), "--attribution", str(attribution)) as url:
+        page = ExplorerPage(browser, url, tmp_path)
+        page.page.get_by_role("tab", name="Attribution").click()
+        page.page.locator("#attribution_table .virtual-row").first.wait_for(timeout=ANSWER_S * 1000)
+        shown = page.table("attribution_table")
+        listed = [s for s in result["sequences"] if "context" in s]
+        assert [[r[0], *r[2:]] for r in shown] == [
+            [str(s["rank"]), str(s["update"]), str(s["row"]), ", ".join(map(str, s["documents"])),
+             ", ".join(map(str, s["source_rows"])), s["context"]] for s in listed]
+        assert [float(r[1]) for r in shown] == pytest.approx([s["effect"] for s in listed], rel=1e-4, abs=1e-8)
+        assert page.value("attribution_command").startswith("gpt2-owt attribute --run_dir ")
+        page.screenshot("7-attribution")
+
+        rows = load_memorization(memorization).to_pandas()
+        for position, step in ((1, 1), (3, RUN["max_steps"])):  # positions 0..3: steps 0, 1, 2, final
+            page.page.get_by_role("tab", name="Generate and trace").click()
+            page.set_checkpoint(position, step=step)
+            page.page.get_by_role("tab", name="Memorization").click()
+            assert page.click("show_memorization") == ""
+            expected = rows[rows["step"] == step].sort_values(["memorized", "match_fraction", "sequence"],
+                                                              ascending=[False, False, True])
+            assert [[r[0], r[1], r[2], r[3], r[4], r[7], r[10], r[11]] for r in page.table("memorization_table")] == [
+                [str(r.sequence), str(r.update), str(r.row), str(r.document), str(r.source_row), str(r.exposures),
+                 r.suffix_text, r.generated_text] for r in expected.itertuples()]
+            assert page.value("memorization_summary").startswith(
+                f"{int(expected.memorized.sum())} of {len(expected)} sequences memorized at step {step} ")
+            assert page.value("memorization_command").startswith("gpt2-owt trace memorization --run_dir ")
+        page.screenshot("8-memorization")
+
+
 @pytest.mark.timeout(900)
 def test_a_run_without_an_index_shows_one_line_and_keeps_serving(browser, trained_run, owt_data_dir, prompt,
                                                                    tmp_path):

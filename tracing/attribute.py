@@ -31,7 +31,8 @@ The candidate's loss is the trainer's: the mean next-token loss of its seq_len +
      "query": {"text"|null, "prompt"|null, "completion"|null, "token_ids": [int], "scored_tokens": int},
      "candidates": {"source": str, "count": int},
      "sequences": [{"rank": int, "effect": float, "update": int, "row": int, "window": int,
-                    "documents": [int], "source_rows": [int], "context": str (first --top_k only)}]}  # by rank
+                    "documents": [int], "source_rows": [int], "context": str (first --top_k only)}],  # by rank
+     "command": [str]}                                             # this command line, as argv
 Nothing is written into the run folder: Bergson works in a temporary folder, deleted at the end.
 """
 
@@ -587,7 +588,8 @@ def main(argv: list[str] | None = None) -> None:
     bergson()
     with tempfile.TemporaryDirectory(prefix="gpt2-owt-attribute-") as work:
         effects = attribute(run, [query], candidates, args.method, steps, Path(work))[:, 0]
-    result = report(run, query, candidates, args.method, steps, effects, args.top_k)
+    result = report(run, query, candidates, args.method, steps, effects, args.top_k) | {
+        "command": ["gpt2-owt", "attribute", *argv]}
     print(json.dumps(result, indent=1) if args.json else format_report(result))
 
 

@@ -35,7 +35,8 @@ Output (`OUT/`, the Hub dataset repo layout; one row per sequence x checkpoint):
     summary.json          per checkpoint: sequences, memorized, fraction; memorized fraction by exposure count
     memorization.png      memorized fraction by checkpoint, and by exposure count
     README.md             the dataset card: fields, definition, the run it came from, the summary
-    memorization.json     what OUT holds: the settings and, per finished checkpoint, its weights sha256 (resume)
+    memorization.json     what OUT holds: the settings, the last command line and, per finished checkpoint, its
+                          weights sha256 (resume)
 Columns: checkpoint (hf/stepN or hf/final), step, sequence (global sequence id g), update, row, epoch, window,
 token_position (train.bin position of the prefix's first token), document, source_row, prefix_ids, suffix_ids,
 generated_ids, prefix_text, suffix_text, generated_text, memorized, match_fraction, first_mismatch (index of the
@@ -498,6 +499,7 @@ class Plan:
     seqs: Sequences
     checkpoints: list[Checkpoint]
     settings: dict
+    command: list[str]  # recorded in memorization.json: the explorer shows it under the table
 
 
 def run_identity(run_dir: Path, cfg: TrainConfig, data_dir: Path, done: int) -> dict:
@@ -507,7 +509,7 @@ def run_identity(run_dir: Path, cfg: TrainConfig, data_dir: Path, done: int) -> 
             "git_commit": info.get("git_commit")}
 
 
-def plan(args: MemorizationArgs) -> Plan:
+def plan(args: MemorizationArgs, command: list[str] | None = None) -> Plan:
     """Check every input and resolve every checkpoint (weights hashed) before anything is written."""
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
@@ -543,7 +545,7 @@ def plan(args: MemorizationArgs) -> Plan:
                 "selection": {"updates": list(parse_updates(args.updates, done)) if args.updates else None,
                               "sample": args.sample, "seed": args.seed if args.sample else None},
                 "prefix_len": args.prefix_len, "suffix_len": args.suffix_len}
-    return Plan(args, out, cfg, index, sampler, done, seqs, checkpoints, settings)
+    return Plan(args, out, cfg, index, sampler, done, seqs, checkpoints, settings, command or [])
 
 
 def read_info(out: Path) -> dict | None:
@@ -588,7 +590,7 @@ def memorization(p: Plan) -> dict:
 
     args, out, seqs = p.args, p.out, p.seqs
     with FolderLock(out, "trace memorization"):
-        info = start_output(p)
+        info = start_output(p) | {"command": p.command}
         distinct, inverse = np.unique(seqs.tokens, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         exposures = sequence_exposures(p.index, p.sampler, distinct, p.done)
@@ -664,7 +666,7 @@ def format_summary(summary: dict, out: Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = HfArgumentParser(MemorizationArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
-    p = plan(args)
+    p = plan(args, ["gpt2-owt", "trace", "memorization", *argv])
     if args.push_to_hub:
         from gpt2_owt.upload import get_token
 
