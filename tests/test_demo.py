@@ -44,9 +44,10 @@ def test_demo_end_to_end_and_rerun_keeps_the_first_run(tmp_path):
     assert set(results["tasks"]) == {"wikitext", "lambada_openai"}
     config = json.loads((out / "run" / "training_config.json").read_text())
     assert config["max_steps"] == 12 and config["world_size"] == 2
+    assert (config["learning_rate"], config["min_lr"], config["warmup_steps"]) == (6e-4, 6e-5, 2)  # the sweep's choice
     metrics = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
     losses = [m["train_loss"] for m in metrics if "train_loss" in m]
-    assert losses[-1] < losses[0] - 0.5  # it learned something in 12 steps
+    assert losses[-1] < losses[0] - 0.2  # it learned something in 12 steps
 
     summary = first.stdout[first.stdout.index("=== summary ==="):]
     assert f"train loss {losses[0]:.3f}" in summary and "word_perplexity" in summary and "model.safetensors" in summary
