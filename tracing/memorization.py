@@ -35,8 +35,8 @@ Output (`OUT/`, the Hub dataset repo layout; one row per sequence x checkpoint):
     summary.json          per checkpoint: sequences, memorized, fraction; memorized fraction by exposure count
     memorization.png      memorized fraction by checkpoint, and by exposure count
     README.md             the dataset card: fields, definition, the run it came from, the summary
-    memorization.json     what OUT holds: the settings, the last command line and, per finished checkpoint, its
-                          weights sha256 (resume)
+    memorization.json     what OUT holds: the settings, the command line that last decoded into it and, per
+                          finished checkpoint, its weights sha256 (resume)
 Columns: checkpoint (hf/stepN or hf/final), step, sequence (global sequence id g), update, row, epoch, window,
 token_position (train.bin position of the prefix's first token), document, source_row, prefix_ids, suffix_ids,
 generated_ids, prefix_text, suffix_text, generated_text, memorized, match_fraction, first_mismatch (index of the
