@@ -34,21 +34,27 @@ def _as_tensor(ids) -> torch.Tensor:
     return torch.from_numpy(np.asarray(ids, dtype=np.int64))
 
 
-def _head_logprobs(head, hidden: torch.Tensor, block: list) -> torch.Tensor:
-    """float32 log_softmax of the output layer at `hidden` (rows = scored positions), computed in one reused block.
+def head_logits(head, hidden: torch.Tensor, block: list) -> torch.Tensor:
+    """float32 logits of the output layer `head` at `hidden` (rows: at most HEAD_CHUNK positions), written into one
+    block reused across calls (`block`: a list the caller keeps, empty at first).
 
-    lm-evaluation-harness's own computation (F.log_softmax of the logits, argmax and the pick done on its output),
-    written in place: a fresh 100 MB logits tensor and a second one for its log_softmax cost more page faults than
-    arithmetic on CPU (measured: log_softmax into an existing block 38 us/row vs 90 us/row allocating; same bits).
-    A float32 bias-free Linear head (GPT-2's) writes its matmul straight into the block; any other head is called."""
+    A fresh 100 MB logits tensor per call costs more page faults than arithmetic on CPU (measured: log_softmax into
+    an existing block 38 us/row vs 90 us/row allocating; same bits). A float32 bias-free Linear head (GPT-2's)
+    writes its matmul straight into the block; any other head is called."""
     weight = getattr(head, "weight", None)
-    rows, vocab = hidden.shape[0], (weight.shape[0] if weight is not None else None)
+    rows = hidden.shape[0]
     if isinstance(head, torch.nn.Linear) and head.bias is None and weight.dtype == hidden.dtype == torch.float32:
         if not block or block[0].shape[0] < rows or block[0].device != hidden.device:
-            block[:] = [torch.empty(max(rows, HEAD_CHUNK), vocab, device=hidden.device)]
-        logits = torch.mm(hidden, weight.t(), out=block[0][:rows])
-    else:
-        logits = head(hidden).float()
+            block[:] = [torch.empty(max(rows, HEAD_CHUNK), weight.shape[0], device=hidden.device)]
+        return torch.mm(hidden, weight.t(), out=block[0][:rows])
+    return head(hidden).float()
+
+
+def _head_logprobs(head, hidden: torch.Tensor, block: list) -> torch.Tensor:
+    """float32 log_softmax of the output layer at `hidden` (rows = scored positions), in place in `head_logits`'
+    block: lm-evaluation-harness's own computation (F.log_softmax of the logits, argmax and the pick done on its
+    output)."""
+    logits = head_logits(head, hidden, block)
     return torch.log_softmax(logits, dim=-1, out=logits)
 
 

@@ -23,11 +23,11 @@ import numpy as np
 
 from gpt2_owt.modeling import UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.training.data_dir import MANIFEST, WindowSampler, open_split
+from gpt2_owt.training.data_dir import WindowSampler, open_split
 from gpt2_owt.training.data_order import batch_order
 from gpt2_owt.training.sequence_losses import read_sequence_losses
 
-from .runs import check_run_matches, parse_updates, run_config, steps_done
+from .runs import parse_updates, run_config, run_data_dir, steps_done
 
 
 @dataclass
@@ -52,10 +52,7 @@ def sequence_losses(run_dir: str | Path, start: int, end: int, data_dir: str | P
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     done = steps_done(run_dir, cfg)
-    data_dir = Path(data_dir or cfg.data_dir or "")
-    if not (data_dir / MANIFEST).is_file():
-        raise UserError(f"data_dir {data_dir} of the run is not a prepared data folder (give --data_dir)")
-    check_run_matches(run_dir, data_dir)
+    data_dir = run_data_dir(run_dir, cfg, data_dir)
     losses = read_sequence_losses(run_dir)[:done]
     if not 0 <= start < end <= len(losses):
         raise UserError(f"updates {start}..{end - 1}: {run_dir} recorded the losses of updates 0..{len(losses) - 1}"

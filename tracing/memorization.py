@@ -77,7 +77,7 @@ from gpt2_owt.training.run_dir import RUN_INFO
 
 from .exposures import exposures_of
 from .index import INDEX_DIR, TraceIndex
-from .runs import check_run_matches, data_order, parse_updates, run_config, steps_done
+from .runs import data_order, parse_updates, run_config, run_data_dir, steps_done
 from .text import decode
 
 INFO = "memorization.json"  # the marker of an OUT this command made, and its resume state
@@ -87,8 +87,6 @@ CARD = "README.md"
 DATA = "data"
 PUBLISHED = [CARD, SUMMARY, PLOT, INFO, f"{DATA}/*.parquet"]
 FORMAT = 1
-# Output-layer rows per matmul of the teacher-forced pass (as eval/scoring.py: a 103 MB float32 block at 50,257).
-HEAD_CHUNK = 512
 
 
 @dataclass
@@ -160,30 +158,27 @@ def training_sequences(sampler: WindowSampler, split: TokenSplit, sequence: np.n
 
 # ---------------------------------------------------------------------------------------------------- decoding
 
-def _head_argmax(weight, hidden, block: list):
-    """argmax of the output layer over the rows of `hidden` [n, d], HEAD_CHUNK rows per matmul into one reused
-    float32 block (a fresh [rows, 50257] tensor per call costs more page faults than arithmetic on CPU)."""
+def _head_argmax(head, hidden, block: list):
+    """argmax of the output layer over the rows of `hidden` [n, d], HEAD_CHUNK rows at a time into the scorer's
+    reused logits block (eval/scoring.py `head_logits`)."""
     import torch
+
+    from gpt2_owt.eval.scoring import HEAD_CHUNK, head_logits
 
     out = torch.empty(hidden.shape[0], dtype=torch.long, device=hidden.device)
     for start in range(0, hidden.shape[0], HEAD_CHUNK):
-        part = hidden[start:start + HEAD_CHUNK]
-        if not block or block[0].shape[0] < part.shape[0]:
-            block[:] = [torch.empty(max(part.shape[0], min(HEAD_CHUNK, hidden.shape[0])), weight.shape[0],
-                                    dtype=weight.dtype, device=weight.device)]
-        logits = torch.mm(part, weight.t(), out=block[0][:part.shape[0]])
-        out[start:start + part.shape[0]] = logits.argmax(dim=-1)
+        out[start:start + HEAD_CHUNK] = head_logits(head, hidden[start:start + HEAD_CHUNK], block).argmax(dim=-1)
     return out
 
 
-def _decode(model, weight, cache, last, steps: int, block: list):
+def _decode(model, head, cache, last, steps: int, block: list):
     """`steps` greedy tokens after `last` [n] (already generated, not yet in `cache`), one forward per token."""
     import torch
 
     tokens = []
     for _ in range(steps):
         hidden = model.transformer(input_ids=last[:, None], cache=cache, use_cache=True).last_hidden_state[:, -1]
-        last = _head_argmax(weight, hidden, block)
+        last = _head_argmax(head, hidden, block)
         tokens.append(last)
     return torch.stack(tokens, dim=1) if tokens else last.new_zeros((last.shape[0], 0))
 
@@ -191,15 +186,14 @@ def _decode(model, weight, cache, last, steps: int, block: list):
 def _greedy_batch(model, prefix, length: int, block: list):
     """Greedy continuation [b, length] of `prefix` [b, P]: the prefix in one forward, then one token per forward
     with the KV cache."""
+    import torch
     from transformers import DynamicCache
 
-    weight = model.get_output_embeddings().weight
+    head = model.get_output_embeddings()
     cache = DynamicCache(config=model.config)
     hidden = model.transformer(input_ids=prefix, cache=cache, use_cache=True).last_hidden_state[:, -1]
-    first = _head_argmax(weight, hidden, block)
-    rest = _decode(model, weight, cache, first, length - 1, block)
-    import torch
-
+    first = _head_argmax(head, hidden, block)
+    rest = _decode(model, head, cache, first, length - 1, block)
     return torch.cat([first[:, None], rest], dim=1)
 
 
@@ -310,6 +304,7 @@ def write_rows(columns: dict, path: Path) -> None:
 
 def load_memorization(output_dir: str | Path):
     """The rows of a `trace memorization` output as one in-memory `datasets.Dataset`, ordered by step."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import Dataset
     from datasets.table import InMemoryTable
@@ -318,20 +313,18 @@ def load_memorization(output_dir: str | Path):
     if info is None:
         raise UserError(f"{output_dir} holds no `trace memorization` output (no {INFO})")
     files = [Path(output_dir) / c["file"] for c in sorted(info["checkpoints"].values(), key=lambda c: c["step"])]
-    import pyarrow as pa
-
     table = pa.concat_tables([pq.read_table(f) for f in files]) if files else features().arrow_schema.empty_table()
     return Dataset(InMemoryTable(table.cast(features().arrow_schema)))
 
 
 # ---------------------------------------------------------------------------------------------------- the summary
 
-def exposure_bucket(count: int) -> str:
-    """0, 1, 2, 3-4, 5-8, 9-16, ... (powers of two)."""
+def exposure_bucket(count: int) -> tuple[int, str]:
+    """(lowest count, label) of count's bucket: 0, 1, 2, 3-4, 5-8, 9-16, ... (powers of two)."""
     if count <= 2:
-        return str(count)
+        return count, str(count)
     high = 1 << math.ceil(math.log2(count))
-    return f"{high // 2 + 1}-{high}"
+    return high // 2 + 1, f"{high // 2 + 1}-{high}"
 
 
 def summarize(tables: list[dict], settings: dict) -> dict:
@@ -346,8 +339,7 @@ def summarize(tables: list[dict], settings: dict) -> dict:
             "trained_sequences": int(trained.sum()),
             "fraction_memorized_of_trained": float(memorized[trained].mean()) if trained.any() else None})
         for count, mem in zip(np.asarray(t["exposures"]).tolist(), memorized.tolist()):
-            key = exposure_bucket(count)
-            low = 0 if count == 0 else count if count <= 2 else (1 << math.ceil(math.log2(count))) // 2 + 1
+            low, key = exposure_bucket(count)
             entry = buckets.setdefault(key, {"exposures": key, "low": low, "rows": 0, "memorized": 0})
             entry["rows"] += 1
             entry["memorized"] += int(mem)
@@ -518,10 +510,7 @@ def plan(args: MemorizationArgs, command: list[str] | None = None) -> Plan:
     done = steps_done(run_dir, cfg)
     if done == 0:
         raise UserError(f"{run_dir} trained no update yet (steps_done 0): no training sequence to check")
-    data_dir = Path(args.data_dir or cfg.data_dir or "")
-    if not (data_dir / MANIFEST).is_file():
-        raise UserError(f"data_dir {data_dir} of the run is not a prepared data folder (give --data_dir)")
-    check_run_matches(run_dir, data_dir)
+    data_dir = run_data_dir(run_dir, cfg, args.data_dir)
     if args.prefix_len + args.suffix_len > cfg.seq_len + 1:
         raise UserError(f"--prefix_len {args.prefix_len} + --suffix_len {args.suffix_len} is longer than a training "
                         f"sequence of this run ({cfg.seq_len} + 1 tokens)")

@@ -15,6 +15,7 @@ from gpt2_owt.modeling import UserError, sha256_file
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.config import TrainConfig, parse_config
 from gpt2_owt.training.data_dir import MANIFEST
+from gpt2_owt.training.manifest import manifest_content
 from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG
 
 DATA_ORDER_FIELDS = ("seq_len", "global_batch_size", "data_seed")
@@ -94,7 +95,8 @@ def parse_updates(spec: str, done: int) -> tuple[int, int]:
 
 def release_config(repo_id: str, data_dir: str | Path) -> TrainConfig:
     """A published release's recipe (training_config.json on its main branch), after checking that data_dir is the
-    data it trained on (the release's copy of the data manifest, manifest.json, byte for byte)."""
+    data it trained on (the release's copy of the data manifest, manifest.json, equal but for when and by which
+    command the data was prepared: `manifest_content`)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -112,13 +114,18 @@ def release_config(repo_id: str, data_dir: str | Path) -> TrainConfig:
     except HfHubHTTPError as e:
         raise UserError(f"cannot read {TRAINING_CONFIG} and {MANIFEST} of the release {repo_id}: "
                         f"{first_line(e)}") from None
-    # the same data prepared again differs only in when and into which folder: compare what fixes the tokens
-    def tokens_of(path):
-        return {k: v for k, v in read_json(path).items() if k not in ("created_at", "command")}
-
-    if tokens_of(manifest) != tokens_of(Path(data_dir) / MANIFEST):
+    if manifest_content(read_json(manifest)) != manifest_content(read_json(Path(data_dir) / MANIFEST)):
         raise UserError(f"{repo_id} was not trained on {data_dir} (its {MANIFEST} differs from the data_dir's)")
     return config_from_json(config)
+
+
+def run_data_dir(run_dir: Path, cfg: TrainConfig, data_dir: str | Path | None) -> Path:
+    """The data a run trained on: `data_dir`, or the folder its recipe names, checked to be that data."""
+    data_dir = Path(data_dir or cfg.data_dir or "")
+    if not (data_dir / MANIFEST).is_file():
+        raise UserError(f"data_dir {data_dir} of the run is not a prepared data folder (give --data_dir)")
+    check_run_matches(run_dir, data_dir)
+    return data_dir
 
 
 def check_run_matches(run_dir: Path, data_dir: Path) -> None:

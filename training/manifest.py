@@ -24,6 +24,9 @@ from gpt2_owt.training.prepare.split import split_info, split_rows
 
 FORMAT = "gpt2-owt-data/1"
 VERSIONED_PACKAGES = ("datasets", "tiktoken", "tokenizers", "transformers", "numpy", "pyarrow")
+# When and by which command line a data_dir was made (its output folder included): the same data prepared again
+# differs from it only in these.
+PROVENANCE_FIELDS = ("created_at", "command")
 
 
 def file_entries(data_dir: str | Path, known_sha256: dict[str, str] | None = None) -> dict[str, dict]:
@@ -34,6 +37,11 @@ def file_entries(data_dir: str | Path, known_sha256: dict[str, str] | None = Non
         path = data_dir / name
         entries[name] = {"bytes": path.stat().st_size, "sha256": known_sha256.get(name) or sha256_file(path)}
     return entries
+
+
+def manifest_content(manifest: dict) -> dict:
+    """The manifest without its provenance fields: equal for two preparations of the same data."""
+    return {k: v for k, v in manifest.items() if k not in PROVENANCE_FIELDS}
 
 
 def write_manifest(data_dir: str | Path, manifest: dict) -> Path:
