@@ -14,6 +14,7 @@ Torch-free (standard library only).
 """
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -39,10 +40,11 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
-def _deliver_again_if_swallowed(unraisable, fallback=sys.__unraisablehook__):
+def _deliver_again_if_swallowed(unraisable, fallback):
     """Python drops an exception raised where it cannot propagate (a weakref callback, `__del__`, the garbage
     collector) after printing it: a signal landing there would be lost and the command would run on. Such an
-    `Interrupted` is delivered again a moment later, so it is raised in the command's own code."""
+    `Interrupted` is delivered again a moment later, so it is raised in the command's own code; anything else goes
+    to the hook that was there before (`fallback`)."""
     if not isinstance(unraisable.exc_value, Interrupted):
         return fallback(unraisable)
     signum = unraisable.exc_value.signum
@@ -58,7 +60,8 @@ def signals_raise_interrupted():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    previous_hook, sys.unraisablehook = sys.unraisablehook, _deliver_again_if_swallowed
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_deliver_again_if_swallowed, fallback=previous_hook)
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
     try:
