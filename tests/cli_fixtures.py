@@ -3,9 +3,12 @@
 - `Case`: one row of the table: the command (argv), how the inputs are damaged first (setup), the one `error:`
   line it must print (a fragment), the exit code, and the one-line fix that docs/troubleshooting.md shows
   (scripts/troubleshooting.py generates that page from every table).
-- `check_case(case, workspace)`: runs the real command in a subprocess and asserts: exit code, exactly one
-  `error:` line holding the message, no traceback, and every file under the workspace byte-identical afterwards
-  (inputs unchanged, nothing written, no partial output left).
+- `check_case(case, workspace)`: runs the real command and asserts: exit code, exactly one `error:` line holding
+  the message, no traceback, and every file under the workspace byte-identical afterwards (inputs unchanged,
+  nothing written, no partial output left). The command runs in this process (`run_in_process`: the verb's
+  `main(argv)` with stdout/stderr captured at the file descriptors and `SystemExit` turned into the exit code),
+  which saves an interpreter start and the heavy imports per row; `subprocess_sample(cases)` picks one row per
+  command that the tables also run as a real subprocess, proving the `python -m` entry point gives the same line.
 - inputs built once per session and copied per test: a prepared data_dir, the same with a trace index, a tiny
   trained run, its eval results, its release folder and an llm.c export of its final weights. `Workspace` hands
   out fresh copies by name (`ws.get("model")`) so a case may damage them, and mounts small tmpfs folders for the
@@ -17,12 +20,14 @@ the session inputs, {ro} a read-only folder, {full} a full file system, {ws} the
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -64,10 +69,11 @@ def _mount_tmpfs(where: Path, options: str) -> bool:
 
 
 class Workspace:
-    """A test's folder: copies of the session inputs on demand, plus read-only / full mounts."""
+    """A test's folder: copies of the session inputs on demand, plus read-only / full mounts. `capfd` (pytest's
+    fd-level capture) is what an in-process command's output is read from."""
 
-    def __init__(self, root: Path, sources: dict[str, Path]):
-        self.root, self.sources, self.mounts = root, sources, []
+    def __init__(self, root: Path, sources: dict[str, Path], capfd=None):
+        self.root, self.sources, self.mounts, self.capfd = root, sources, [], capfd
 
     def get(self, name: str) -> Path:
         if name == "ro":
@@ -126,8 +132,8 @@ class Workspace:
 
 
 @pytest.fixture
-def workspace(tmp_path, cli_sources):
-    ws = Workspace(tmp_path, cli_sources)
+def workspace(tmp_path, cli_sources, capfd):
+    ws = Workspace(tmp_path, cli_sources, capfd)
     yield ws
     ws.unmount()
 
@@ -150,10 +156,88 @@ def record_error_line(case_id: str, line: str, root: Path) -> None:
             f.write(f"{case_id}\t{line.replace(str(root), 'TMP')}\n")
 
 
-def run_command(argv: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+def run_command(argv: list[str], timeout: int = 300, **env) -> subprocess.CompletedProcess:
     """`argv` with `python` replaced by this interpreter, from the repository root, offline."""
     cmd = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
-    return subprocess.run(cmd, cwd=REPO_ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=cli_env(**env), capture_output=True, text=True, timeout=timeout)
+
+
+def module_and_args(argv: list[str]) -> tuple[str, list[str]]:
+    """(module, its arguments) of `python -m MODULE ARGS...` or `MODULE ARGS...` (the prepare table's form)."""
+    if argv[0] == "python":
+        assert argv[1] == "-m", argv
+        return argv[2], argv[3:]
+    return argv[0], argv[1:]
+
+
+@contextlib.contextmanager
+def process_state(module: str, args: list[str], env: dict[str, str]):
+    """What a fresh `python -m module args` would have: its sys.argv, the repository root as working directory,
+    `env` on top of the test's environment (HF_DATASETS_CACHE also where `datasets` already read it), and afterwards
+    everything put back, Accelerate's per-process singletons included (a train row builds an Accelerator)."""
+    saved_argv, saved_cwd, saved_env = sys.argv, os.getcwd(), dict(os.environ)
+    patched = []
+    if "HF_DATASETS_CACHE" in env:
+        import datasets.config
+
+        patched.append((datasets.config, "HF_DATASETS_CACHE", datasets.config.HF_DATASETS_CACHE))
+        datasets.config.HF_DATASETS_CACHE = Path(env["HF_DATASETS_CACHE"])
+    sys.argv = [module, *args]
+    os.environ.update(env)
+    os.chdir(REPO_ROOT)
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for owner, name, value in patched:
+            setattr(owner, name, value)
+        if "accelerate.state" in sys.modules:
+            from accelerate.state import AcceleratorState, GradientState
+
+            AcceleratorState._reset_state(reset_partial_state=True)
+            GradientState._reset_state()
+
+
+@dataclass
+class Done:
+    """What a command left: its exit code and everything it wrote to stdout and stderr (subprocess's fields)."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(argv: list[str], capfd, **env) -> Done:
+    """`argv` (`python -m MODULE ARGS` or `MODULE ARGS`) as `MODULE.main(ARGS)` in this process, as the interpreter
+    would run it: SystemExit's code is the exit code (None: 0, a string: printed, 1), any other exception prints its
+    traceback and exits 1. Output is read at the file descriptors, so what libraries write there counts too."""
+    module, args = module_and_args(argv)
+    capfd.readouterr()  # drop what the test printed before
+    code = 0
+    with process_state(module, args, env):
+        try:
+            importlib.import_module(module).main(args)
+        except SystemExit as e:
+            if isinstance(e.code, str):
+                sys.stderr.write(e.code + "\n")
+            code = 1 if isinstance(e.code, str) else (e.code or 0)
+        except BaseException:  # noqa: BLE001 (a crash is what the table must see, as a traceback)
+            traceback.print_exc()
+            code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out, err = capfd.readouterr()
+    return Done(code, out, err)
+
+
+def subprocess_sample(cases: list) -> list:
+    """The first row of each command in `cases`: the rows the tables also run in a real subprocess."""
+    first = {}
+    for case in cases:
+        first.setdefault(module_and_args(case.argv)[0], case)
+    return list(first.values())
 
 
 
@@ -175,13 +259,14 @@ def fill(text: str, ws: Workspace) -> str:
     return PLACEHOLDER.sub(lambda m: str(ws.root if m.group(1) == "ws" else ws.get(m.group(1))), text)
 
 
-def check_case(case: Case, ws: Workspace, timeout: int = 300) -> str:
-    """Run the case's command on fresh inputs; assert one clear line and nothing changed. Returns the line."""
+def check_case(case: Case, ws: Workspace, timeout: int = 300, in_process: bool = True) -> str:
+    """Run the case's command on fresh inputs (in this process, or a real subprocess); assert one clear line and
+    nothing changed. Returns the line."""
     argv = [fill(a, ws) for a in case.argv]
     if case.setup:
         case.setup(ws)
     before = snapshot(ws.root)
-    done = run_command(argv, timeout=timeout)
+    done = run_in_process(argv, ws.capfd) if in_process else run_command(argv, timeout=timeout)
     err = done.stderr.strip()
     assert "Traceback" not in err, err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]

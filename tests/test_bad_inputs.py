@@ -10,7 +10,7 @@ behind anything (no temp files, no partial output).
 
 import pytest
 
-from cli_fixtures import (Case, Workspace, both, check_case, cli_sources, copy_results_into, edit_json,  # noqa: F401
+from cli_fixtures import (Case, Workspace, both, check_case, cli_sources, subprocess_sample, copy_results_into, edit_json,  # noqa: F401
                           overwrite, remove, truncate, user_file, user_folder, workspace)
 from train_support import TINY_YAML
 
@@ -202,6 +202,13 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line(case: Case, workspace: Workspace):
     check_case(case, workspace)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
+def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
+    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
+    check_case(case, workspace, in_process=False)
 
 
 def test_the_table_covers_every_command():

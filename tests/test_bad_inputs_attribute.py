@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cli_fixtures import Case, check_case, cli_sources, user_file, workspace  # noqa: F401
+from cli_fixtures import Case, check_case, cli_sources, subprocess_sample, user_file, workspace  # noqa: F401
 
 ATTRIBUTE = ["python", "-m", "gpt2_owt.tracing.attribute", "--run_dir", "{run}"]
 QUERY = ["--query", "The company said"]
@@ -63,3 +63,10 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811
     check_case(case, workspace)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
+def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
+    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
+    check_case(case, workspace, in_process=False)

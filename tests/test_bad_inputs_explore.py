@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from cli_fixtures import Case, check_case, cli_sources, edit_json, user_file, user_folder, workspace  # noqa: F401
+from cli_fixtures import Case, check_case, cli_sources, subprocess_sample, edit_json, user_file, user_folder, workspace  # noqa: F401
 
 EXPLORE = ["python", "-m", "gpt2_owt.tracing.explore"]
 RUN = EXPLORE + ["--run_dir", "{run}"]
@@ -45,3 +45,10 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811
     check_case(case, workspace)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
+def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
+    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
+    check_case(case, workspace, in_process=False)

@@ -1,7 +1,8 @@
 """Bad inputs to the prepare stage (`training.prepare_data`, `training.manifest verify`), through the real CLI.
 
-Every case runs `python -m <argv>` in a subprocess and must end with exactly one `error: ...` line on stderr (no
-traceback) holding `message`, exit code `code`, and the folder the case works in unchanged: every input file
+Every case runs `<argv>` (a module and its arguments) as the module's `main(argv)` in this process
+(tests/cli_fixtures.py `run_in_process`; the first case also as `python -m <argv>` in a real subprocess) and must
+end with exactly one `error: ...` line on stderr (no traceback) holding `message`, exit code `code`, and the folder the case works in unchanged: every input file
 byte-identical, nothing created (no partial or half-written output), nothing deleted. `argv` and the setup work
 in `{tmp}` (a fresh folder per case); `{data}` is a copy of the prepared 37-document sample made by setup.
 The case list below is the table; tests/test_bad_inputs.py holds the other commands' cases in the same shape.
@@ -20,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from cli_fixtures import Case, record_error_line  # the one case table ({tmp}: the case's folder)
+from cli_fixtures import Case, record_error_line, run_in_process, subprocess_sample  # the one case table ({tmp}: the case's folder)
 from gpt2_owt.training.data_dir import MANIFEST
 
 SAMPLE = "{tmp}/in/docs.jsonl"
@@ -217,14 +218,14 @@ def inputs(tmp_path, owt_data_dir, original_files) -> Inputs:
     unmount_all(tmp_path / "case")
 
 
-@pytest.mark.slow  # one interpreter start-up per case (`modeling` imports torch)
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, inputs: Inputs, tmp_path):
+def check_prepare_case(case: Case, inputs: Inputs, cache: Path, capfd=None) -> None:
+    """The case in this process (`capfd` given) or in a real subprocess: one line, its code, nothing changed."""
     if case.setup is not None:
         case.setup(inputs)
     before = snapshot(inputs.tmp)
-    done = run_cli([a.format(tmp=inputs.tmp) for a in case.argv], cache=tmp_path / "hf_cache")
+    argv = [a.format(tmp=inputs.tmp) for a in case.argv]
+    done = (run_cli(argv, cache=cache) if capfd is None
+            else run_in_process(argv, capfd, HF_DATASETS_CACHE=str(cache), HF_HUB_OFFLINE="1"))
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == case.code, done.stderr
     if errors:
@@ -232,6 +233,19 @@ def test_bad_input(case: Case, inputs: Inputs, tmp_path):
     assert len(errors) == 1 and case.message.format(tmp=inputs.tmp) in errors[0], done.stderr
     assert "Traceback" not in done.stderr and done.stderr.strip().splitlines()[-1] == errors[0]
     assert snapshot(inputs.tmp) == before  # inputs byte-identical, no partial output, nothing deleted
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, inputs: Inputs, tmp_path, capfd):
+    check_prepare_case(case, inputs, tmp_path / "hf_cache", capfd)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
+def test_bad_input_in_a_real_process(case: Case, inputs: Inputs, tmp_path):
+    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
+    check_prepare_case(case, inputs, tmp_path / "hf_cache")
 
 
 @pytest.mark.slow

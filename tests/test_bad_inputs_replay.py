@@ -4,7 +4,7 @@ Each is one `error:` line, exit 2, nothing written and the run untouched (tests/
 
 import pytest
 
-from cli_fixtures import Case, check_case, cli_sources, truncate, user_file, user_folder, workspace  # noqa: F401
+from cli_fixtures import Case, check_case, cli_sources, subprocess_sample, truncate, user_file, user_folder, workspace  # noqa: F401
 
 REPLAY = ["python", "-m", "gpt2_owt.tracing.replay", "--run_dir", "{run}"]
 WINDOW = ["--from_step", "1", "--to_step", "2"]
@@ -70,3 +70,10 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811 (fixture)
     check_case(case, workspace)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
+def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
+    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
+    check_case(case, workspace, in_process=False)
