@@ -1,13 +1,25 @@
 """Shared test fixtures. Every file the tests read ships in the repository: the package's own data (tokenizer,
-eval sets, the OpenWebText sample) and tests/data/ (see its README), checked against the original files' sha256."""
+eval sets, the OpenWebText sample) and tests/data/ (see its README), checked against the original files' sha256.
+
+Session inputs, each built once and read-only (a test that changes one copies it first): the original files, the
+prepared 37-document data_dir and its trace index, `trained_run(**SHAPE)` (one real tiny run per shape; the
+shapes several modules share are in helpers/training.py), the release run and what the bad-input tables and the
+Hub tests read (`cli_sources`, `published_inputs`). Code the tests share lives in tests/helpers/."""
 
 import gzip
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from helpers.cli import Workspace
+from helpers.hub import BOB_TOKEN, TOKEN
+from helpers.hub_server import HubServer
+from helpers.release import RELEASE_RUN, copy_run, make_results
+from helpers.training import run_inprocess
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -87,8 +99,6 @@ def owt_data_dir(original_files, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def indexed_data_dir(owt_data_dir, tmp_path_factory) -> Path:
     """A copy of `owt_data_dir` with its trace index built by `gpt2-owt trace index` (read-only: copy to change)."""
-    import shutil
-
     from gpt2_owt.tracing import cli as trace_cli
 
     copy = tmp_path_factory.mktemp("indexed") / "data"
@@ -102,8 +112,6 @@ def trained_run(owt_data_dir, tmp_path_factory):
     """The one tiny-trainer fixture: `trained_run(**overrides)` is a real `training.train` run (in process, the tiny
     recipe on `owt_data_dir`, overrides as TrainConfig fields), trained once per session for each set of overrides.
     Treat the folder as read-only: copy it before changing it."""
-    from train_support import run_inprocess
-
     root = tmp_path_factory.mktemp("trained")
     runs: dict[str, Path] = {}
 
@@ -120,7 +128,66 @@ def trained_run(owt_data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def release_run(trained_run) -> Path:
-    """The run the model-card and upload tests publish (tests/release_fixtures.py RELEASE_RUN)."""
-    from release_fixtures import RELEASE_RUN
-
+    """The run the model-card and upload tests publish (helpers/release.py RELEASE_RUN)."""
     return trained_run(**RELEASE_RUN)
+
+
+@pytest.fixture(scope="session")
+def cli_sources(owt_data_dir, indexed_data_dir, release_run, tmp_path_factory) -> dict[str, Path]:
+    """What the bad-input tables damage copies of (helpers/cli.py Workspace), name -> a read-only original: data,
+    indexed (the same with its trace index), run (the release run), model (= run/hf/final), results, release, llmc."""
+    from gpt2_owt.model_card.build import run as build_release
+    from gpt2_owt.modeling import sha256_file
+    from gpt2_owt.modeling.convert import export_checkpoint
+
+    root = tmp_path_factory.mktemp("cli_sources")
+    run = copy_run(release_run, root / "run")
+    model = run / "hf" / "final"
+    results = make_results(root / "results.json", sha256_file(model / "model.safetensors"))
+    release = build_release(["--run_dir", str(run), "--eval_results", str(results), "--output_dir",
+                             str(root / "release")])
+    llmc = export_checkpoint("llmc", model, root / "model.bin")
+    return {"data": owt_data_dir, "indexed": indexed_data_dir, "run": run, "model": model, "results": results,
+            "release": release, "llmc": llmc}
+
+
+@pytest.fixture
+def workspace(tmp_path, cli_sources, request):
+    """A bad-input case's folder (helpers/cli.py Workspace): fresh copies of `cli_sources` on demand."""
+    ws = Workspace(tmp_path, cli_sources, request)
+    yield ws
+    ws.unmount()
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A local Hub server (helpers/hub_server.py) for users alice and bob; `hub.env` runs a subprocess against it
+    (huggingface_hub reads HF_ENDPOINT at import, and this process imported it offline)."""
+    with HubServer({TOKEN: "alice", BOB_TOKEN: "bob"}) as server:
+        server.env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
+        server.env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
+                          HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=TOKEN)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def published_inputs(release_run, owt_data_dir, tmp_path_factory):
+    """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (the
+    shared release run: single process, 2 steps, exports step0, step1 and final: three different weights), the
+    eval (owt_val), the card."""
+    from gpt2_owt.eval.evaluate import main as eval_main
+    from gpt2_owt.model_card.build import main as build_main
+    from gpt2_owt.modeling.records import read_json
+    from gpt2_owt.training.run_dir import HF_EXPORTS
+
+    root = tmp_path_factory.mktemp("upload")
+    run = release_run
+    results = root / "results.json"
+    eval_main(["--model", str(run / "hf" / "final"), "--tasks", "owt_val", "--data_dir", str(owt_data_dir),
+               "--output", str(results), "--device", "cpu"])
+    release = root / "release"
+    build_main(["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(release),
+                "--repo_id", "alice/gpt2-owt-tiny"])
+    shas = {read_json(p / "export_info.json")["weights_sha256"] for p in (run / "hf").iterdir()}
+    assert len(shas) == 3
+    return release, run / HF_EXPORTS

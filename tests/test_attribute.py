@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_support import TINY_YAML, accelerate_cmd, run_cli, run_inprocess, train_args
+from helpers.training import TINY_YAML, accelerate_cmd, run_cli, run_inprocess, train_args
 
 CANARY = "Quibbleton's zephyr-glass orchestra tuned forty-one marimbas beneath the violet aqueduct of Snorvik."
 OWT_DOCS = (10, 27, 32, 17, 11, 35)  # six short OpenWebText documents (180-290 tokens)

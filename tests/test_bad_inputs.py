@@ -2,7 +2,7 @@
 (issues 11 and 17). The case list IS the table: each case runs the real command in a subprocess.
 
 argv placeholders: {data} {run} {model} {release} {results} {llmc} are fresh copies of the session inputs
-(tests/cli_fixtures.py), {ro} a read-only folder, {full} a full file system, {ws} the test's folder.
+(tests/helpers/cli.py), {ro} a read-only folder, {full} a full file system, {ws} the test's folder.
 The snapshot compares every file under {ws} before and after: a refused command must not change, add or leave
 behind anything (no temp files, no partial output).
 (prepare_data / manifest verify cases live in tests/test_bad_inputs_prepare.py.)
@@ -10,9 +10,9 @@ behind anything (no temp files, no partial output).
 
 import pytest
 
-from cli_fixtures import (Case, Workspace, both, check_case, cli_sources, subprocess_sample, copy_results_into, edit_json,  # noqa: F401
-                          overwrite, remove, truncate, user_file, user_folder, workspace)
-from train_support import TINY_YAML
+from helpers.cli import (Case, Workspace, check_case, copy_results_into, edit_json, overwrite, remove,
+                         subprocess_sample, truncate, user_file, user_folder)
+from helpers.training import TINY_YAML
 
 
 HUGE_HEADER = (2**40).to_bytes(8, "little")  # a safetensors header length far past the end of the file

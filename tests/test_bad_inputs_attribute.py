@@ -1,12 +1,12 @@
 """Bad inputs to `gpt2-owt attribute` (tracing/attribute.py), through the real CLI on a copy of the tiny release run
 ({run}: 2 steps of seq_len 32 and 4 rows, exports hf/step0, hf/step1, hf/final, checkpoints step1 and step2).
-Each is refused before any model is loaded: one `error:` line, exit 2, nothing written (tests/cli_fixtures.py)."""
+Each is refused before any model is loaded: one `error:` line, exit 2, nothing written (tests/helpers/cli.py)."""
 
 import json
 
 import pytest
 
-from cli_fixtures import Case, check_case, cli_sources, subprocess_sample, user_file, workspace  # noqa: F401
+from helpers.cli import Case, check_case, subprocess_sample, user_file
 
 ATTRIBUTE = ["python", "-m", "gpt2_owt.tracing.attribute", "--run_dir", "{run}"]
 QUERY = ["--query", "The company said"]

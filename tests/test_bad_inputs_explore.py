@@ -1,12 +1,12 @@
 """Bad inputs to `gpt2-owt explore` (tracing/explore.py) that stop it before it serves: one `error:` line, exit 2,
-nothing written (tests/cli_fixtures.py). Bad input inside the page (an empty prompt, a checkpoint gone, a data
+nothing written (tests/helpers/cli.py). Bad input inside the page (an empty prompt, a checkpoint gone, a data
 folder without its index) is tests/test_explore.py's."""
 
 import json
 
 import pytest
 
-from cli_fixtures import Case, check_case, cli_sources, subprocess_sample, edit_json, user_file, user_folder, workspace  # noqa: F401
+from helpers.cli import Case, check_case, subprocess_sample, edit_json, user_file, user_folder
 
 EXPLORE = ["python", "-m", "gpt2_owt.tracing.explore"]
 RUN = EXPLORE + ["--run_dir", "{run}"]

@@ -1,7 +1,7 @@
 """Bad inputs to the prepare stage (`training.prepare_data`, `training.manifest verify`), through the real CLI.
 
 Every case runs `<argv>` (a module and its arguments) as the module's `main(argv)` in this process
-(tests/cli_fixtures.py `run_in_process`; the first case also as `python -m <argv>` in a real subprocess) and must
+(tests/helpers/cli.py `run_in_process`; the first case also as `python -m <argv>` in a real subprocess) and must
 end with exactly one `error: ...` line on stderr (no traceback) holding `message`, exit code `code`, and the folder the case works in unchanged: every input file
 byte-identical, nothing created (no partial or half-written output), nothing deleted. `argv` and the setup work
 in `{tmp}` (a fresh folder per case); `{data}` is a copy of the prepared 37-document sample made by setup.
@@ -21,7 +21,7 @@ from typing import Callable
 
 import pytest
 
-from cli_fixtures import Case, record_error_line, run_in_process, subprocess_sample  # the one case table ({tmp}: the case's folder)
+from helpers.cli import Case, record_error_line, run_in_process, subprocess_sample  # the one case table
 from gpt2_owt.training.data_dir import MANIFEST
 
 SAMPLE = "{tmp}/in/docs.jsonl"

@@ -1,10 +1,10 @@
 """Bad inputs to `gpt2-owt replay` (tracing/replay.py), through the real CLI on a copy of the tiny release run
 ({run}: 2 steps of seq_len 32 and 4 rows, checkpoints step1 and step2, exports hf/step0, hf/step1, hf/final).
-Each is one `error:` line, exit 2, nothing written and the run untouched (tests/cli_fixtures.py)."""
+Each is one `error:` line, exit 2, nothing written and the run untouched (tests/helpers/cli.py)."""
 
 import pytest
 
-from cli_fixtures import Case, check_case, cli_sources, subprocess_sample, truncate, user_file, user_folder, workspace  # noqa: F401
+from helpers.cli import Case, check_case, subprocess_sample, truncate, user_file, user_folder
 
 REPLAY = ["python", "-m", "gpt2_owt.tracing.replay", "--run_dir", "{run}"]
 WINDOW = ["--from_step", "1", "--to_step", "2"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_fixtures import Workspace, cli_sources, run_command, workspace  # noqa: F401 (fixtures)
-from train_support import REPO_ROOT, TINY_YAML
+from helpers.cli import Workspace, run_command
+from helpers.training import REPO_ROOT, TINY_YAML
 
 BIN = Path(sys.executable).parent
 SCRIPTS = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -64,7 +64,7 @@ def test_help_of_every_verb():
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("verb", sorted(SUCCESS))
 def test_verb_exits_0_on_success(verb, workspace: Workspace, original_files):
-    from cli_fixtures import fill
+    from helpers.cli import fill
 
     argv, writes = SUCCESS[verb]
     argv = [fill(a.replace("{originals}", str(original_files)), workspace) for a in argv]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpt2_owt.modeling import UserError, flops, sha256_file
-from train_support import REPO_ROOT
+from helpers.training import REPO_ROOT
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, CHECKPOINT_INFO, FED_BATCHES, LOGS, METRICS, RUN_INFO, read_metrics, read_rows
 from gpt2_owt.training.checkpointer import CHECKPOINT_INFO_KEYS, Checkpointer, verify

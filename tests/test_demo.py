@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.training import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -29,7 +31,7 @@ def run_demo(root: Path, port: int) -> subprocess.CompletedProcess:
 
 @pytest.mark.timeout(3600)
 def test_demo_end_to_end_and_rerun_keeps_the_first_run(tmp_path):
-    first = run_demo(tmp_path, 29631)
+    first = run_demo(tmp_path, free_port())
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     runs = sorted(p for p in tmp_path.iterdir() if p.name != "data")
     assert len(runs) == 1
@@ -72,7 +74,7 @@ def test_demo_end_to_end_and_rerun_keeps_the_first_run(tmp_path):
 
     # a rerun verifies the prepared data, starts a new run folder and leaves the first one untouched
     before = (release / "model.safetensors").read_bytes()
-    second = run_demo(tmp_path, 29632)
+    second = run_demo(tmp_path, free_port())
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert len(sorted(p for p in tmp_path.iterdir() if p.name not in ("data", "card_reader"))) == 2
     assert (release / "model.safetensors").read_bytes() == before
@@ -84,7 +86,7 @@ def run_card_trace_commands(card: str, release: Path, hf: Path, workspace: Path)
     folder moved to where this test may write."""
     import shlex
 
-    from hub_server import alice_hub, run_with_hub
+    from helpers.hub_server import alice_hub, run_with_hub
 
     block = card[card.index("## Tracing the Training Data"):]
     block = block[block.index("```bash") + len("```bash"):]

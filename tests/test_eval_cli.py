@@ -11,7 +11,7 @@ from transformers import GPT2LMHeadModel
 
 from gpt2_owt import modeling
 from gpt2_owt.eval.evaluate import main
-from tests.eval_fixtures import save_tiny_model
+from helpers.models import save_tiny_model
 from gpt2_owt.training.data_dir import open_split
 
 FAST = ["--max_length", "64", "--limit", "1"]  # small windows, first document/example/window of each task

@@ -1,6 +1,6 @@
 """`gpt2-owt eval --checkpoints RUN/hf` / `--repo_id ID --revisions ...`: a tiny trainer run's exports
 evaluated as a series equal each folder evaluated alone; resume skips finished rows and recomputes changed weights;
-the Hub path against the local server (tests/hub_server.py); bad inputs fail before anything is written."""
+the Hub path against the local server (tests/helpers/hub_server.py); bad inputs fail before anything is written."""
 
 import json
 import shutil
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gpt2_owt.eval.evaluate import main
-from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
+from helpers.hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
 FAST = ["--tasks", "wikitext,lambada_openai,owt_val", "--max_length", "32", "--limit", "2", "--batch_size", "3",
         "--device", "cpu"]
@@ -18,7 +18,7 @@ FAST = ["--tasks", "wikitext,lambada_openai,owt_val", "--max_length", "32", "--l
 @pytest.fixture(scope="module")
 def run_hf(owt_data_dir, tmp_path_factory):
     """hf/ of a real 2-step trainer run: step0, step1 and final, three different weights."""
-    from train_support import run_inprocess
+    from helpers.training import run_inprocess
 
     run = tmp_path_factory.mktemp("series") / "run"
     assert run_inprocess(owt_data_dir, run, max_steps=2, warmup_steps=1, export_steps=[0, 1], seq_len=32,

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from test_train import RUN  # 30 updates, exports step0, step1, step2 and hf/final (step 30): shared with test_train
-from train_support import cli_env
+from helpers.training import LONG_RUN as RUN, cli_env, free_port
 
 pytestmark = [pytest.mark.slow]
 
@@ -55,12 +54,6 @@ def chromium_path() -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- the server
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextlib.contextmanager
 def serving(log: Path, command: list[str], port: int, env: dict):
@@ -392,8 +385,8 @@ def test_the_release_space_serves_the_published_release(browser, trained_run, in
 
     from gpt2_owt.model_card.build import main as build_main
     from gpt2_owt.modeling.readers import read_json
-    from hub_server import HubServer
-    from release_fixtures import make_results
+    from helpers.hub_server import HubServer
+    from helpers.release import make_results
 
     run, repo = trained_run(**RUN), "alice/gpt2-owt-tiny"
     commit = read_json(run / "run_info.json")["git_commit"]

@@ -15,8 +15,9 @@ from gpt2_owt.training.run_dir import FED_BATCHES, SEQUENCE_LOSSES, read_rows
 from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.losses import sequence_losses
 from gpt2_owt.tracing.runs import run_config
-from test_trace import SEED_RUN, run_cli
-from train_support import TINY_YAML, load_export, metric_rows
+from helpers.tracing import run_cli
+from helpers.training import SEED_RUN
+from helpers.training import TINY_YAML, load_export, metric_rows
 
 STEPS, BATCH, SEQ_LEN = SEED_RUN["max_steps"], SEED_RUN["global_batch_size"], SEED_RUN["seq_len"]
 

@@ -17,8 +17,8 @@ from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.memorization import greedy_continuations, load_memorization, match_scores
 from gpt2_owt.tracing.runs import run_config
 from gpt2_owt.tracing.text import encode
-from test_trace import brute_positions, run_cli
-from train_support import load_export, run_inprocess
+from helpers.tracing import brute_positions, run_cli
+from helpers.training import load_export, run_inprocess
 
 SEQ_LEN, BATCH, STEPS, MID = 32, 8, 40, 20
 PREFIX, SUFFIX = 8, 8
@@ -170,7 +170,7 @@ def test_resumed_per_checkpoint(memorized, output, tmp_path, capsys):
 def test_pushed_to_a_hub_dataset_repo_and_read_back(memorized, output, tmp_path):
     """--push_to_hub after the work is done only uploads: the dataset repo (on the local test Hub) holds OUT's published
     files byte for byte, and the rows read back from a snapshot of it equal the local ones."""
-    from hub_server import alice_hub, run_with_hub
+    from helpers.hub_server import alice_hub, run_with_hub
 
     data_dir, run = memorized
     argv = ["-m", "gpt2_owt.cli", "trace", "memorization", "--run_dir", str(run), "--updates", f"{STEPS - 4}:{STEPS}",

@@ -12,7 +12,7 @@ from gpt2_owt import modeling
 from gpt2_owt.modeling.flops import flops_per_token
 from gpt2_owt.model_card import facts
 from gpt2_owt.model_card.build import main as build_main
-from release_fixtures import RESULTS_TASKS, copy_run, make_results
+from helpers.release import RESULTS_TASKS, copy_run, make_results
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import DATA_MANIFEST, METRICS, RUN_INFO, TRAINING_CONFIG, read_metrics
 

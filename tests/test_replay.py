@@ -16,7 +16,7 @@ from gpt2_owt.training.run_dir import HF_EXPORTS
 from gpt2_owt.tracing.replay import PLOT, REPORT, Query, Replayer, main as replay_main, replay, \
     sequences_holding_documents
 from gpt2_owt.tracing.runs import run_config
-from train_support import accelerate_cmd, load_export, run_cli, run_inprocess, train_args
+from helpers.training import accelerate_cmd, load_export, run_cli, run_inprocess, train_args
 
 CANARY = " Zorblax quintessence marmalade vortex hums beneath the violet lighthouse of Quillington."
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2, eval_interval=0,

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from gpt2_owt.modeling import sha256_file
 from gpt2_owt.modeling.folder_lock import LOCK_FILE, lock_holder
-from train_support import REPO_ROOT, cli_env, read_jsonl, metric_rows, run_inprocess, train_args, untimed
+from helpers.training import REPO_ROOT, cli_env, read_jsonl, metric_rows, run_inprocess, train_args, untimed
 from gpt2_owt.training.checkpointer import verify
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, METRICS, RUN_INFO,

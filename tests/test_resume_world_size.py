@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from train_support import accelerate_cmd, run_cli, run_inprocess, train_args
+from helpers.training import accelerate_cmd, run_cli, run_inprocess, train_args
 from gpt2_owt.training.run_dir import CHECKPOINTS
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from gpt2_owt.modeling import sha256_file
-from train_support import run_inprocess
+from helpers.training import run_inprocess
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, HF_EXPORTS, TRAINING_CONFIG
 from gpt2_owt.training.config import parse_config
@@ -23,7 +23,7 @@ def test_seeds_default_to_seed_and_override_separately():
     split = parse_config(["--data_dir", "d", "--output_dir", "o", "--max_steps", "10", "--warmup_steps", "1",
                           "--seed", "7", "--init_seed", "1", "--data_seed", "2"])
     assert (split.seed, split.init_seed, split.data_seed) == (7, 1, 2)
-    from train_support import TINY_YAML  # a YAML `seed:` with a `--seed` flag over it: the flag sets both seeds
+    from helpers.training import TINY_YAML  # a YAML `seed:` with a `--seed` flag over it: the flag sets both seeds
 
     flag = parse_config(["--config", str(TINY_YAML), "--data_dir", "d", "--output_dir", "o", "--seed", "7",
                          "--data_seed", "3"])
@@ -65,7 +65,7 @@ def test_data_seed_changes_batches_not_init_and_init_seed_the_reverse(seed_runs)
 
 @pytest.mark.timeout(600)
 def test_data_order_uses_data_seed(seed_runs, owt_data_dir, capsys, tmp_path):
-    from train_support import TINY_YAML
+    from helpers.training import TINY_YAML
 
     for name in ("base", "data"):
         data_order_main(["--config", str(TINY_YAML), "--data_dir", str(owt_data_dir), "--update", "2", "--json",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from train_support import REPO_ROOT, cli_env
+from helpers.training import REPO_ROOT, cli_env
 
 GPT2_OWT = str(Path(sys.executable).parent / "gpt2-owt")
 COPIES = 120  # the 37 sample documents repeated: ~4M tokens, several seconds of prepare and of indexing

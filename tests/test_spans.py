@@ -19,8 +19,9 @@ from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.index import INDEX_DIR, TraceIndex
 from gpt2_owt.tracing.spans import spans, word_start_ids
 from gpt2_owt.tracing.text import encode
-from test_trace import SEED_RUN, brute_positions, run_cli
-from train_support import TINY_YAML, load_export
+from helpers.tracing import brute_positions, run_cli
+from helpers.training import SEED_RUN
+from helpers.training import TINY_YAML, load_export
 
 SEQ_LEN, BATCH, STEPS = 32, 8, 400  # a recipe over ~2.5 epochs of the sample: exposures repeat
 CONFIG_ARGS = ["--seq_len", str(SEQ_LEN), "--global_batch_size", str(BATCH), "--micro_batch_size", "4",
@@ -352,7 +353,7 @@ for path, name in ((config, "training_config.json"), (manifest, "manifest.json")
 def test_a_published_release_answers_as_its_run(trained_run, data_dir, tmp_path, capsys):
     """--repo_id: the release's own recipe (training_config.json on main) and data check (its manifest.json), main
     as the final step, a stepN branch by --revision; the same spans and exposures as the run folder gives."""
-    from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
+    from helpers.hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
     run = trained_run(**SEED_RUN)
     repo = "alice/tiny-spans"

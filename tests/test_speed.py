@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers.activations import GELUTanh, NewGELUActivation
 
 from gpt2_owt.modeling import build_model
-from train_support import load_export, metric_rows, run_inprocess
+from helpers.training import load_export, metric_rows, run_inprocess
 from gpt2_owt.training import speed
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
@@ -231,7 +231,7 @@ def test_bench_gpu_exits_with_one_line_without_cuda():
     import subprocess
     import sys
 
-    from train_support import REPO_ROOT, cli_env
+    from helpers.training import REPO_ROOT, cli_env
 
     proc = subprocess.run([sys.executable, "benchmarks/bench_gpu.py"], cwd=REPO_ROOT, env=cli_env(),
                           capture_output=True, text=True, timeout=100)

@@ -16,7 +16,8 @@ from gpt2_owt.tracing.exposures import export_schedule
 from gpt2_owt.tracing.find import find
 from gpt2_owt.tracing.index import INDEX_DIR, INDEX_INFO, SCAN_SHARE, TraceIndex, build_folder
 from gpt2_owt.tracing import index as trace_index_module
-from train_support import TINY_YAML
+from helpers.tracing import brute_positions, run_cli
+from helpers.training import SEED_RUN, TINY_YAML
 
 # ~2.5 epochs of the 33-document sample: exposures repeat across epochs and windows
 SEQ_LEN, BATCH, STEPS = 32, 8, 400
@@ -36,12 +37,6 @@ def data_dir(owt_data_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cfg():
     return parse_config(["--config", str(TINY_YAML), *CONFIG_ARGS], validate=False)
-
-
-def brute_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
-    n = len(ids)
-    view = np.lib.stride_tricks.sliding_window_view(np.asarray(tokens, dtype=np.int64), n)
-    return np.flatnonzero((view == np.asarray(ids)).all(axis=1))
 
 
 @pytest.fixture(scope="module")
@@ -249,12 +244,6 @@ def test_sampler_inverse_round_trips():
     assert which.tolist() == [0, 1, 1, 2, 4] and w.tolist() == [0, 0, 1, 1, 99]  # [15, 26) fits no window
 
 
-def run_cli(capsys, *argv):
-    with pytest.raises(SystemExit) as e:
-        trace_cli.main(list(argv))
-    return e.value.code, capsys.readouterr()
-
-
 def test_find_cli_json_and_text(data_dir, capsys):
     common = ["find", "--data_dir", str(data_dir), "--config", str(TINY_YAML), *CONFIG_ARGS]
     trace_cli.main([*common, "--text", "the", "--json", "--limit", "2"])
@@ -308,10 +297,6 @@ def test_index_of_another_data_dir_is_refused(data_dir, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------ a run's own data order
-# data_seed 7 while seed stays 1337: the trainer's order comes from data_seed, and so must find's (a sampler built
-# from `seed`, as trace once did, reported exposures at updates that never saw the text)
-SEED_RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=4, max_steps=12, warmup_steps=2, data_seed=7,
-                record_fed_batches="true", export_steps=[0], export_interval=0, eval_iters=1)
 
 
 def rows_holding(batches: list[np.ndarray], ids: list[int]) -> list[tuple[int, int]]:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_support import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
+from helpers.training import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, TRAINING_CONFIG
 from gpt2_owt.tracing import cli as trace_cli
@@ -123,7 +123,7 @@ def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
 
 @pytest.mark.timeout(600)
 def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, capsys):
-    from hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
+    from helpers.hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
     text = " the United States"
     trace_cli.main(["curve", "--run_dir", str(run), "--text", text, "--json"])

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from gpt2_owt.modeling import UserError, build_model, count_parameters, sha256_file
-from train_support import REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args, untimed
+from helpers.training import (LONG_RUN, REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args,
+                              untimed)
 from gpt2_owt.modeling.folder_lock import LOCK_FILE
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS,
@@ -25,8 +26,7 @@ from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
 from gpt2_owt.training.speed import exported_state_dict
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
-RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=30, warmup_steps=3, eval_interval=10,
-           eval_iters=1, checkpoint_interval=10, keep_last_checkpoints=2, export_steps=[0, 1, 2], record_fed_batches="true")
+RUN = LONG_RUN
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,13 @@
 launchers on loopback simulating 2 machines (DeepSpeed's standard multi-node launcher). Each is compared with the
 same run in one process: same global batches, so the same losses (within 1e-5)."""
 
-import socket
 import subprocess
 
 import pytest
 import torch
 
-from train_support import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, load_export, metric_rows, run_cli,
-                           run_inprocess, train_args)
+from helpers.training import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, free_port, load_export, metric_rows,
+                              run_cli, train_args)
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 
@@ -121,12 +120,6 @@ def test_one_process_checkpoint_resumes_under_two_process_ddp(owt_data_dir, refe
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["step"] for r in metric_rows(out, "train_loss")] == [5, 6, 7, 8]
     assert_same_final_weights(out, reference)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_simulated_two_nodes_zero2(owt_data_dir, reference, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_support import TINY_YAML, metric_rows, run_inprocess
+from helpers.training import TINY_YAML, metric_rows, run_inprocess
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, TRAINING_CONFIG, list_step_dirs
 from gpt2_owt.training.manifest import file_entries, read_manifest, write_manifest

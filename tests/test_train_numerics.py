@@ -6,7 +6,7 @@ weights, bit for bit; its losses match the Accelerate-autocast path that single-
 import pytest
 import torch
 
-from train_support import accelerate_cmd, final_weights, metric_rows, run_cli, run_inprocess, train_args
+from helpers.training import accelerate_cmd, final_weights, metric_rows, run_cli, run_inprocess, train_args
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, RUN_INFO
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gpt2_owt.modeling import UserError
-from test_upload import hub, published_inputs, run_upload  # noqa: F401 (fixtures)
-from train_support import load_export
+from helpers.hub import run_upload
+from helpers.training import load_export
 
 pytest.importorskip("transformer_lens", reason='TransformerLens not installed (pip install -e ".[interp]")')
 

@@ -1,4 +1,5 @@
-"""upload.py against a local Hub-compatible server (tests/hub_server.py): publish, resume, load back, errors.
+"""upload.py against a local Hub-compatible server (tests/helpers/hub_server.py): publish, resume, load back,
+errors.
 
 huggingface_hub reads HF_ENDPOINT at import and this test session already imported it (offline), so every upload
 and every Hub download runs in a subprocess with HF_ENDPOINT=<local server>, HF_HUB_DISABLE_XET=1 and its own
@@ -6,7 +7,6 @@ HF_HOME cache.
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,56 +16,12 @@ from pathlib import Path
 import pytest
 
 from gpt2_owt import upload
-from hub_server import HubServer
-from gpt2_owt.model_card.build import main as build_main
+from helpers.hub import BOB_TOKEN, TOKEN, run_upload
 from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import HF_EXPORTS, TRAINING_CONFIG
+from gpt2_owt.training.run_dir import TRAINING_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "hf_aliceSecretToken0123456789"
-BOB_TOKEN = "hf_bobSecretToken0123456789"
-
-
-@pytest.fixture(scope="module")
-def published_inputs(release_run, owt_data_dir, tmp_path_factory):
-    """(release folder, run_dir/hf) made by the real pipeline, end to end on genuine OWT text: the trainer (the
-    shared release run: single process, 2 steps, exports step0, step1 and final: three different weights), the
-    eval (owt_val), the card."""
-    from gpt2_owt.eval.evaluate import main as eval_main
-
-    root = tmp_path_factory.mktemp("upload")
-    run = release_run
-    results = root / "results.json"
-    eval_main(["--model", str(run / "hf" / "final"), "--tasks", "owt_val", "--data_dir", str(owt_data_dir),
-               "--output", str(results), "--device", "cpu"])
-    release = root / "release"
-    build_main(["--run_dir", str(run), "--eval_results", str(results), "--output_dir", str(release),
-                "--repo_id", "alice/gpt2-owt-tiny"])
-    shas = {read_json(p / "export_info.json")["weights_sha256"] for p in (run / "hf").iterdir()}
-    assert len(shas) == 3
-    return release, run / HF_EXPORTS
-
-
-@pytest.fixture
-def hub(tmp_path):
-    with HubServer({TOKEN: "alice", BOB_TOKEN: "bob"}) as server:
-        server.env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
-        server.env.update(HF_ENDPOINT=server.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf_home"),
-                          HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN=TOKEN)
-        yield server
-
-
-def run_upload(hub, *argv, token=TOKEN):
-    env = dict(hub.env)
-    env.pop("HF_TOKEN")
-    if token is not None:
-        env["HF_TOKEN"] = token
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "upload.py"), *map(str, argv)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    for secret in (TOKEN, BOB_TOKEN):
-        assert secret not in proc.stdout + proc.stderr
-    return proc
 
 
 def local_hashes(folder: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
-"""model_card/verify.py against a release published to the local Hub (tests/hub_server.py) by upload.py: it passes,
-then each way a series is known to go wrong (Pythia #205/#206/#83) is forged on the server and verify names it.
+"""model_card/verify.py against a release published to the local Hub (tests/helpers/hub_server.py) by upload.py: it
+passes, then each way a series is known to go wrong (Pythia #205/#206/#83) is forged on the server and verify names it.
 
 The uploads and verify runs are subprocesses with HF_ENDPOINT=<local server> (see tests/test_upload.py); the
 tampering edits the server's in-memory repo directly, as a careless or malicious re-upload would.
@@ -13,9 +13,10 @@ import sys
 
 import pytest
 
-from hub_server import Entry
+from helpers.hub_server import Entry
 from gpt2_owt.model_card import checkpoint_manifest as cm
-from test_upload import REPO_ROOT, hub, published_inputs, run_upload  # noqa: F401 (fixtures)
+from helpers.hub import blob, run_upload
+from helpers.training import REPO_ROOT
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import RUN_INFO
 
@@ -46,10 +47,6 @@ def commit_files(hub, branch: str, changes: dict[str, bytes]) -> None:
     repo.branches[branch] = state.new_commit(repo, head.oid, files, "tampered", "", "mallory").oid
 
 
-def blob(hub, branch: str, path: str, repo: str = REPO) -> bytes:
-    return hub.state.blobs[hub.state.resolve(hub.state.repos[repo], branch).files[path].sha256]
-
-
 @pytest.fixture
 def published(hub, published_inputs):
     release, hf = published_inputs
@@ -61,7 +58,7 @@ def published(hub, published_inputs):
 @pytest.mark.timeout(900)
 def test_checkpoints_json_records_every_published_step(published):
     hub, release, hf = published
-    manifest = json.loads(blob(hub, "main", cm.CHECKPOINTS_JSON))
+    manifest = json.loads(blob(hub, REPO, "main", cm.CHECKPOINTS_JSON))
     assert [(e["branch"], e["step"]) for e in manifest["checkpoints"]] == [("step0", 0), ("step1", 1), ("main", 2)]
     repo = hub.state.repos[REPO]
     assert repo.tags["v1.0"] == repo.branches["main"]  # the tag covers checkpoints.json
@@ -106,21 +103,21 @@ def test_verify_passes_then_names_each_tampering(published):
         restore()
 
     # Pythia #205/#206: a step branch serving the final model's weights.
-    commit_files(hub, "step1", {cm.WEIGHTS: blob(hub, "main", cm.WEIGHTS)})
+    commit_files(hub, "step1", {cm.WEIGHTS: blob(hub, REPO, "main", cm.WEIGHTS)})
     tampered({"weights": "step1 holds weights sha256", "distinct": "step1 (step 1) and main (step 2) served"})
     # One file changed on one branch.
-    config = json.loads(blob(hub, "step1", "config.json"))
+    config = json.loads(blob(hub, REPO, "step1", "config.json"))
     commit_files(hub, "step1", {"config.json": json.dumps(config | {"n_ctx": 7}).encode()})
     tampered({"files": "step1/config.json differs from main's"})
     # The card edited (a hyperparameter "corrected" by hand).
-    card = blob(hub, "main", "README.md").decode()
+    card = blob(hub, REPO, "main", "README.md").decode()
     assert "| `learning_rate` | 0.003 |" in card
     commit_files(hub, "main", {"README.md": card.replace("| `learning_rate` | 0.003 |", "| `learning_rate` | 0.0006 |")
                  .encode()})
     tampered({"card": "learning_rate: card '0.0006', training_config.json '0.003'"})
     # Step 0 replaced by another init, with checkpoints.json forged to match (so only the init check can see it).
-    other = _fresh_init_bytes(seed=1338, config=blob(hub, "step0", "config.json"))
-    manifest = json.loads(blob(hub, "main", cm.CHECKPOINTS_JSON))
+    other = _fresh_init_bytes(seed=1338, config=blob(hub, REPO, "step0", "config.json"))
+    manifest = json.loads(blob(hub, REPO, "main", cm.CHECKPOINTS_JSON))
     manifest["checkpoints"][0]["weights_sha256"] = hashlib.sha256(other).hexdigest()
     commit_files(hub, "step0", {cm.WEIGHTS: other})
     commit_files(hub, "main", {cm.CHECKPOINTS_JSON: json.dumps(manifest).encode()})
@@ -131,7 +128,7 @@ def test_verify_passes_then_names_each_tampering(published):
     # A step branch published outside the manifest; a re-committed identical branch still passes.
     hub.state.repos[REPO].branches["step5"] = pristine["step1"]
     tampered({"weights": "branch step5 is not listed"})
-    commit_files(hub, "step1", {cm.WEIGHTS: blob(hub, "step1", cm.WEIGHTS)})
+    commit_files(hub, "step1", {cm.WEIGHTS: blob(hub, REPO, "step1", cm.WEIGHTS)})
     assert run_verify(hub, "--repo_id", REPO)[0].returncode == 0
 
 
@@ -157,7 +154,7 @@ def test_local_copy_and_bad_input(published, tmp_path, owt_data_dir, capsys):
     hub, release, hf = published
     local = tmp_path / "main"
     shutil.copytree(release, local)
-    (local / cm.CHECKPOINTS_JSON).write_bytes(blob(hub, "main", cm.CHECKPOINTS_JSON))
+    (local / cm.CHECKPOINTS_JSON).write_bytes(blob(hub, REPO, "main", cm.CHECKPOINTS_JSON))
     assert verify_main([str(local), "--branches_dir", str(hf), "--data_dir", str(owt_data_dir)]) == 0
     out = capsys.readouterr().out
     assert "PASS  weights: 3 branches" in out and "no fed_batches.jsonl published" in out

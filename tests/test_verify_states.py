@@ -17,10 +17,9 @@ from safetensors.torch import load_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.build import main as build_main
 from gpt2_owt.modeling import sha256_file
-from release_fixtures import make_results
-from test_upload import REPO_ROOT, hub, run_upload  # noqa: F401 (fixture)
-from test_verify import blob
-from train_support import metric_rows, run_inprocess
+from helpers.release import make_results
+from helpers.hub import blob, run_upload
+from helpers.training import metric_rows, run_inprocess
 from gpt2_owt.training.run_dir import CHECKPOINTS
 
 REPO = "alice/gpt2-owt-states"
@@ -59,7 +58,7 @@ def test_optimizer_states_upload_then_resume_equals_local_resume(hub, state_run,
     assert second.returncode == 0, second.stderr
     assert "step2: optimizer state checkpoints/step2/" in second.stdout
 
-    manifest = json.loads(blob(hub, "main", cm.CHECKPOINTS_JSON, REPO))
+    manifest = json.loads(blob(hub, REPO, "main", cm.CHECKPOINTS_JSON))
     states = {e["branch"]: e["optimizer_state"] for e in manifest["checkpoints"]}
     assert states["step0"] is None  # no checkpoint at step 0 (nothing to resume)
     for branch, step in (("step1", 1), ("step2", 2), ("main", 3)):  # the final step's state rides on main
@@ -99,7 +98,7 @@ def test_verify_replays_a_published_data_order(hub, state_run, owt_data_dir, tmp
     assert run_upload(hub, release, "--repo_id", REPO, "--checkpoints", run / "hf").returncode == 0
     local = tmp_path / "main"
     shutil.copytree(release, local)
-    (local / cm.CHECKPOINTS_JSON).write_bytes(blob(hub, "main", cm.CHECKPOINTS_JSON, REPO))
+    (local / cm.CHECKPOINTS_JSON).write_bytes(blob(hub, REPO, "main", cm.CHECKPOINTS_JSON))
     (local / "training_logs").mkdir()
     shutil.copy(run / "fed_batches.jsonl", local / "training_logs" / "fed_batches.jsonl")
     argv = [str(local), "--branches_dir", str(run / "hf"), "--data_dir", str(owt_data_dir)]

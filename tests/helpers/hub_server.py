@@ -484,6 +484,6 @@ def alice_hub(home: Path):
 def run_with_hub(env: dict, *argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python *argv` from the repository root under `env`; the token must never appear in its output."""
     proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout,
-                          cwd=Path(__file__).resolve().parents[1])
+                          cwd=Path(__file__).resolve().parents[2])
     assert HUB_TOKEN not in proc.stdout + proc.stderr
     return proc

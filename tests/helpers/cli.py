@@ -34,31 +34,7 @@ from typing import Callable
 
 import pytest
 
-from train_support import REPO_ROOT, cli_env
-
-
-@pytest.fixture(scope="session")
-def cli_sources(owt_data_dir, release_run, tmp_path_factory) -> dict[str, Path]:
-    """name -> a read-only original: data, run (the real tiny trainer run), model (= run/hf/final), results,
-    release, llmc."""
-    from gpt2_owt.model_card.build import run as build_release
-    from gpt2_owt.modeling import sha256_file
-    from gpt2_owt.modeling.convert import export_checkpoint
-    from release_fixtures import copy_run, make_results
-
-    from gpt2_owt.tracing.index import INDEX_DIR, build_index
-
-    root = tmp_path_factory.mktemp("cli_sources")
-    run = copy_run(release_run, root / "run")
-    model = run / "hf" / "final"
-    results = make_results(root / "results.json", sha256_file(model / "model.safetensors"))
-    release = build_release(["--run_dir", str(run), "--eval_results", str(results), "--output_dir",
-                             str(root / "release")])
-    llmc = export_checkpoint("llmc", model, root / "model.bin")
-    indexed = shutil.copytree(owt_data_dir, root / "indexed")
-    build_index(indexed, indexed / INDEX_DIR, num_proc=1, mem_gb=1)
-    return {"data": owt_data_dir, "indexed": indexed, "run": run, "model": model, "results": results,
-            "release": release, "llmc": llmc}
+from helpers.training import REPO_ROOT, cli_env
 
 
 def _mount_tmpfs(where: Path, options: str) -> bool:
@@ -69,11 +45,16 @@ def _mount_tmpfs(where: Path, options: str) -> bool:
 
 
 class Workspace:
-    """A test's folder: copies of the session inputs on demand, plus read-only / full mounts. `capfd` (pytest's
-    fd-level capture) is what an in-process command's output is read from."""
+    """A test's folder: copies of the session inputs on demand, plus read-only / full mounts. An in-process command's
+    output is read from pytest's fd-level capture (`capfd`), asked for only then: a test of its own that captures
+    with capsys can still use the folder."""
 
-    def __init__(self, root: Path, sources: dict[str, Path], capfd=None):
-        self.root, self.sources, self.mounts, self.capfd = root, sources, [], capfd
+    def __init__(self, root: Path, sources: dict[str, Path], request=None):
+        self.root, self.sources, self.mounts, self.request = root, sources, [], request
+
+    @property
+    def capfd(self):
+        return self.request.getfixturevalue("capfd")
 
     def get(self, name: str) -> Path:
         if name == "ro":
@@ -129,13 +110,6 @@ class Workspace:
         for p in [self.root / "ro"]:
             if p.exists():
                 p.chmod(0o755)
-
-
-@pytest.fixture
-def workspace(tmp_path, cli_sources, capfd):
-    ws = Workspace(tmp_path, cli_sources, capfd)
-    yield ws
-    ws.unmount()
 
 
 def snapshot(root: Path) -> dict[str, str]:
