@@ -43,6 +43,7 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; then :; \
 	else echo "note: no chromium (Debian: apt-get install chromium): the explorer's browser test will skip"; fi
 
+# The unit tier: everything not marked slow (multiprocess and browser tests are slow too; pyproject.toml markers).
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 

@@ -26,6 +26,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed on this CPU, in this process as in the launched ones
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config):
+    """The tests test the tree they live in: `gpt2_owt` must import from this repository root (an editable install
+    of another clone, or a stale wheel, would otherwise be what runs)."""
+    import gpt2_owt.cli
+
+    imported = Path(gpt2_owt.cli.__file__).resolve().parent
+    if imported != REPO_ROOT:
+        raise pytest.UsageError(f"gpt2_owt imports from {imported}, not from this tree {REPO_ROOT}: run "
+                                f"`pip install -e {REPO_ROOT}` or put a folder linking gpt2_owt -> {REPO_ROOT} first "
+                                "on PYTHONPATH")
 TEST_DATA = REPO_ROOT / "tests" / "data"
 # path in the test-data layout -> the shipped copy (".gz": gzip of the original)
 TEST_FILES = {
@@ -44,6 +56,14 @@ def original_sha256() -> dict[str, str]:
     """The originals' sha256 as their provenance record lists them (tests/data/SHA256SUMS)."""
     lines = (TEST_DATA / "SHA256SUMS").read_text().splitlines()
     return {name: digest for digest, name in (line.split() for line in lines if line.strip())}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that launches several processes or drives a browser is also slow: `-m "not slow"` (the unit tier,
+    `make test-fast`) leaves it out."""
+    for item in items:
+        if item.get_closest_marker("multiprocess") or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

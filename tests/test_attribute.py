@@ -75,6 +75,7 @@ def canary_reports(canary_run):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("method", ["trackstar", "ekfac", "source"])
 def test_canary_sequences_rank_first(method, canary_run, canary_reports):
@@ -128,6 +129,7 @@ def test_every_candidate_is_what_data_order_lists(canary_run, canary_reports, ca
             assert s["context"] == decode(split.tokens[start : start + RUN["seq_len"] + 1])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_candidates_from_trace_find(canary_run, tmp_path, capsys):
     """`--candidates FIND.json` scores exactly the exposures `trace find --json` lists."""
@@ -212,7 +214,7 @@ def test_one_more_position_keeps_every_loss(tmp_path):
     assert longer.config.n_positions == 17 and torch.equal(bergson, trainer)
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.timeout(1800)
 def test_deepspeed_state_merged_per_parameter(canary_run, tmp_path):
     """A ZeRO-2 checkpoint (its state partitioned over 2 processes) read through DeepSpeed's universal-checkpoint

@@ -18,7 +18,7 @@ from helpers.training import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.multiprocess
 
 
 def run_demo(root: Path, port: int) -> subprocess.CompletedProcess:

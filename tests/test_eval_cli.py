@@ -51,6 +51,7 @@ def test_results_json_follows_the_schema(tiny_dir, tmp_path, owt_data_dir):
         assert all(isinstance(v, float) for v in block["metrics"].values())
 
 
+@pytest.mark.slow
 def test_batch_size_gives_the_same_numbers(tiny_dir):
     """Every task's numbers with batch size 7 equal batch size 1 (windows of different lengths share batches)."""
     from gpt2_owt.eval.tasks import TASKS, TaskSetup

@@ -15,6 +15,8 @@ from gpt2_owt.eval.harness_tasks import run as write_tasks  # noqa: E402
 from gpt2_owt.eval.tasks import wikitext_detokenizer  # noqa: E402
 from helpers.models import save_tiny_model  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 MAX_LENGTH = 100  # many rolling windows (and a partial last one) on the first WikiText document
 
 

@@ -40,6 +40,7 @@ def read_series(out: Path) -> list[dict]:
     return json.loads((out / "series.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_series_rows_equal_each_checkpoint_evaluated_alone(run_hf, owt_data_dir, tmp_path):
     out = tmp_path / "series"
@@ -59,6 +60,7 @@ def test_series_rows_equal_each_checkpoint_evaluated_alone(run_hf, owt_data_dir,
     assert len({json.dumps(r["metrics"]) for r in rows}) == 3  # three different models, three different rows
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_resume_skips_finished_rows_and_recomputes_changed_weights(run_hf, owt_data_dir, tmp_path):
     hf = shutil.copytree(run_hf, tmp_path / "hf")
@@ -158,6 +160,7 @@ def test_series_over_hub_revisions_equals_the_local_series(run_hf, owt_data_dir,
     assert proc.returncode == 2 and "not found" in proc.stderr and not bad.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_card_gets_the_series_table_and_plot_and_keeps_the_final_model_index(run_hf, owt_data_dir, tmp_path):
     from gpt2_owt.model_card.build import main as build_main

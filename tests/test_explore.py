@@ -27,7 +27,7 @@ import pytest
 
 from helpers.training import LONG_RUN as RUN, cli_env, free_port
 
-pytestmark = [pytest.mark.slow]
+pytestmark = pytest.mark.browser
 
 GPT2_OWT = str(Path(sys.executable).parent / "gpt2-owt")
 SERVER_START_S = 300  # gradio + torch imports on a shared 2-core machine

@@ -20,6 +20,8 @@ from gpt2_owt.tracing.text import encode
 from helpers.tracing import brute_positions, run_cli
 from helpers.training import load_export, run_inprocess
 
+pytestmark = pytest.mark.slow
+
 SEQ_LEN, BATCH, STEPS, MID = 32, 8, 40, 20
 PREFIX, SUFFIX = 8, 8
 RUN = dict(seq_len=SEQ_LEN, global_batch_size=BATCH, micro_batch_size=BATCH, max_steps=STEPS, warmup_steps=2,

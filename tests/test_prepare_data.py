@@ -450,6 +450,7 @@ def _fail_on_three(x):
     return x
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # 200 pool cycles: 67 s alone on the loaded 2-core machine (load 17), >120 s in the suite
 def test_tokenizer_workers_die_on_sigterm_whatever_the_parent_handler():
     """A SIGTERM handler that only sets a flag (as a trainer run earlier in the same process installs) must not reach

@@ -136,7 +136,7 @@ def test_cli_writes_its_report_and_plot_and_never_the_run(canary_run, canary_dat
     assert snapshot(canary_run) == before
 
 
-@pytest.mark.slow  # two 2-process DeepSpeed launches: ~3 min on 2 shared cores
+@pytest.mark.multiprocess  # two 2-process DeepSpeed launches: ~3 min on 2 shared cores
 @pytest.mark.timeout(1800)
 def test_nothing_removed_is_the_run_bit_for_bit_under_two_process_zero2(canary_data, tmp_path):
     run = tmp_path / "zero2"

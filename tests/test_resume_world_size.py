@@ -8,7 +8,7 @@ import pytest
 from helpers.training import accelerate_cmd, run_cli, run_inprocess, train_args
 from gpt2_owt.training.run_dir import CHECKPOINTS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.multiprocess
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=8, warmup_steps=2, eval_interval=4,
            eval_iters=1, checkpoint_interval=4, export_steps=[], export_interval=0, record_fed_batches="true")

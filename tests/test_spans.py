@@ -30,11 +30,9 @@ NEWLINE, PERIOD = 198, 13
 
 
 @pytest.fixture(scope="module")
-def data_dir(owt_data_dir, tmp_path_factory):
-    copy = tmp_path_factory.mktemp("spans") / "data"
-    shutil.copytree(owt_data_dir, copy)
-    trace_cli.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
-    return copy
+def data_dir(indexed_data_dir):
+    """The session's indexed sample (read-only)."""
+    return indexed_data_dir
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +147,7 @@ def query_texts(tokens, split) -> list[list[int]]:
 
 # ---------------------------------------------------------------------------------------------------- the rules
 
+@pytest.mark.slow
 def test_spans_equal_brute_force(data_dir, cfg, tokens, all_batches):
     index = TraceIndex(data_dir)
     coverage = {"cut": 0, "backed_off": 0, "across_documents": 0}
@@ -179,6 +178,7 @@ def test_span_across_a_document_boundary_is_found_as_find_finds_it(data_dir, cfg
     assert o - 8 + crossing[0]["start"] in [d["token_position"] for d in crossing[0]["documents"]]
 
 
+@pytest.mark.slow
 def test_maximal_spans_equal_infini_gram_attribute(data_dir, tokens, tmp_path):
     """On texts where OLMoTrace's rules and ours coincide (no EOT, the first token a word start), the spans and counts
     are infini-gram's `attribute` with OLMoTrace's settings; its unigram log-probs count one separator per document

@@ -87,6 +87,7 @@ def test_hash_mismatch_is_a_clear_error(tmp_path):
         verify_tokenizer_files(copy)
 
 
+@pytest.mark.slow
 def test_loads_from_installed_non_editable_package(tmp_path):
     """Build a wheel-style install into a temp dir and load the tokenizer from there (package data shipped). Every
     module of the repository's package folders is installed under the one `gpt2_owt` namespace, nothing at the top."""

@@ -26,12 +26,9 @@ CONFIG_ARGS = ["--seq_len", str(SEQ_LEN), "--global_batch_size", str(BATCH), "--
 
 
 @pytest.fixture(scope="module")
-def data_dir(owt_data_dir, tmp_path_factory):
-    """A copy of the sample data_dir with its trace index built by the CLI."""
-    copy = tmp_path_factory.mktemp("trace") / "data"
-    shutil.copytree(owt_data_dir, copy)
-    trace_cli.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
-    return copy
+def data_dir(indexed_data_dir):
+    """The session's sample data_dir with its trace index, built by the CLI (conftest; read-only)."""
+    return indexed_data_dir
 
 
 @pytest.fixture(scope="module")

@@ -121,6 +121,7 @@ def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: run_dir")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, capsys):
     from helpers.hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
@@ -174,7 +175,7 @@ def test_kill_and_resume_leaves_no_gap_or_duplicate(run, owt_data_dir, tmp_path,
     np.testing.assert_array_equal(got, want)  # resume is bitwise exact on one CPU process
 
 
-@pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.timeout(900)
 def test_zero2_two_processes_records_the_global_order(run, owt_data_dir, tmp_path):
     out = tmp_path / "zero2"

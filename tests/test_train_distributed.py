@@ -12,7 +12,7 @@ from helpers.training import (REPO_ROOT, accelerate_cmd, cli_env, final_weights,
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.multiprocess
 
 # world 2 x micro 2 = the global batch of 4 (no accumulation); one process accumulates 2 micro batches instead
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=8, warmup_steps=2, eval_interval=4,

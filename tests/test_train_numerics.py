@@ -10,7 +10,7 @@ from helpers.training import accelerate_cmd, final_weights, metric_rows, run_cli
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, RUN_INFO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.multiprocess
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=6, warmup_steps=2, eval_interval=0,
            eval_iters=1, checkpoint_interval=6, export_steps=[0], export_interval=0, mixed_precision="bf16")

@@ -17,6 +17,8 @@ pytest.importorskip("transformer_lens", reason='TransformerLens not installed (p
 
 from gpt2_owt.modeling.interp import available_steps, load_transformer_lens  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 IDS = torch.tensor([[15496, 995, 11, 428, 318, 257, 1332, 13]])
 
 

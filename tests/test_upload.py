@@ -43,6 +43,7 @@ def test_dry_run_needs_no_token_and_lists_every_file_branch_and_tag(published_in
     assert "final" not in out.split("branch step0", 1)[1]  # hf/final is the release, never a step branch
 
 
+@pytest.mark.slow
 def test_publish_fails_midway_then_resumes_and_loads_back(hub, published_inputs, tmp_path):
     release, hf = published_inputs
     repo = "alice/gpt2-owt-tiny"
@@ -166,6 +167,7 @@ def test_bad_local_inputs_fail_before_any_network(published_inputs, tmp_path, ca
     assert e.value.code == 2 and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_inputs, tmp_path):
     release, hf = published_inputs
     no_token = run_upload(hub, release, "--repo_id", "alice/r", token=None)
@@ -208,6 +210,7 @@ def test_hub_side_errors_are_clear_and_never_show_the_token(hub, published_input
     assert moved.returncode == 2 and "tag v1 already exists on alice/c at another commit" in moved.stderr
 
 
+@pytest.mark.slow
 def test_private_repo_and_pull_request(hub, published_inputs):
     release, _ = published_inputs
     proc = run_upload(hub, release, "--repo_id", "alice/p", "--private", "--create_pr", "--tag", "v1.0")
@@ -225,6 +228,7 @@ def test_private_repo_and_pull_request(hub, published_inputs):
     assert proc.returncode != 0 and "RepositoryNotFoundError" in proc.stderr  # private: invisible without a token
 
 
+@pytest.mark.slow
 def test_card_validate_runs_when_the_hub_answers(hub, published_inputs):
     """`ModelCard.validate()` is called (against the local Hub here) when the endpoint is reachable."""
     release, _ = published_inputs
@@ -235,6 +239,7 @@ def test_card_validate_runs_when_the_hub_answers(hub, published_inputs):
     assert ("POST", "/api/validate-yaml", 200) in hub.state.log
 
 
+@pytest.mark.slow
 def test_with_training_logs_publishes_metrics_and_sequence_losses(hub, published_inputs, capsys):
     """`--with_training_logs RUN` commits metrics.jsonl and sequence_losses/ under training_logs/ of main, and the
     tag points at that commit; the dry run lists them."""

@@ -20,6 +20,8 @@ from helpers.training import REPO_ROOT
 from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import RUN_INFO
 
+pytestmark = pytest.mark.slow
+
 REPO = "alice/gpt2-owt-verify"
 
 

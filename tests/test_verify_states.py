@@ -22,6 +22,8 @@ from helpers.hub import blob, run_upload
 from helpers.training import metric_rows, run_inprocess
 from gpt2_owt.training.run_dir import CHECKPOINTS
 
+pytestmark = pytest.mark.slow
+
 REPO = "alice/gpt2-owt-states"
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=3, warmup_steps=1, eval_interval=0,
            eval_iters=1, checkpoint_interval=1, keep_last_checkpoints=3, export_steps=[0, 1, 2],

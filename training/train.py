@@ -197,6 +197,8 @@ def make_accelerator(cfg: TrainConfig):
         # Without CUDA, Accelerate would treat a multi-process launch as non-distributed: create a gloo group, and
         # outside DeepSpeed take Accelerate's MULTI_CPU path (DDP over gloo; cpu=True would bypass DeepSpeed's).
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        if deepspeed:
+            skip_deepspeed_shm_op()
     precision = cfg.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
@@ -218,6 +220,17 @@ def make_accelerator(cfg: TrainConfig):
         step_scheduler_with_optimizer=False,
         kwargs_handlers=handlers,
     )
+
+
+def skip_deepspeed_shm_op() -> None:
+    """DeepSpeed on CPU JIT-compiles its shared-memory all-reduce op when its process group starts (about 30 s on a
+    machine's first launch, minutes on a loaded one; later launches load the cached build). Only its inference
+    all-reduce uses that op: training reduces through torch.distributed (gloo here). Marked incompatible in the
+    table DeepSpeed consults (`deepspeed.ops.__compatible_ops__`, probed once per process and kept), the op is never
+    built and DeepSpeed's process group runs without it, as it does on machines that cannot build it."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def configure_deepspeed(accelerator, cfg: TrainConfig, grad_accum: int) -> int | None:
