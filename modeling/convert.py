@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
     with warnings.catch_warnings():
         warnings.showwarning = print_warning  # one plain line each, not a source location
+        # every conversion says what it changed, whatever filters earlier code left ("once", "ignore")
+        warnings.simplefilter("always", nanogpt.ConversionWarning)
         run(args)
 
 
