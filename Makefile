@@ -15,6 +15,7 @@ TORCH  ?= torch==2.13.0
 BERGSON ?= bergson==2.5.1
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
+RANDOM_ORDER := -p random_order --random-order-bucket=module
 
 .PHONY: setup demo test test-fast chromium clean-venv
 
@@ -32,8 +33,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	PY=$(PY) bash scripts/demo.sh
 
+# Both tiers, the unit tier first: in a random order of modules (and of tests within each), its seed printed in
+# pytest's header ("Using --random-order-seed=N"; PYTEST_ARGS="--random-order-seed=N" reruns that order), so that a
+# test passing only after another one fails here; then the slow tier in file order.
 test: setup chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(RANDOM_ORDER) $(PYTEST_ARGS)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 # The explorer's browser test (tests/test_explore.py) drives Debian's chromium through playwright, which never
 # downloads a browser of its own. Installed here when missing and apt-get can; elsewhere only that test skips.
@@ -45,7 +50,7 @@ chromium:
 
 # The unit tier: everything not marked slow (multiprocess and browser tests are slow too; pyproject.toml markers).
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(RANDOM_ORDER) $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -97,6 +97,7 @@ def test_canary_sequences_rank_first(method, canary_run, canary_reports):
     assert sequences[0]["effect"] > 0 and CANARY in sequences[0]["context"]
 
 
+@pytest.mark.slow  # a Bergson run in a subprocess: ~40 s
 @pytest.mark.timeout(1800)
 def test_every_candidate_is_what_data_order_lists(canary_run, canary_reports, capsys):
     """(update, row) -> the window of the seeded epoch permutation (the sampler's definition, recomputed here), the

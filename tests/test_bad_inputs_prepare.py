@@ -241,6 +241,7 @@ def test_bad_input(case: Case, inputs: Inputs, tmp_path, capfd):
     check_prepare_case(case, inputs, tmp_path / "hf_cache", capfd)
 
 
+@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
 def test_bad_input_in_a_real_process(case: Case, inputs: Inputs, tmp_path):

@@ -47,6 +47,7 @@ def test_one_console_script_and_every_verb_is_covered():
     assert set(SUCCESS) == set(VERBS) - {"trace", "attribute", "replay", "explore"}
 
 
+@pytest.mark.slow  # an interpreter per verb: ~20 s
 @pytest.mark.timeout(300)
 def test_help_of_every_verb():
     """`gpt2-owt --help` lists the verbs; every verb (and every trace verb) answers --help with exit 0."""

@@ -44,6 +44,7 @@ def order_of(capsys, data_dir, step: int) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow  # trains its own run: ~7 s
 def test_data_order_names_the_tokens_the_trainer_fed(capsys, owt_data_dir, owt_documents, tmp_path):
     out = tmp_path / "run"
     assert run_inprocess(owt_data_dir, out, **RUN) == 0

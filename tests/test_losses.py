@@ -19,6 +19,8 @@ from helpers.tracing import run_cli
 from helpers.training import SEED_RUN
 from helpers.training import TINY_YAML, load_export, metric_rows
 
+pytestmark = pytest.mark.slow  # its own recorded run: ~15 s here
+
 STEPS, BATCH, SEQ_LEN = SEED_RUN["max_steps"], SEED_RUN["global_batch_size"], SEED_RUN["seq_len"]
 
 

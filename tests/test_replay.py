@@ -18,6 +18,8 @@ from gpt2_owt.tracing.replay import PLOT, REPORT, Query, Replayer, main as repla
 from gpt2_owt.tracing.runs import run_config
 from helpers.training import accelerate_cmd, load_export, run_cli, run_inprocess, train_args
 
+pytestmark = pytest.mark.slow  # a canary run and three replays of it: ~90 s here
+
 CANARY = " Zorblax quintessence marmalade vortex hums beneath the violet lighthouse of Quillington."
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2, eval_interval=0,
            eval_iters=1, checkpoint_interval=4, keep_last_checkpoints=3, export_steps=[0, 4, 8], export_interval=0,

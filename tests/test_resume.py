@@ -25,6 +25,8 @@ from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, DATA_MANIFE
                                        list_step_dirs)
 from gpt2_owt.training.manifest import read_manifest, write_manifest
 
+pytestmark = pytest.mark.slow  # a 12-update reference run and a resumed run per test: ~2 min here
+
 # 12 updates, checkpoints at 4, 8, 12 (all kept), batch hashes traced
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2, eval_interval=4,
            eval_iters=1, checkpoint_interval=4, keep_last_checkpoints=3, export_steps=[0, 2], export_interval=0,

@@ -224,6 +224,7 @@ def greedy_reference(folder, prompt_ids, n):
     return out[0, len(prompt_ids):].tolist()
 
 
+@pytest.mark.slow  # generation and a search per checkpoint: ~15 s
 def test_generate_searches_the_generated_ids(trained_run, data_dir, tokens, capsys):
     run = trained_run(**SEED_RUN)
     steps = SEED_RUN["max_steps"]

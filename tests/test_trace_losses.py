@@ -22,6 +22,8 @@ from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
 from gpt2_owt.training.sequence_losses import SEQUENCE_LOSSES, SequenceLossWriter, read_sequence_losses
 from gpt2_owt.training.train import lm_token_losses
 
+pytestmark = pytest.mark.slow  # its own recorded run and re-trainings: ~30 s here
+
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=8, warmup_steps=2, eval_interval=4,
            eval_iters=1, checkpoint_interval=2, keep_last_checkpoints=10, export_steps=[0, 1, 3, 5], export_interval=0)
 
