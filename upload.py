@@ -39,7 +39,8 @@ from gpt2_owt.modeling.steps import step_name
 from gpt2_owt.modeling.readers import read_json
 from gpt2_owt.modeling.records import sha256_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
-from gpt2_owt.model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
+from gpt2_owt.model_card.release_dir import (DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES,
+                                             TRAINING_CONFIG, manifest_differences)
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, HF_EXPORTS, METRICS, RUN_INFO,
                                        SEQUENCE_LOSSES, list_step_dirs)
 
@@ -137,18 +138,19 @@ def check_same_run(release: Path, run_dir: Path, flag: str) -> None:
 
 def check_release_files(release: Path, recorded: dict) -> None:
     """Every file of the release is the one model_card.build recorded: same names, sizes and sha256."""
-    present = {name for name, _ in folder_files(release)} - {RELEASE_MANIFEST}
-    extra, missing = sorted(present - set(recorded)), sorted(set(recorded) - present)
+    present = {name: sha256_file(release / name) for name, _ in folder_files(release) if name != RELEASE_MANIFEST}
+    extra, missing, changed = manifest_differences(recorded, present)
     if extra or missing:
         what = "; ".join(filter(None, [extra and f"not in it: {', '.join(extra)}",
                                        missing and f"missing: {', '.join(missing)}"]))
         raise UploadError(f"{release} does not match its {RELEASE_MANIFEST} ({what}): the release was modified "
                           "after it was built; rebuild it with `gpt2-owt card`")
-    for name in sorted(present):
-        entry = recorded[name] if isinstance(recorded[name], dict) else {}
-        if (release / name).stat().st_size != entry.get("bytes") or sha256_file(release / name) != entry.get("sha256"):
-            raise UploadError(f"{release}/{name} differs from the sha256 recorded in {RELEASE_MANIFEST}: the release "
-                              "was modified after it was built; rebuild it with `gpt2-owt card`")
+    resized = [name for name in present if (release / name).stat().st_size
+               != (recorded[name] if isinstance(recorded[name], dict) else {}).get("bytes")]
+    if changed or resized:
+        raise UploadError(f"{release}/{min({*changed, *resized})} differs from the sha256 recorded in "
+                          f"{RELEASE_MANIFEST}: the release was modified after it was built; rebuild it with "
+                          "`gpt2-owt card`")
 
 
 def checkpoint_targets(hf_dir: Path) -> list[Target]:

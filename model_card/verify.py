@@ -40,7 +40,7 @@ from pathlib import Path
 
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.facts import fmt
-from gpt2_owt.model_card.release_dir import RELEASE_MANIFEST, TRAINING_CONFIG
+from gpt2_owt.model_card.release_dir import RELEASE_MANIFEST, TRAINING_CONFIG, manifest_differences
 from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO
 from gpt2_owt.modeling.hub_branches import hub_errors
@@ -259,7 +259,7 @@ def check_step0(source, manifest: dict, training_config: dict, actual: dict, rep
 def check_files(source, manifest: dict, report: Report) -> None:
     main = source.files(source.release) or {}
     shared = [name for name in cm.SHARED_FILES if name in main]
-    bad = []
+    bad = release_manifest_problems(source, main)
     for entry in manifest["checkpoints"]:
         files = source.files(entry["branch"])
         if files is None or entry["branch"] == source.release:
@@ -272,7 +272,23 @@ def check_files(source, manifest: dict, report: Report) -> None:
     if bad:
         report.line("FAIL", "files", "; ".join(bad))
     else:
-        report.line("PASS", "files", f"{', '.join(shared)} identical on every branch")
+        report.line("PASS", "files", f"{', '.join(shared)} identical on every branch"
+                    + (f"; every file {RELEASE_MANIFEST} lists is on {source.release}" if RELEASE_MANIFEST in main
+                       else ""))
+
+
+def release_manifest_problems(source, main: dict[str, FileInfo]) -> list[str]:
+    """What the release branch lacks or changed of the files its release_manifest.json (written by `gpt2-owt card`
+    over every file it built) lists, by the comparison upload.py makes before publishing. Files the release gained
+    later (checkpoints.json, training_logs/) are not its business; a file it lost or changed is."""
+    if RELEASE_MANIFEST not in main:
+        return []
+    recorded = read_json_file(source, source.release, RELEASE_MANIFEST).get("files")
+    if not isinstance(recorded, dict):
+        raise UserError(f"{RELEASE_MANIFEST} on {source.release} is damaged (no 'files' table)")
+    _, missing, changed = manifest_differences(recorded, {name: info.sha256 for name, info in main.items()})
+    return ([f"{source.release} has no {name} ({RELEASE_MANIFEST} lists it)" for name in missing]
+            + [f"{source.release}/{name} differs from the sha256 {RELEASE_MANIFEST} records" for name in changed])
 
 
 def card_hyperparameters(card: str) -> dict[str, str]:
@@ -326,6 +342,20 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
     split = open_split(data_dir, "train")
     sampler = WindowSampler.for_run(order, split)
     rows = read_jsonl(source.path(source.release, traces[0]), f"{traces[0]} on {source.release}")
+    # The log must record every update the release trained (0..step-1), once: a cut or torn log would otherwise
+    # pass on the batches it still holds.
+    malformed = [n for n, row in enumerate(rows, 1) if not (isinstance(row.get("update"), int)
+                                                           and isinstance(row.get("tokens_sha256"), str))]
+    if malformed:
+        return report.line("FAIL", "data_order", f"{traces[0]} row {malformed[0]} is not "
+                                                 '{"update": int, "tokens_sha256": str}')
+    step = next((e["step"] for e in manifest["checkpoints"] if e["branch"] == source.release), None)
+    updates = [row["update"] for row in rows]
+    if step is not None and sorted(u for u in updates if u < step) != list(range(step)):
+        held = sorted(set(updates))
+        return report.line("FAIL", "data_order", f"{traces[0]} records {len(held)} distinct updates "
+                                                 f"({_span(held)}), the release trained {step} (0..{step - 1}): "
+                                                 "the log is incomplete")
     bad = [row["update"] for row in tqdm(rows, desc="replay data order", leave=False)
            if batch_sha256(read_windows(split, sampler.global_batch_windows(row["update"]), order["seq_len"]))
            != row["tokens_sha256"]]
@@ -335,6 +365,10 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
     else:
         report.line("PASS", "data_order", f"all {len(rows)} batches of {traces[0]} reproduced with data_seed "
                                           f"{order['data_seed']}")
+
+
+def _span(updates: list[int]) -> str:
+    return f"{updates[0]}..{updates[-1]}" if updates else "none"
 
 
 def verify(source, data_dir: str | None) -> Report:
