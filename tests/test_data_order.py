@@ -38,7 +38,9 @@ def test_global_batches_do_not_depend_on_world_size():
 
 
 def order_of(capsys, data_dir, step: int) -> dict:
-    overrides = [x for k, v in RUN.items() if k in ("seq_len", "global_batch_size") for x in (f"--{k}", str(v))]
+    # the run's batch shape (micro_batch_size too: data-order refuses a recipe `train` would refuse)
+    overrides = [x for k, v in RUN.items() if k in ("seq_len", "global_batch_size", "micro_batch_size")
+                 for x in (f"--{k}", str(v))]
     data_order_main(["--data_dir", str(data_dir), "--config", str(TINY_YAML), "--update", str(step), "--json",
                      *overrides])
     return json.loads(capsys.readouterr().out)

@@ -146,6 +146,11 @@ class TrainConfig:
             raise UserError("data_dir is required (--data_dir or `data_dir:` in the YAML)")
         if not self.output_dir:
             raise UserError("output_dir is required (--output_dir or `output_dir:` in the YAML)")
+        self.validate_recipe()
+
+    def validate_recipe(self) -> None:
+        """The checks of the recipe itself, without its folders: a command that answers for a recipe it does not
+        train (data-order, trace) refuses what `train` would refuse, rather than answer for a run that cannot be."""
         if (self.max_steps is None) == (self.max_tokens is None):
             raise UserError("set exactly one of max_steps and max_tokens")
         positive = ["seq_len", "micro_batch_size", "global_batch_size", "learning_rate", "eval_iters", "log_interval"]
@@ -175,6 +180,17 @@ class TrainConfig:
                 raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if any(s < 0 for s in self.export_steps):
             raise UserError(f"export_steps must be >= 0, got {self.export_steps}")
+
+    def check_model_fits(self):
+        """The model preset this recipe names (its GPT2Config), which must hold a training window: seq_len <=
+        n_positions (a longer window indexes past the position embeddings). Apart from validate(): it reads the
+        preset and imports transformers, which parsing a recipe does not need."""
+        from gpt2_owt.modeling.config import load_config  # transformers: only when a recipe is checked
+
+        model_config = load_config(self.model_config)
+        if self.seq_len > model_config.n_positions:
+            raise UserError(f"seq_len {self.seq_len} exceeds the model's n_positions {model_config.n_positions}")
+        return model_config
 
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]

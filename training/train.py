@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2_owt.modeling import UserError, build_model, cli_main, load_config, sha256_file
+from gpt2_owt.modeling import UserError, build_model, cli_main, sha256_file
 from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops
 from gpt2_owt.modeling.folder_lock import FolderLock
 from gpt2_owt.modeling.hf_folder import save_hf_folder
@@ -355,9 +355,7 @@ class Trainer:
         self.argv = argv
         self.out = Path(cfg.output_dir)
         self.run_dir = RunDir(self.out)  # written by the main process only
-        self.model_config = load_config(cfg.model_config)
-        if cfg.seq_len > self.model_config.n_positions:
-            raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
+        self.model_config = cfg.check_model_fits()
         check_output_apart_from_data(cfg)
         speed.check_attn_implementation(cfg.attn_implementation)
         self.accelerator = acc = make_accelerator(cfg)
