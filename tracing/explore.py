@@ -305,6 +305,9 @@ class Explorer:
                             f"{update} (a release's Space shows spans, exposure counts and curves)")
         if update < 0:
             raise UserError(f"--update must be >= 0, got {update}")
+        from .runs import check_update, update_limit
+
+        check_update("--update", int(update), update_limit(self.config, self.run_dir))  # as `data-order` refuses
         if self._split is None:  # the token file only: the data order needs no trace index
             self._split = open_split(self.data_dir, "train")
         return data_order.batch_order(self._split, WindowSampler.for_run(self.config, self._split), int(update),
