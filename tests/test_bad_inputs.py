@@ -71,6 +71,12 @@ CASES = [
     Case("train_batch_not_divisible", TRAIN + ["--data_dir", "{data}", "--output_dir", "{ws}/run",
                                                "--micro_batch_size", "3"], None, "not divisible",
          fix="make global_batch_size a multiple of micro_batch_size x the number of processes"),
+    Case("train_run_config_derived_field_edited", ["python", "-m", "gpt2_owt.training.train", "--config",
+                                                   "{run}/training_config.json", "--data_dir", "{data}",
+                                                   "--output_dir", "{ws}/new", "--report_to", "none"],
+         edit_json("run/training_config.json", total_steps=99),
+         "{run}/training_config.json: derived total_steps 99 (its settings give 2)",
+         fix="a run's training_config.json is a recipe as written: edit its settings, not its derived fields"),
     # eval.evaluate
     Case("eval_truncated_weights", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
          truncate("model/model.safetensors"), "model weights {model}/model.safetensors are damaged or truncated",
