@@ -64,3 +64,35 @@ def test_a_published_fed_batches_log_shorter_than_the_run_fails(workspace, capsy
     assert lines["data_order"] == ("FAIL  data_order: training_logs/fed_batches.jsonl records 1 distinct updates "
                                    "(0..0), the release trained 2 (0..1): the log is incomplete")
     assert snapshot(workspace.root) == before
+
+
+@pytest.mark.timeout(300)
+def test_a_release_without_its_card_fails_the_card_check(workspace, capsys):
+    """README.md deleted (issue 33 sweep: a FileNotFoundError traceback): the files check names it, the card and
+    data checks fail, exit 1."""
+    (workspace.get("release") / "README.md").unlink()
+    workspace.get("run")
+    before = snapshot(workspace.root)
+    code, lines = verify(workspace, capsys)
+    assert code == 1, lines
+    assert "main has no README.md (release_manifest.json lists it)" in lines["files"]
+    assert lines["card"] == "FAIL  card: the release has no README.md (the model card)"
+    assert lines["data"].startswith("FAIL")
+    assert snapshot(workspace.root) == before
+
+
+@pytest.mark.timeout(300)
+def test_a_damaged_record_of_the_derived_list_is_named(workspace, capsys):
+    """A release_manifest.json without its step/tokens (issue 33 sweep: blamed on a 'checkpoints.json derived for
+    ...' the user never had): one line naming release_manifest.json, exit 2."""
+    path = workspace.get("release") / "release_manifest.json"
+    path.write_text('{"files": {}, "step": 2}')
+    workspace.get("run")
+    before = snapshot(workspace.root)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        verify_main(["--release_dir", str(workspace.get("release")), "--branches_dir", str(workspace.get("run") / "hf")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f"error: release_manifest.json on main is damaged (tokens None, expected "
+                                       "int)\n")
+    assert snapshot(workspace.root) == before
