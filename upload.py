@@ -36,7 +36,7 @@ from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from gpt2_owt.modeling.steps import step_name
-from gpt2_owt.modeling.readers import read_json
+from gpt2_owt.modeling.readers import read_json, read_jsonl
 from gpt2_owt.modeling.records import sha256_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.release_dir import (DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES,
@@ -203,6 +203,14 @@ def training_log_files(run_dir: Path) -> list[tuple[str, int]]:
     """The run's training logs (relative name, size) that --with_training_logs publishes."""
     if not (run_dir / METRICS).is_file() or not (run_dir / TRAINING_CONFIG).is_file():
         raise UploadError(f"--with_training_logs {run_dir}: not a run folder (no {METRICS} or {TRAINING_CONFIG})")
+    # What `gpt2-owt trace` and verify will read from the Hub is read here first, through the same readers: a damaged
+    # log is refused before it is published, not found by whoever downloads it.
+    for name in (METRICS, FED_BATCHES):
+        read_jsonl(run_dir / name, f"training log {name}")
+    if (run_dir / SEQUENCE_LOSSES).is_dir():
+        from gpt2_owt.training.sequence_losses import read_sequence_losses
+
+        read_sequence_losses(run_dir)
     return [(name, size) for name, size in folder_files(run_dir)
             if any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_LOG_PATTERNS)]  # as upload_folder filters
 

@@ -25,6 +25,15 @@ ORDER = ["python", "-m", "gpt2_owt.training.data_order", "--config", str(TINY_YA
 TRAIN = ["python", "-m", "gpt2_owt.training.train", "--config", str(TINY_YAML), "--report_to", "none"]
 HARNESS = ["python", "-m", "gpt2_owt.eval.harness_tasks"]
 
+def damage_second_line(relative: str):
+    """A JSONL log whose second row is no longer JSON (a damaged block in the middle of the file)."""
+    def setup(ws):
+        path = ws.path(relative)
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join([lines[0], "{not json\n", *lines[2:]]))
+    return setup
+
+
 CASES = [
     # training.data_order
     Case("order_missing_data_dir", ORDER + ["--data_dir", "{ws}/nope", "--update", "0"], None,
@@ -77,6 +86,12 @@ CASES = [
          edit_json("run/training_config.json", total_steps=99),
          "{run}/training_config.json: derived total_steps 99 (its settings give 2)",
          fix="a run's training_config.json is a recipe as written: edit its settings, not its derived fields"),
+    Case("train_resume_damaged_fed_batches", ["python", "-m", "gpt2_owt.training.train", "--config",
+                                              "{run}/training_config.json", "--data_dir", "{data}", "--output_dir",
+                                              "{run}", "--resume_from_checkpoint", "auto", "--report_to", "none"],
+         damage_second_line("run/fed_batches.jsonl"),
+         "run log {run}/fed_batches.jsonl is damaged at line 2 (not a JSON row with an integer 'update')",
+         fix="restore the run's logs from a backup; the resume rewrites nothing until they read whole"),
     # eval.evaluate
     Case("eval_truncated_weights", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
          truncate("model/model.safetensors"), "model weights {model}/model.safetensors are damaged or truncated",
@@ -159,6 +174,10 @@ CASES = [
          overwrite("release/README.md", b"# my own card\n"),
          "{release}/README.md differs from the sha256 recorded in release_manifest.json",
          fix="rebuild the release with `gpt2-owt card` instead of editing its files"),
+    Case("upload_training_log_damaged", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run", "--with_training_logs",
+                                                  "{run}"], damage_second_line("run/metrics.jsonl"),
+         "training log metrics.jsonl {run}/metrics.jsonl is damaged at line 2",
+         fix="publish the logs of an intact run: restore metrics.jsonl from a backup of the run"),
     Case("upload_extra_file", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"], user_file("release/notes.txt"),
          "{release} does not match its release_manifest.json (not in it: notes.txt)",
          fix="remove the extra file, or rebuild the release with `gpt2-owt card`"),

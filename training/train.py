@@ -426,11 +426,11 @@ class Trainer:
                 self.run_dir.clear()
             resolved = dict(zip(RESOLVED_KEYS, (self.grad_accum, self.world, self.total_steps, self.tokens_per_step)))
             manifest_path = Path(cfg.data_dir) / MANIFEST
-            self.run_dir.start(asdict(cfg) | resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
-                               resuming=self.resume_path is not None)
             start = int(self.resume_info["step"]) if self.resume_info else 0
             if self.resume_path:  # drop rows the killed run wrote after this checkpoint: they are recomputed
-                self.run_dir.truncate_rows(start)
+                self.run_dir.truncate_rows(start)  # first: a damaged log is refused before anything is rewritten
+            self.run_dir.start(asdict(cfg) | resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
+                               resuming=self.resume_path is not None)
             if cfg.record_sequence_losses:  # opened at the (resumed) step: no update missing or twice
                 self.sequence_loss_writer = SequenceLossWriter(self.out, cfg.global_batch_size, start)
         acc.wait_for_everyone()
