@@ -64,7 +64,18 @@ def _stdout_is_closed() -> bool:
     return closed
 
 
+def _close_progress_bars() -> None:
+    """End every tqdm bar still open (a command stopped mid-loop): a bar redraws its line with a carriage return and
+    no newline, so the error line written after it was glued to the bar's text instead of being a line of its own
+    (issue 33: `trace memorization` interrupted while decoding)."""
+    std = sys.modules.get("tqdm.std")
+    for bar in list(getattr(getattr(std, "tqdm", None), "_instances", None) or []):
+        with contextlib.suppress(Exception):
+            bar.close()
+
+
 def _error_line(message: str) -> None:
+    _close_progress_bars()
     # One write with its newline: under `accelerate launch` every rank reports the same error into one pipe, and
     # print()'s separate write of "\n" let two ranks' lines run together (CI, issue 11).
     sys.stderr.write(f"error: {message}\n")

@@ -66,7 +66,15 @@ def _deliver_again_if_swallowed(unraisable, fallback):
     signum = unraisable.exc_value.signum
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
-    threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+    threading.Timer(0.01, _redeliver, (signum,)).start()
+
+
+def _redeliver(signum: int) -> None:
+    """Send the swallowed signal again, unless an `Interrupted` was raised meanwhile (the handler is no longer ours):
+    two swallowed copies of one signal (several finalizers) scheduled two re-deliveries, and the second one met the
+    default disposition during the clean-up and ended the process with no `error: interrupted` line (issue 33)."""
+    if signal.getsignal(signum) is _raise_interrupted:
+        os.kill(os.getpid(), signum)
 
 
 @contextlib.contextmanager

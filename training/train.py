@@ -709,8 +709,9 @@ class Trainer:
         self.update_run_info(self.step, "interrupted")
         self.accelerator.end_training()
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
+        # the one `error: interrupted by SIG; what is kept` line every command ends an interruption with
         self.accelerator.print(
-            f"interrupted by {name} after step {self.step}; checkpoint saved. Continue with "
+            f"error: interrupted by {name}; the checkpoint of step {self.step} is saved: continue with "
             f"--resume_from_checkpoint auto --output_dir {self.out}", file=sys.stderr)
         return 128 + (self.stop_signal or signal.SIGTERM)
 
