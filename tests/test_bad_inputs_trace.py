@@ -17,6 +17,10 @@ CASES = [
          overwrite("run/sequence_losses/info.json", b'{"global_batch_size": 0, "steps_per_shard": 1000}'),
          "sequence losses info {run}/sequence_losses/info.json is damaged (global_batch_size 0, expected a positive "
          "integer)", fix="the run's sequence_losses/ is damaged: restore it from a backup of the run"),
+    Case("losses_info_of_another_batch_size", LOSSES + ["--updates", "0:2"],
+         overwrite("run/sequence_losses/info.json", b'{"global_batch_size": 8, "steps_per_shard": 1000}'),
+         "sequence losses info {run}/sequence_losses/info.json records global_batch_size 8, the run trained 4",
+         fix="the run's sequence_losses/ belongs to another run: restore it from a backup of this run"),
     Case("losses_truncated_shard", LOSSES + ["--updates", "0:2"], truncate("run/sequence_losses/steps_00000000.f32", 20),
          "updates 0..1: {run} recorded the losses of updates 0..0",
          fix="ask about the updates the run recorded (a cut shard keeps its whole rows)"),

@@ -216,7 +216,7 @@ class Explorer:
         from gpt2_owt.training.sequence_losses import read_sequence_losses
 
         if self._losses is None:
-            self._losses = read_sequence_losses(self.run_dir)
+            self._losses = read_sequence_losses(self.run_dir, self.config.global_batch_size)
         return self._losses
 
     def marked_context(self, document: dict, span: dict) -> tuple[str, str, str]:

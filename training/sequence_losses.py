@@ -110,13 +110,17 @@ class SequenceLossWriter:
             self._file = None
 
 
-def read_sequence_losses(run_dir: str | Path) -> np.ndarray:
-    """float32 [steps recorded, global_batch_size]: row s = the losses of update s (NaN where never recorded)."""
+def read_sequence_losses(run_dir: str | Path, global_batch_size: int | None = None) -> np.ndarray:
+    """float32 [steps recorded, global_batch_size]: row s = the losses of update s (NaN where never recorded).
+    `global_batch_size`: the run's, which the recorded rows must have (a column is a row of the global batch)."""
     folder = Path(run_dir) / SEQUENCE_LOSSES
     if not (folder / INFO).is_file():
         raise UserError(f"{run_dir} has no {SEQUENCE_LOSSES}/ (trained with record_sequence_losses false?)")
     info = read_info(folder)
     batch, per_shard = info["global_batch_size"], info["steps_per_shard"]
+    if global_batch_size is not None and batch != global_batch_size:
+        raise DamagedFile(f"sequence losses info {folder / INFO} records global_batch_size {batch}, the run trained "
+                          f"{global_batch_size}: these are not this run's losses")
     rows = []
     for expected, (start, path) in zip(range(0, 1 << 62, per_shard), _shards(folder)):
         if start != expected:
