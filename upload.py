@@ -36,10 +36,11 @@ from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from gpt2_owt.modeling.steps import step_name
-from gpt2_owt.modeling.readers import read_json
+from gpt2_owt.modeling.readers import read_json, read_jsonl
 from gpt2_owt.modeling.records import sha256_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
-from gpt2_owt.model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
+from gpt2_owt.model_card.release_dir import (DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES,
+                                             TRAINING_CONFIG, manifest_differences)
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, HF_EXPORTS, METRICS, RUN_INFO,
                                        SEQUENCE_LOSSES, list_step_dirs)
 
@@ -137,18 +138,19 @@ def check_same_run(release: Path, run_dir: Path, flag: str) -> None:
 
 def check_release_files(release: Path, recorded: dict) -> None:
     """Every file of the release is the one model_card.build recorded: same names, sizes and sha256."""
-    present = {name for name, _ in folder_files(release)} - {RELEASE_MANIFEST}
-    extra, missing = sorted(present - set(recorded)), sorted(set(recorded) - present)
+    present = {name: sha256_file(release / name) for name, _ in folder_files(release) if name != RELEASE_MANIFEST}
+    extra, missing, changed = manifest_differences(recorded, present)
     if extra or missing:
         what = "; ".join(filter(None, [extra and f"not in it: {', '.join(extra)}",
                                        missing and f"missing: {', '.join(missing)}"]))
         raise UploadError(f"{release} does not match its {RELEASE_MANIFEST} ({what}): the release was modified "
                           "after it was built; rebuild it with `gpt2-owt card`")
-    for name in sorted(present):
-        entry = recorded[name] if isinstance(recorded[name], dict) else {}
-        if (release / name).stat().st_size != entry.get("bytes") or sha256_file(release / name) != entry.get("sha256"):
-            raise UploadError(f"{release}/{name} differs from the sha256 recorded in {RELEASE_MANIFEST}: the release "
-                              "was modified after it was built; rebuild it with `gpt2-owt card`")
+    resized = [name for name in present if (release / name).stat().st_size
+               != (recorded[name] if isinstance(recorded[name], dict) else {}).get("bytes")]
+    if changed or resized:
+        raise UploadError(f"{release}/{min({*changed, *resized})} differs from the sha256 recorded in "
+                          f"{RELEASE_MANIFEST}: the release was modified after it was built; rebuild it with "
+                          "`gpt2-owt card`")
 
 
 def checkpoint_targets(hf_dir: Path) -> list[Target]:
@@ -201,6 +203,14 @@ def training_log_files(run_dir: Path) -> list[tuple[str, int]]:
     """The run's training logs (relative name, size) that --with_training_logs publishes."""
     if not (run_dir / METRICS).is_file() or not (run_dir / TRAINING_CONFIG).is_file():
         raise UploadError(f"--with_training_logs {run_dir}: not a run folder (no {METRICS} or {TRAINING_CONFIG})")
+    # What `gpt2-owt trace` and verify will read from the Hub is read here first, through the same readers: a damaged
+    # log is refused before it is published, not found by whoever downloads it.
+    for name in (METRICS, FED_BATCHES):
+        read_jsonl(run_dir / name, f"training log {name}")
+    if (run_dir / SEQUENCE_LOSSES).is_dir():
+        from gpt2_owt.training.sequence_losses import read_sequence_losses
+
+        read_sequence_losses(run_dir)
     return [(name, size) for name, size in folder_files(run_dir)
             if any(fnmatch.fnmatch(name, pattern) for pattern in TRAINING_LOG_PATTERNS)]  # as upload_folder filters
 

@@ -37,3 +37,15 @@ REQUIRED_FILES = {
 }
 # What an intermediate export (run_dir/hf/stepN) needs to be published as a step branch.
 EXPORT_REQUIRED = (WEIGHTS, MODEL_CONFIG)
+
+
+def manifest_differences(recorded: dict, present: dict[str, str | None]) -> tuple[list[str], list[str], list[str]]:
+    """(extra, missing, changed) names of a release's files against its release_manifest.json `files` table.
+    `present`: name -> sha256 of each file the release holds (None where the source cannot tell without
+    downloading, e.g. a small file on the Hub: presence is all that is checked then). upload.py (before it publishes)
+    and verify (after) judge a release by this one comparison."""
+    names = set(present) - {RELEASE_MANIFEST}
+    extra, missing = sorted(names - set(recorded)), sorted(set(recorded) - names)
+    changed = [name for name in sorted(names & set(recorded)) if present[name] is not None
+               and present[name] != (recorded[name] if isinstance(recorded[name], dict) else {}).get("sha256")]
+    return extra, missing, changed

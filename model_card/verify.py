@@ -40,11 +40,11 @@ from pathlib import Path
 
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.facts import fmt
-from gpt2_owt.model_card.release_dir import RELEASE_MANIFEST, TRAINING_CONFIG
+from gpt2_owt.model_card.release_dir import RELEASE_MANIFEST, TRAINING_CONFIG, manifest_differences
 from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO
 from gpt2_owt.modeling.hub_branches import hub_errors
-from gpt2_owt.modeling.readers import read_json, read_jsonl
+from gpt2_owt.modeling.readers import DamagedFile, read_json, read_jsonl
 from gpt2_owt.modeling.hf_argparser import parse_with_positional
 from gpt2_owt.modeling.steps import parse_step_name
 from gpt2_owt.modeling.records import sha256_file
@@ -158,20 +158,32 @@ def derived_manifest(source) -> dict:
     export_info.json (the trainer's record of its weights), the data order from training_config.json and
     manifest.json. Every hash is a record written when the weights were, so the checks below still compare them
     with the files."""
-    release = read_json_file(source, source.release, RELEASE_MANIFEST)
+    release = checked_record(read_json_file(source, source.release, RELEASE_MANIFEST),
+                             f"{RELEASE_MANIFEST} on {source.release}")
     entries = [cm.checkpoint_entry(source.release, release.get("step"), release.get("tokens"),
                                    source.path(source.release, cm.WEIGHTS), release.get("weights_sha256"), None)]
     for branch in source.branches:
         files = source.files(branch) or {}
         if branch == source.release or cm.WEIGHTS not in files:
             continue
-        info = read_json_file(source, branch, EXPORT_INFO) if EXPORT_INFO in files else {}
+        info = checked_record(read_json_file(source, branch, EXPORT_INFO), f"{EXPORT_INFO} on {branch}") \
+            if EXPORT_INFO in files else {}
         entries.append(cm.checkpoint_entry(branch, info.get("step", parse_step_name(branch)), info.get("tokens"),
                                            source.path(branch, cm.WEIGHTS), info.get("weights_sha256"), None))
     data_manifest = source.path(source.release, "manifest.json")
     order = cm.data_order_identity(read_json_file(source, source.release, TRAINING_CONFIG),
                                    sha256_file(data_manifest) if data_manifest.is_file() else None)
     return json.loads(cm.render("(local)", source.release, order, entries))
+
+
+def checked_record(record: dict, what: str) -> dict:
+    """A record the derived checkpoint list is built from (release_manifest.json, export_info.json) with the keys it
+    takes from it: a wrong one is that file's damage, named as such (not a checkpoints.json the user never had)."""
+    for key, kind in (("step", int), ("tokens", int), ("weights_sha256", str)):
+        value = record.get(key)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise DamagedFile(f"{what} is damaged ({key} {value!r}, expected {kind.__name__})")
+    return record
 
 
 def check_weights(source, manifest: dict, report: Report) -> dict[str, str | None]:
@@ -259,7 +271,7 @@ def check_step0(source, manifest: dict, training_config: dict, actual: dict, rep
 def check_files(source, manifest: dict, report: Report) -> None:
     main = source.files(source.release) or {}
     shared = [name for name in cm.SHARED_FILES if name in main]
-    bad = []
+    bad = release_manifest_problems(source, main)
     for entry in manifest["checkpoints"]:
         files = source.files(entry["branch"])
         if files is None or entry["branch"] == source.release:
@@ -272,7 +284,23 @@ def check_files(source, manifest: dict, report: Report) -> None:
     if bad:
         report.line("FAIL", "files", "; ".join(bad))
     else:
-        report.line("PASS", "files", f"{', '.join(shared)} identical on every branch")
+        report.line("PASS", "files", f"{', '.join(shared)} identical on every branch"
+                    + (f"; every file {RELEASE_MANIFEST} lists is on {source.release}" if RELEASE_MANIFEST in main
+                       else ""))
+
+
+def release_manifest_problems(source, main: dict[str, FileInfo]) -> list[str]:
+    """What the release branch lacks or changed of the files its release_manifest.json (written by `gpt2-owt card`
+    over every file it built) lists, by the comparison upload.py makes before publishing. Files the release gained
+    later (checkpoints.json, training_logs/) are not its business; a file it lost or changed is."""
+    if RELEASE_MANIFEST not in main:
+        return []
+    recorded = read_json_file(source, source.release, RELEASE_MANIFEST).get("files")
+    if not isinstance(recorded, dict):
+        raise UserError(f"{RELEASE_MANIFEST} on {source.release} is damaged (no 'files' table)")
+    _, missing, changed = manifest_differences(recorded, {name: info.sha256 for name, info in main.items()})
+    return ([f"{source.release} has no {name} ({RELEASE_MANIFEST} lists it)" for name in missing]
+            + [f"{source.release}/{name} differs from the sha256 {RELEASE_MANIFEST} records" for name in changed])
 
 
 def card_hyperparameters(card: str) -> dict[str, str]:
@@ -280,7 +308,20 @@ def card_hyperparameters(card: str) -> dict[str, str]:
     return {m.group(1): m.group(2) for m in map(HPARAM_ROW.match, section.splitlines()) if m}
 
 
-def check_card(card: str, training_config: dict, report: Report) -> None:
+def read_card(source) -> str | None:
+    """The model card (README.md) of the release branch; None when it has none (the card and data checks then fail
+    naming it, instead of the whole command stopping on a FileNotFoundError)."""
+    if "README.md" not in (source.files(source.release) or {}):
+        return None
+    try:
+        return source.path(source.release, "README.md").read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"README.md on {source.release} is damaged (not UTF-8 text)") from None
+
+
+def check_card(card: str | None, training_config: dict, report: Report) -> None:
+    if card is None:
+        return report.line("FAIL", "card", "the release has no README.md (the model card)")
     shown = card_hyperparameters(card)
     want = {key: fmt(value) for key, value in training_config.items()}
     bad = [f"{k}: card {shown.get(k, '(missing)')!r}, training_config.json {v!r}" for k, v in want.items()
@@ -291,14 +332,14 @@ def check_card(card: str, training_config: dict, report: Report) -> None:
         report.line("PASS", "card", f"hyperparameter table = training_config.json ({len(want)} fields)")
 
 
-def check_data(source, manifest: dict, card: str, report: Report) -> str | None:
+def check_data(source, manifest: dict, card: str | None, report: Report) -> str | None:
     recorded = manifest.get("data_order", {}).get("data_manifest_sha256")
     main = source.files(source.release) or {}
     if "manifest.json" not in main:
         report.line("FAIL", "data", f"no manifest.json on {source.release}")
         return recorded
     actual = sha256_file(source.path(source.release, "manifest.json"))
-    m = CARD_MANIFEST_SHA.search(card)
+    m = CARD_MANIFEST_SHA.search(card or "")
     on_card = m.group(1) if m else None
     if actual == recorded == on_card:
         report.line("PASS", "data", f"manifest.json sha256 {actual[:16]}… = the run's record (card, {cm.CHECKPOINTS_JSON})")
@@ -326,6 +367,20 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
     split = open_split(data_dir, "train")
     sampler = WindowSampler.for_run(order, split)
     rows = read_jsonl(source.path(source.release, traces[0]), f"{traces[0]} on {source.release}")
+    # The log must record every update the release trained (0..step-1), once: a cut or torn log would otherwise
+    # pass on the batches it still holds.
+    malformed = [n for n, row in enumerate(rows, 1) if not (isinstance(row.get("update"), int)
+                                                           and isinstance(row.get("tokens_sha256"), str))]
+    if malformed:
+        return report.line("FAIL", "data_order", f"{traces[0]} row {malformed[0]} is not "
+                                                 '{"update": int, "tokens_sha256": str}')
+    step = next((e["step"] for e in manifest["checkpoints"] if e["branch"] == source.release), None)
+    updates = [row["update"] for row in rows]
+    if step is not None and sorted(u for u in updates if u < step) != list(range(step)):
+        held = sorted(set(updates))
+        return report.line("FAIL", "data_order", f"{traces[0]} records {len(held)} distinct updates "
+                                                 f"({_span(held)}), the release trained {step} (0..{step - 1}): "
+                                                 "the log is incomplete")
     bad = [row["update"] for row in tqdm(rows, desc="replay data order", leave=False)
            if batch_sha256(read_windows(split, sampler.global_batch_windows(row["update"]), order["seq_len"]))
            != row["tokens_sha256"]]
@@ -335,6 +390,10 @@ def check_data_order(source, manifest: dict, recorded: str | None, data_dir: str
     else:
         report.line("PASS", "data_order", f"all {len(rows)} batches of {traces[0]} reproduced with data_seed "
                                           f"{order['data_seed']}")
+
+
+def _span(updates: list[int]) -> str:
+    return f"{updates[0]}..{updates[-1]}" if updates else "none"
 
 
 def verify(source, data_dir: str | None) -> Report:
@@ -352,7 +411,7 @@ def verify(source, data_dir: str | None) -> Report:
     report.line("PASS" if release_listed else "FAIL", "manifest",
                 what + ("" if release_listed else f", but not the release branch {source.release}"))
     training_config = read_json_file(source, source.release, TRAINING_CONFIG)
-    card = source.path(source.release, "README.md").read_text()
+    card = read_card(source)
     actual = check_weights(source, manifest, report)
     check_distinct(manifest, actual, report)
     check_step0(source, manifest, training_config, actual, report)

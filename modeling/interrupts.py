@@ -40,6 +40,22 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
+def _default_signals_in_child():
+    """In every process forked while a command holds `_raise_interrupted` (a pool that `datasets` starts for
+    `load_dataset(num_proc=N)`, any library's worker): SIGINT/SIGTERM back to their default dispositions. Such a
+    worker is the library's, not the command's: the pool ending it with SIGTERM at shutdown (multiprocess's exit
+    handler terminates the workers) must just end it, not raise `Interrupted` inside it, which printed a traceback
+    per worker and could leave one stuck on a lock its pool held, with the parent waiting for it forever (issue 33).
+    A handler that is not ours is left alone."""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) in (_raise_interrupted, _end_workers_first):
+            signal.signal(sig, signal.SIG_DFL)
+    _deferred.clear()
+
+
+os.register_at_fork(after_in_child=_default_signals_in_child)
+
+
 def _deliver_again_if_swallowed(unraisable, fallback):
     """Python drops an exception raised where it cannot propagate (a weakref callback, `__del__`, the garbage
     collector) after printing it: a signal landing there would be lost and the command would run on. Such an
@@ -50,7 +66,15 @@ def _deliver_again_if_swallowed(unraisable, fallback):
     signum = unraisable.exc_value.signum
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupted)
-    threading.Timer(0.01, os.kill, (os.getpid(), signum)).start()
+    threading.Timer(0.01, _redeliver, (signum,)).start()
+
+
+def _redeliver(signum: int) -> None:
+    """Send the swallowed signal again, unless an `Interrupted` was raised meanwhile (the handler is no longer ours):
+    two swallowed copies of one signal (several finalizers) scheduled two re-deliveries, and the second one met the
+    default disposition during the clean-up and ended the process with no `error: interrupted` line (issue 33)."""
+    if signal.getsignal(signum) is _raise_interrupted:
+        os.kill(os.getpid(), signum)
 
 
 @contextlib.contextmanager
@@ -70,6 +94,66 @@ def signals_raise_interrupted():
         sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+DEFER_GRACE_S = 5.0  # how long a library gets to unwind by itself once its workers are ended
+_deferred: list = []  # [(signum, fallback timer)] while interrupts_deferred_to_children holds a signal
+
+
+def _end_workers_first(signum, frame):
+    """The handler inside interrupts_deferred_to_children: end the workers, let the library fail in its own code,
+    and raise `Interrupted` if it has not unwound within DEFER_GRACE_S (a pool whose map waits forever for a dead
+    worker's result) or on the next signal."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupted)
+    for child in _worker_processes():
+        with contextlib.suppress(OSError, AttributeError):
+            child.terminate()
+    timer = threading.Timer(DEFER_GRACE_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
+    _deferred.append((signum, timer))
+
+
+@contextlib.contextmanager
+def interrupts_deferred_to_children():
+    """Inside: a library's multiprocessing code that must not be unwound at an arbitrary bytecode
+    (`datasets.load_dataset` with num_proc: pools, a Manager, queues behind locks): `Interrupted` raised there could
+    leave a lock held that the pool's own shutdown then waits for forever. A SIGINT/SIGTERM here first ends this
+    process's worker processes (`_end_workers_first`); the library then fails through its own code path ("a
+    subprocess died") and `Interrupted` is raised as the block is left. Only under `signals_raise_interrupted`."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not _raise_interrupted:
+        yield
+        return
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _end_workers_first)
+    try:
+        yield
+    except BaseException:
+        if _deferred:
+            raise Interrupted(_deferred[0][0]) from None
+        raise
+    finally:
+        for _, timer in _deferred:
+            timer.cancel()
+        got = [signum for signum, _ in _deferred]
+        _deferred.clear()
+        if not got:  # still ours to restore; after a signal _raise_interrupted is in place already
+            for sig in STOP_SIGNALS:
+                signal.signal(sig, _raise_interrupted)
+    if got:
+        raise Interrupted(got[0])
+
+
+def _worker_processes() -> list:
+    """The live child processes started through multiprocessing or its dill fork `multiprocess` (datasets')."""
+    found = []
+    for name in ("multiprocessing", "multiprocess"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found += module.active_children()
+    return found
 
 
 def set_interrupt_note(note: str) -> None:

@@ -25,6 +25,15 @@ ORDER = ["python", "-m", "gpt2_owt.training.data_order", "--config", str(TINY_YA
 TRAIN = ["python", "-m", "gpt2_owt.training.train", "--config", str(TINY_YAML), "--report_to", "none"]
 HARNESS = ["python", "-m", "gpt2_owt.eval.harness_tasks"]
 
+def damage_second_line(relative: str):
+    """A JSONL log whose second row is no longer JSON (a damaged block in the middle of the file)."""
+    def setup(ws):
+        path = ws.path(relative)
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join([lines[0], "{not json\n", *lines[2:]]))
+    return setup
+
+
 CASES = [
     # training.data_order
     Case("order_missing_data_dir", ORDER + ["--data_dir", "{ws}/nope", "--update", "0"], None,
@@ -35,6 +44,16 @@ CASES = [
     Case("order_truncated_train_bin", ORDER + ["--data_dir", "{data}", "--update", "0"], truncate("data/train.bin", 4097),
          "{data}/train.bin is truncated or damaged: 4097 bytes is not a whole number of 2-byte token ids",
          fix="run `gpt2-owt verify-data --data_dir DATA`; prepare the data again if it fails"),
+    Case("order_update_past_the_recipe", ORDER + ["--data_dir", "{data}", "--update", "60"], None,
+         "--update 60 is past the run: the recipe's max_steps 60 trains updates 0..59",
+         fix="ask about an update below the recipe's max_steps (updates count from 0)"),
+    Case("order_update_past_the_run", ["python", "-m", "gpt2_owt.training.data_order", "--run_dir", "{run}",
+                                       "--data_dir", "{data}", "--update", "2"], None,
+         "--update 2 is past the run: {run} trained updates 0..1 (2 steps)",
+         fix="ask about an update the run did (below its steps_done, run_info.json)"),
+    Case("order_seq_len_past_n_positions", ORDER + ["--data_dir", "{data}", "--update", "0", "--seq_len", "512"],
+         None, "seq_len 512 exceeds the model's n_positions 256",
+         fix="a recipe `train` refuses has no data order: keep seq_len <= the model's n_positions"),
     Case("order_unknown_field", ORDER + ["--data_dir", "{data}", "--update", "0", "--learning_rat", "1"], None,
          "learning_rat",
          fix="check the spelling against `gpt2-owt train --help` (the recipe's fields)"),
@@ -61,6 +80,18 @@ CASES = [
     Case("train_batch_not_divisible", TRAIN + ["--data_dir", "{data}", "--output_dir", "{ws}/run",
                                                "--micro_batch_size", "3"], None, "not divisible",
          fix="make global_batch_size a multiple of micro_batch_size x the number of processes"),
+    Case("train_run_config_derived_field_edited", ["python", "-m", "gpt2_owt.training.train", "--config",
+                                                   "{run}/training_config.json", "--data_dir", "{data}",
+                                                   "--output_dir", "{ws}/new", "--report_to", "none"],
+         edit_json("run/training_config.json", total_steps=99),
+         "{run}/training_config.json: derived total_steps 99 (its settings give 2)",
+         fix="a run's training_config.json is a recipe as written: edit its settings, not its derived fields"),
+    Case("train_resume_damaged_fed_batches", ["python", "-m", "gpt2_owt.training.train", "--config",
+                                              "{run}/training_config.json", "--data_dir", "{data}", "--output_dir",
+                                              "{run}", "--resume_from_checkpoint", "auto", "--report_to", "none"],
+         damage_second_line("run/fed_batches.jsonl"),
+         "run log {run}/fed_batches.jsonl is damaged at line 2 (not a JSON row with an integer 'update')",
+         fix="restore the run's logs from a backup; the resume rewrites nothing until they read whole"),
     # eval.evaluate
     Case("eval_truncated_weights", EVAL + ["--model", "{model}", "--output", "{ws}/r.json"],
          truncate("model/model.safetensors"), "model weights {model}/model.safetensors are damaged or truncated",
@@ -143,6 +174,10 @@ CASES = [
          overwrite("release/README.md", b"# my own card\n"),
          "{release}/README.md differs from the sha256 recorded in release_manifest.json",
          fix="rebuild the release with `gpt2-owt card` instead of editing its files"),
+    Case("upload_training_log_damaged", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run", "--with_training_logs",
+                                                  "{run}"], damage_second_line("run/metrics.jsonl"),
+         "training log metrics.jsonl {run}/metrics.jsonl is damaged at line 2",
+         fix="publish the logs of an intact run: restore metrics.jsonl from a backup of the run"),
     Case("upload_extra_file", UPLOAD + ["{release}", "--repo_id", "a/b", "--dry_run"], user_file("release/notes.txt"),
          "{release} does not match its release_manifest.json (not in it: notes.txt)",
          fix="remove the extra file, or rebuild the release with `gpt2-owt card`"),

@@ -1,6 +1,7 @@
 """Every shipped recipe (training/configs/*.yaml) and every Accelerate/DeepSpeed config (accelerate_configs/*) loads
 and means what it says, as litgpt's test_config_hub.py does for its recipes."""
 
+import json
 import subprocess
 import typing
 from pathlib import Path
@@ -97,3 +98,21 @@ def test_every_deepspeed_config_loads_and_leaves_batch_and_optimizer_to_the_trai
 def test_the_slurm_script_parses():
     for script in (REPO_ROOT / "accelerate_configs").glob("*.sh"):
         subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+
+
+def test_a_runs_own_training_config_is_a_recipe(release_run, tmp_path):
+    """`train --config RUN/training_config.json` (issue 33): the resolved file the trainer wrote is accepted, every
+    setting taken as it is, and its derived fields (RESOLVED_KEYS) checked against the settings, not rejected."""
+    from dataclasses import asdict
+
+    from gpt2_owt.training.run_dir import RESOLVED_KEYS, TRAINING_CONFIG
+
+    saved = json.loads((release_run / TRAINING_CONFIG).read_text())
+    cfg = parse_config(["--config", str(release_run / TRAINING_CONFIG), "--output_dir", str(tmp_path / "o")])
+    assert asdict(cfg) == {k: v for k, v in saved.items() if k not in RESOLVED_KEYS} | {"output_dir": str(tmp_path / "o")}
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(saved | {"max_steps": saved["max_steps"] + 5}))  # one place edited, not the other
+    with pytest.raises(UserError) as e:
+        parse_config(["--config", str(edited), "--output_dir", str(tmp_path / "o")])
+    assert str(e.value).startswith(f"{edited}: derived total_steps {saved['total_steps']} (its settings give "
+                                   f"{saved['max_steps'] + 5})")

@@ -38,7 +38,9 @@ def test_global_batches_do_not_depend_on_world_size():
 
 
 def order_of(capsys, data_dir, step: int) -> dict:
-    overrides = [x for k, v in RUN.items() if k in ("seq_len", "global_batch_size") for x in (f"--{k}", str(v))]
+    # the run's batch shape (micro_batch_size too: data-order refuses a recipe `train` would refuse)
+    overrides = [x for k, v in RUN.items() if k in ("seq_len", "global_batch_size", "micro_batch_size")
+                 for x in (f"--{k}", str(v))]
     data_order_main(["--data_dir", str(data_dir), "--config", str(TINY_YAML), "--update", str(step), "--json",
                      *overrides])
     return json.loads(capsys.readouterr().out)
@@ -83,3 +85,20 @@ def test_data_order_table_and_errors(capsys, owt_data_dir):
     with pytest.raises(SystemExit) as exc:
         data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--update", "1", "--seq_lenn", "3"])
     assert exc.value.code == 2 and "unknown config field 'seq_lenn'" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(owt_data_dir):
+    """`gpt2-owt data-order ... | head -1`: the reader closes the pipe early; the command ends as a Unix
+    tool killed by SIGPIPE would (exit 141, nothing on stderr), not with a BrokenPipeError traceback (issue 33
+    sweep)."""
+    import subprocess
+    import sys
+
+    from helpers.training import REPO_ROOT, cli_env
+
+    proc = subprocess.Popen([sys.executable, "-m", "gpt2_owt.training.data_order", "--config", str(TINY_YAML),
+                             "--data_dir", str(owt_data_dir), "--update", "5", "--text"], cwd=REPO_ROOT,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before it writes: every write meets a pipe without a reader (EPIPE), deterministically
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == b"", err.decode()[-2000:]

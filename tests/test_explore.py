@@ -443,3 +443,39 @@ def test_a_port_in_use_is_one_line(trained_run, tmp_path):
         port = taken.getsockname()[1]
         line = error_line(["explore", "--run_dir", str(trained_run(**RUN)), "--port", str(port)])
     assert line == f"error: cannot serve on 127.0.0.1:{port}: Address already in use (another server? pick another --port)"
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local IPv4 addresses with a socket listening on `port` (/proc/net/tcp, state 0A = LISTEN)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_start_up_says_what_it_does_and_serves_on_localhost_only(release_run, tmp_path, monkeypatch, capsys):
+    """While it loads, explore prints a line per phase (issue 33: a server that took a minute to listen looked
+    hung), then serves on 127.0.0.1 only; `--host` is the one way to serve on another address."""
+    port = free_port()
+    log = tmp_path / "explore.log"
+    with serving(log, [GPT2_OWT, "explore", "--run_dir", str(release_run), "--port", str(port)], port,
+                 cli_env(GRADIO_ANALYTICS_ENABLED="False")):
+        assert listening_addresses(port) == {"127.0.0.1"}
+    phases = [line for line in log.read_text().splitlines() if line.startswith("explore: ")]
+    assert phases == [f"explore: reading {release_run} (checkpoints, recipe, data)",
+                      "explore: 3 checkpoints; loading the web framework (gradio)", "explore: building the page",
+                      f"explore: serving on http://127.0.0.1:{port}/"]
+
+    from gpt2_owt.tracing import explore, explore_app
+
+    served = []
+    monkeypatch.setattr(explore_app, "launch", lambda app, host, port, share: served.append((host, port, share)))
+    explore.main(["--run_dir", str(release_run), "--port", str(port), "--host", "0.0.0.0"])
+    assert served == [("0.0.0.0", port, False)]
+    assert f"explore: serving on http://0.0.0.0:{port}/ (reachable from other machines: --host)" in \
+        capsys.readouterr().out

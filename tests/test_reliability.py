@@ -339,3 +339,24 @@ def test_offline_and_unreachable_hub_are_one_line(env, message):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=100,
                           env={**os.environ, **env})
     assert done.returncode == 2 and done.stderr.strip() == message, done.stderr
+
+
+def test_the_error_line_is_a_line_of_its_own_after_a_progress_bar(capfd):
+    """A command stopped mid-loop leaves its tqdm bar drawn with a carriage return and no newline; the `error:` line
+    must still start a line of its own (issue 33 sweep: `trace memorization` interrupted while decoding printed
+    `...hf/step0]error: interrupted by SIGTERM`, a line no reader finds)."""
+    from tqdm import tqdm
+
+    from gpt2_owt.modeling.errors import UserError, cli_main
+
+    @cli_main
+    def command():
+        bar = tqdm(total=10, desc="decoding", file=sys.stderr, mininterval=0)
+        bar.update(3)
+        raise UserError("stopped mid-loop")
+
+    with pytest.raises(SystemExit) as e:
+        command()
+    err = capfd.readouterr().err
+    assert e.value.code == 2
+    assert err.splitlines()[-1] == "error: stopped mid-loop" and err.endswith("\nerror: stopped mid-loop\n"), err

@@ -98,6 +98,33 @@ def big_data_dir(big_corpus, tmp_path_factory) -> Path:
     return prepare(prepare_argv(big_corpus, root / "data")[1:] + ["--cache_dir", str(root / "cache")])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_prepare_with_datasets_worker_pool_ends_cleanly(big_corpus, tmp_path):
+    """Two data files with --num_proc 2: `datasets` loads them in its own worker pool (issue 33). A plain run prints
+    no worker traceback (the pool ends its workers with SIGTERM at shutdown), and a SIGTERM while that pool loads is
+    the one `error: interrupted` line, exit 143, no worker left, nothing kept."""
+    halves = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    lines = big_corpus.read_text().splitlines(keepends=True)
+    for i, half in enumerate(halves):
+        half.write_text("".join(lines[i::2]))
+
+    def argv(out: Path) -> list[str]:
+        return ["prepare", "--dataset", "json", "--data_files", *map(str, halves), "--val_fraction", "0.05",
+                "--num_proc", "2", "--output_dir", str(out)]
+
+    done = subprocess.run([GPT2_OWT, *argv(tmp_path / "ok")], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=300, env=cli_env(HF_DATASETS_CACHE=str(tmp_path / "cache1")))
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    out = tmp_path / "work" / "data"
+    out.parent.mkdir()
+    proc = start(argv(out), tmp_path)  # a fresh cache: the load runs in datasets' pool again
+    wait_for(lambda: len(descendants(proc.pid)) >= 2, proc)  # datasets' workers are up: the load is under way
+    workers = descendants(proc.pid)
+    assert interrupted(proc, signal.SIGTERM).endswith("; nothing kept")
+    assert alive(workers) == [] and os.listdir(out.parent) == []
+
+
 def descendants(root: int) -> list[int]:
     """Live (not zombie) processes below `root`: the indexer and its rust steps, which run in a folder outside the
     test's (a path without spaces), so they are found by parentage, not by their command lines."""

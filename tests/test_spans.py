@@ -282,6 +282,28 @@ def test_generate_searches_the_generated_ids(trained_run, data_dir, tokens, caps
         {"do_sample": True, "seed": 3, "top_k": 0, "temperature": 1.0, "top_p": 1.0}
 
 
+def test_spans_past_the_context_are_scored_in_a_window(trained_run, data_dir, tokens, capsys):
+    """A text longer than the model's context (n_positions 256 for the tiny model) whose kept spans lie past it
+    (issue 33: IndexError): each span is scored in one window of n_positions tokens, what precedes it cut from the
+    left, exactly as the evaluation's loglikelihood window reads it."""
+    run = trained_run(**SEED_RUN)
+    model = load_export(run / "hf" / "final")
+    n = model.config.n_positions
+    text_ids = [int(t) for t in tokens[:n + 120] if t != EOT_TOKEN_ID][:n + 100]  # training text: spans all along
+    capsys.readouterr()
+    trace_cli.main(["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--token_ids", *map(str, text_ids),
+                    "--checkpoint", f"step{SEED_RUN['max_steps']}", "--span_density", "1.0", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    late = [s for s in report["spans"] if s["end"] + 1 > n]
+    assert late, [(s["start"], s["end"]) for s in report["spans"]]
+    for s in late:
+        whole = ([EOT_TOKEN_ID] + text_ids[:s["end"]])[-(n + 1):]
+        ids = torch.tensor([whole])
+        with torch.no_grad():
+            logp = model(ids[:, :-1]).logits[0].log_softmax(-1).gather(1, ids[0, 1:, None])[:, 0]
+        assert s["model_logprob"] == pytest.approx(float(logp[-(s["end"] - s["start"]):].sum()), abs=1e-3)
+
+
 def test_a_generation_with_no_span(trained_run, data_dir, tokens, tmp_path, capsys):
     """A checkpoint made to repeat one token train.bin never holds: its generation has no span at all."""
     from gpt2_owt.modeling.hf_folder import save_hf_folder

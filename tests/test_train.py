@@ -192,6 +192,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(tiny_run, owt_data_dir, t
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "interrupted by SIGTERM" in err
+    # the one line every interrupted command ends with (issue 33 sweep: train's lacked the `error:` prefix)
+    assert [line for line in err.splitlines() if line.startswith("error: ")] == [
+        f"error: interrupted by SIGTERM; the checkpoint of step {read_json(out / RUN_INFO)['steps_done']} is saved: "
+        f"continue with --resume_from_checkpoint auto --output_dir {out}"], err[-2000:]
     info = read_json(out / RUN_INFO)
     killed_at = info["steps_done"]
     assert info["status"] == "interrupted" and 4 <= killed_at < 30

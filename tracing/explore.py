@@ -4,7 +4,8 @@ every question of `gpt2-owt trace` by clicking instead of reading JSON.
     gpt2-owt explore --run_dir R [--data_dir D] [--port 7860]          # a run folder (+ its data and trace index)
     gpt2-owt explore --repo_id USER/NAME [--data_dir D]                # a release on the Hub: its stepN branches
 
-It serves a Gradio app on 127.0.0.1 (never on a public link unless `--share true`). Views:
+It serves a Gradio app on 127.0.0.1 (another address only with `--host`, never on a public link unless
+`--share true`), and prints a line per start-up phase until it serves. Views:
   - a checkpoint slider over the exported steps (RUN/hf/stepN and hf/final, or the release's stepN branches and
     main); a prompt; generate (greedy, or sampled with the seed shown);
   - the generation with the spans found verbatim in the training data highlighted (`trace spans`); clicking a span
@@ -50,7 +51,10 @@ class ExploreArgs:
         "help": "output folder of `gpt2-owt trace memorization` for this run (its table per checkpoint)"})
     attribution: list[str] | None = field(default=None, metadata={
         "help": "`gpt2-owt attribute --json` outputs for this run (their tables)"})
-    port: int = field(default=DEFAULT_PORT, metadata={"help": "port on 127.0.0.1", "gt": 0, "lt": 65536})
+    host: str = field(default=LOCALHOST, metadata={
+        "help": "address to serve on: 127.0.0.1 (this machine only) unless you choose to expose the page, e.g. "
+                "0.0.0.0 (every interface: anyone who reaches the machine can use it)"})
+    port: int = field(default=DEFAULT_PORT, metadata={"help": "port on --host", "gt": 0, "lt": 65536})
     share: bool = field(default=False, metadata={"help": "also serve through a public gradio.live link"})
     model_cache_gb: float = field(default=4.0, metadata={"help": "memory for loaded checkpoints (GiB)", "gt": 0})
 
@@ -212,7 +216,7 @@ class Explorer:
         from gpt2_owt.training.sequence_losses import read_sequence_losses
 
         if self._losses is None:
-            self._losses = read_sequence_losses(self.run_dir)
+            self._losses = read_sequence_losses(self.run_dir, self.config.global_batch_size)
         return self._losses
 
     def marked_context(self, document: dict, span: dict) -> tuple[str, str, str]:
@@ -305,6 +309,9 @@ class Explorer:
                             f"{update} (a release's Space shows spans, exposure counts and curves)")
         if update < 0:
             raise UserError(f"--update must be >= 0, got {update}")
+        from .runs import check_update, update_limit
+
+        check_update("--update", int(update), update_limit(self.config, self.run_dir))  # as `data-order` refuses
         if self._split is None:  # the token file only: the data order needs no trace index
             self._split = open_split(self.data_dir, "train")
         return data_order.batch_order(self._split, WindowSampler.for_run(self.config, self._split), int(update),
@@ -317,6 +324,9 @@ def check_port_free(host: str, port: int) -> None:
     with socket.socket() as probe:
         try:
             probe.bind((host, port))
+        except socket.gaierror:  # a name that resolves to nothing: no port could help
+            raise UserError(f"--host {host} is not an address of this machine (127.0.0.1 serves this machine "
+                            "only)") from None
         except OSError as e:
             raise UserError(f"cannot serve on {host}:{port}: {e.strerror} (another server? pick another --port)") \
                 from None
@@ -328,12 +338,24 @@ def main(argv: list[str] | None = None) -> None:
     args = HfArgumentParser(ExploreArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
     if (args.run_dir is None) == (args.repo_id is None):
         raise UserError("give exactly one of --run_dir and --repo_id")
-    check_port_free(LOCALHOST, args.port)  # before any slow import or check
-    from .explore_app import build_app, launch
-
+    check_port_free(args.host, args.port)  # before any slow import or check
+    # Start-up takes a while on a loaded machine (gradio and torch imports, the run's files): say what it is doing,
+    # so a page that does not answer yet is visibly on its way, not hung.
+    progress(f"reading {args.run_dir or args.repo_id} (checkpoints, recipe, data)")
     explorer = Explorer(args.run_dir, args.repo_id, args.data_dir, args.memorization_dir, args.attribution,
                         args.model_cache_gb)
-    launch(build_app(explorer), LOCALHOST, args.port, args.share)
+    progress(f"{len(explorer.checkpoints)} checkpoints; loading the web framework (gradio)")
+    from .explore_app import build_app, launch
+
+    progress("building the page")
+    app = build_app(explorer)
+    progress(f"serving on http://{args.host}:{args.port}/" + ("" if args.host == LOCALHOST else
+                                                             " (reachable from other machines: --host)"))
+    launch(app, args.host, args.port, args.share)
+
+
+def progress(line: str) -> None:
+    print(f"explore: {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
 
         check_run_matches(Path(args.run_dir), Path(data_dir))
         done = steps_done(args.run_dir, cfg)
-        losses = read_sequence_losses(args.run_dir)
+        losses = read_sequence_losses(args.run_dir, cfg.global_batch_size)
     index = TraceIndex(data_dir, args.index_dir)
     report = find(index, cfg, ids, args.until_step, args.limit, args.context, losses, done)
     report = {"text": args.text, **report, "leading_space_variant": None}

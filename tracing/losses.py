@@ -53,7 +53,7 @@ def sequence_losses(run_dir: str | Path, start: int, end: int, data_dir: str | P
     cfg = run_config(run_dir)
     done = steps_done(run_dir, cfg)
     data_dir = run_data_dir(run_dir, cfg, data_dir)
-    losses = read_sequence_losses(run_dir)[:done]
+    losses = read_sequence_losses(run_dir, cfg.global_batch_size)[:done]
     if not 0 <= start < end <= len(losses):
         raise UserError(f"updates {start}..{end - 1}: {run_dir} recorded the losses of updates 0..{len(losses) - 1}"
                         if len(losses) else f"{run_dir} recorded no sequence loss yet")

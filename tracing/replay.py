@@ -459,8 +459,12 @@ def resolve_removal(args: ReplayArgs, source: ReplaySource) -> tuple[list[tuple[
         raise UserError("give exactly one of --remove, --remove_documents and --remove_text")
     cfg, S, T = source.config, args.from_step, args.to_step
     if args.remove is not None:
-        return removed_from_file(args.remove, S, T, cfg.global_batch_size), "list", args.remove
-    if args.remove_documents is not None:
+        pairs = removed_from_file(args.remove, S, T, cfg.global_batch_size)
+        how, what = "list", args.remove
+        if not pairs:  # the one "nothing to remove" rule of every removal mode: a replay that removes nothing
+            raise UserError(f"nothing to remove: --remove {args.remove} lists no sequence "
+                            "(one {\"update\": u, \"row\": r} object per line)")
+    elif args.remove_documents is not None:
         split = open_split(source.data_dir, "train")
         pairs = sequences_holding_documents(split, sampler_of(cfg, split), args.remove_documents, S, T)
         how, what = "documents", args.remove_documents

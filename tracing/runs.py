@@ -50,6 +50,9 @@ def resolve_config(config: str | None, run_dir: str | None, overrides: list[str]
             raise UserError(f"config overrides {overrides} need --config (a run folder's config is fixed)")
         return run_config(run_dir)
     cfg = parse_config(["--config", config, *overrides], validate=False)
+    # what `train` refuses has no data order to answer for (e.g. seq_len past the model's n_positions)
+    cfg.validate_recipe()
+    cfg.check_model_fits()
     if not run_dir:
         return cfg
     run = run_config(run_dir)
@@ -77,6 +80,25 @@ def steps_done(run_dir: str | Path, cfg: TrainConfig) -> int:
     if not isinstance(done, int) or not 0 <= done <= cfg.total_steps():
         raise UserError(f"{run_dir}/{RUN_INFO} has no valid steps_done ({done!r}) for a {cfg.total_steps()}-step run")
     return done
+
+
+def update_limit(cfg: TrainConfig, run_dir: str | Path | None) -> tuple[int, str]:
+    """(N, whose) for the one "past the run" rule of every command asked about an update: the updates that exist
+    are 0..N-1, N being a run folder's steps_done (an interrupted run did fewer than its recipe's steps) or, for a
+    recipe alone, its steps; `whose` says so in the refusal."""
+    if run_dir is not None:
+        done = steps_done(run_dir, cfg)
+        return done, f"{run_dir} trained updates 0..{done - 1} ({done} steps)" if done else f"{run_dir} trained none"
+    total = cfg.total_steps()
+    budget = f"max_steps {total}" if cfg.max_steps is not None else f"max_tokens {cfg.max_tokens}: {total} steps"
+    return total, f"the recipe's {budget} trains updates 0..{total - 1}"
+
+
+def check_update(flag: str, update: int, limit: tuple[int, str]) -> None:
+    """Refuse an update past the run (see update_limit): the answer would describe an update that never happened."""
+    done, whose = limit
+    if update >= done:
+        raise UserError(f"{flag} {update} is past the run: {whose}")
 
 
 def parse_updates(spec: str, done: int) -> tuple[int, int]:

@@ -46,7 +46,7 @@ followed it). With a checkpoint loaded, also the span's log-prob under that chec
      "num_tokens": int, "num_maximal_spans": int,
      "spans": [{"start": int, "end": int,                   # token range [start, end) of token_ids
                 "text": str, "token_ids": [int], "count": int, "unigram_logprob_sum": float,
-                "model_logprob": float|null,                # ln p(span | all before it) under the checkpoint
+                "model_logprob": float|null,                # ln p(span | what precedes it, up to n_positions)
                 "exposures": int, "first_update": int|null, "last_update": int|null,
                 "steps_since_last_exposure": int|null,
                 "documents": [{"token_position": int, "document": int, "source_row": int, "context": str,
@@ -222,12 +222,22 @@ def spans(index: TraceIndex, cfg: TrainConfig, ids: list[int], until_step: int, 
 
 
 def span_logprobs(model, context_ids: list[int], ids: list[int], kept: list[tuple[int, int]]) -> list[float]:
-    """ln p(ids[start:end] | context_ids + ids[:start]) under `model`, by the evaluation's scorer."""
+    """ln p(ids[start:end] | context_ids + ids[:start]) under `model`, by the evaluation's scorer. Each span is one
+    window of at most the model's n_positions tokens (the harness's loglikelihood window: what precedes the span is
+    cut from the left to fit), so a span far into a long text is scored as the model can read it; a span longer
+    than the context itself is refused with the limit named."""
     from gpt2_owt.eval.scoring import score_windows
-    from gpt2_owt.eval.windows import Window
+    from gpt2_owt.eval.windows import loglikelihood_window
 
+    n_positions = model.config.n_positions
     whole = list(context_ids) + list(ids)
-    windows = [Window(whole[: len(context_ids) + end - 1], whole[1 : len(context_ids) + end], end - start)
+    too_long = [(start, end) for start, end in kept if end - start > n_positions]
+    if too_long:
+        start, end = too_long[0]
+        raise UserError(f"a span of {end - start} tokens (tokens {start}..{end - 1} of the text) is longer than the "
+                        f"model's context of {n_positions} tokens: its log-prob cannot be scored in one window; "
+                        "pass a shorter --text")
+    windows = [loglikelihood_window(whole[: len(context_ids) + start], ids[start:end], n_positions)
                for start, end in kept]
     return [s.logprob for s in score_windows(model, windows, batch_size=8, greedy=False, progress=False)]
 

@@ -20,6 +20,7 @@ import yaml
 
 from gpt2_owt.modeling import UserError
 from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.training.run_dir import RESOLVED_KEYS  # derived fields a run's training_config.json records
 
 # Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
 PYTHIA_EARLY_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
@@ -146,6 +147,11 @@ class TrainConfig:
             raise UserError("data_dir is required (--data_dir or `data_dir:` in the YAML)")
         if not self.output_dir:
             raise UserError("output_dir is required (--output_dir or `output_dir:` in the YAML)")
+        self.validate_recipe()
+
+    def validate_recipe(self) -> None:
+        """The checks of the recipe itself, without its folders: a command that answers for a recipe it does not
+        train (data-order, trace) refuses what `train` would refuse, rather than answer for a run that cannot be."""
         if (self.max_steps is None) == (self.max_tokens is None):
             raise UserError("set exactly one of max_steps and max_tokens")
         positive = ["seq_len", "micro_batch_size", "global_batch_size", "learning_rate", "eval_iters", "log_interval"]
@@ -175,6 +181,17 @@ class TrainConfig:
                 raise UserError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if any(s < 0 for s in self.export_steps):
             raise UserError(f"export_steps must be >= 0, got {self.export_steps}")
+
+    def check_model_fits(self):
+        """The model preset this recipe names (its GPT2Config), which must hold a training window: seq_len <=
+        n_positions (a longer window indexes past the position embeddings). Apart from validate(): it reads the
+        preset and imports transformers, which parsing a recipe does not need."""
+        from gpt2_owt.modeling.config import load_config  # transformers: only when a recipe is checked
+
+        model_config = load_config(self.model_config)
+        if self.seq_len > model_config.n_positions:
+            raise UserError(f"seq_len {self.seq_len} exceeds the model's n_positions {model_config.n_positions}")
+        return model_config
 
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
@@ -256,9 +273,32 @@ def read_yaml_config(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{path} must hold a mapping of config fields")
     for key in data:
-        if key not in FIELD_NAMES:
+        if key not in FIELD_NAMES and key not in RESOLVED_KEYS:
             raise _unknown(str(key), str(path))
     return {k: v for k, v in data.items() if v is not None}
+
+
+def check_derived(values: dict, config: "TrainConfig", path: str) -> None:
+    """A run's own resolved training_config.json is a recipe too: the fields the trainer derived and recorded
+    (RESOLVED_KEYS) are not settings, so they are not taken, but they must still follow from the file's settings,
+    or the file was edited in one place and not the other (which of the two did the user mean?)."""
+    given = {key: values[key] for key in RESOLVED_KEYS if key in values}
+    expected = {"total_steps": config.total_steps(), "tokens_per_step": config.tokens_per_step()}
+    world, accumulation = given.get("world_size"), given.get("gradient_accumulation_steps")
+    if isinstance(world, int) and not isinstance(world, bool) and world > 0:  # any world size may resume a run
+        expected["gradient_accumulation_steps"] = config.global_batch_size // (config.micro_batch_size * world)
+        if config.global_batch_size % (config.micro_batch_size * world) or accumulation != \
+                expected["gradient_accumulation_steps"]:
+            raise UserError(f"{path}: gradient_accumulation_steps {accumulation!r} x micro_batch_size "
+                            f"{config.micro_batch_size} x world_size {world} is not its global_batch_size "
+                            f"{config.global_batch_size} (derived fields must follow from the settings)")
+    elif "world_size" in given:
+        raise UserError(f"{path}: world_size {world!r} is not a positive integer")
+    differ = [f"{key} {given[key]!r} (its settings give {value})" for key, value in expected.items()
+              if key in given and given[key] != value]
+    if differ:
+        raise UserError(f"{path}: derived {', '.join(differ)}: edit the settings (max_steps, seq_len, "
+                        "global_batch_size, ...) and drop the derived fields, or restore the file")
 
 
 def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainConfig:
@@ -270,9 +310,10 @@ def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainC
     if known.config:
         values = read_yaml_config(known.config)
         try:
-            (from_yaml,) = parser.parse_dict(values)
+            (from_yaml,) = parser.parse_dict({k: v for k, v in values.items() if k not in RESOLVED_KEYS})
         except UserError as e:
             raise UserError(f"{known.config}: {e}") from None
+        check_derived(values, from_yaml, known.config)
         # Seeds the YAML leaves unset stay unset, so a `--seed` flag still sets them (resolved in __post_init__).
         unset = {name: None for name in SEEDS_DEFAULTING_TO_SEED if name not in values}
         parser.set_defaults(**(asdict(from_yaml) | unset))

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(DataOrderArgs, allow_abbrev=False)
     args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    from gpt2_owt.tracing.runs import resolve_config
+    from gpt2_owt.tracing.runs import check_update, resolve_config, update_limit
 
     cfg = resolve_config(args.config, args.run_dir, overrides)
     data_dir = args.data_dir or cfg.data_dir
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError("--data_dir is required (the config sets none)")
     if args.update < 0:
         raise UserError(f"--update must be >= 0, got {args.update}")
+    check_update("--update", args.update, update_limit(cfg, args.run_dir))
     split = open_split(data_dir, "train")
     sampler = WindowSampler.for_run(cfg, split)
     order = batch_order(split, sampler, args.update, text=args.text)

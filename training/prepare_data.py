@@ -97,7 +97,8 @@ class PrepareArgs:
     split: str = field(default="train", metadata={"help": "split of the source to prepare (it is then re-split)"})
     text_column: str = field(default="text", metadata={"help": "column holding the document text"})
     val_fraction: float = field(default=0.0005, metadata={"help": "train_test_split test_size, in (0, 1)"})
-    seed: int = field(default=2357, metadata={"help": "train_test_split seed (nanoGPT: 2357)"})
+    # numpy's generator (split_rows) takes only a non-negative seed: refused here, as the flag is parsed
+    seed: int = field(default=2357, metadata={"help": "train_test_split seed (nanoGPT: 2357)", "ge": 0})
     num_proc: int = field(default_factory=default_num_proc, metadata={"help": "tokenizer worker processes"})
     batch_size: int = field(default=1024, metadata={"help": "documents per tokenizer task"})
     streaming: bool = field(default=False, metadata={"help": "stream the source instead of building the Arrow cache"})

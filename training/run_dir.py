@@ -45,7 +45,7 @@ from pathlib import Path
 
 from gpt2_owt.modeling.folder_lock import LOCK_FILE  # noqa: F401  (part of this layout; folder_lock owns it)
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
-from gpt2_owt.modeling.readers import read_jsonl
+from gpt2_owt.modeling.readers import DamagedFile, read_jsonl
 from gpt2_owt.modeling.records import read_json, write_json_atomic
 from gpt2_owt.modeling.steps import parse_step_name
 
@@ -183,19 +183,35 @@ class RunDir:
 
     def truncate_rows(self, steps_done: int) -> None:
         """Resume at checkpoint step S: keep metrics rows with step <= S and per-update rows with update < S (see the
-        step numbers above); the dropped rows come from updates the killed run did after its checkpoint."""
+        step numbers above); the dropped rows come from updates the killed run did after its checkpoint. Every file
+        is read (and a damaged row refused, naming the file) before any is rewritten."""
+        kept = {}
         for name in (METRICS, *PER_UPDATE_ROWS):
             path = self.path / name
             if not path.is_file():
                 continue
             # a metrics row of step s follows update s - 1; a per-update row of update u is kept if u < steps_done
             key, last_kept = ("step", steps_done) if name == METRICS else ("update", steps_done - 1)
-            lines = [line for line in path.read_text().split("\n")[:-1]  # after the last newline: a torn row
-                     if line.strip() and json.loads(line)[key] <= last_kept]
-            tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+            lines = path.read_text().split("\n")[:-1]  # after the last newline: a torn row
+            kept[name] = [line for number, line in enumerate(lines, 1)
+                          if line.strip() and _row_number(path, number, line, key) <= last_kept]
+        for name, lines in kept.items():
+            tmp = self.path / f".{name}.tmp-{os.getpid()}"
             tmp.write_text("".join(line + "\n" for line in lines))
-            os.replace(tmp, path)
+            os.replace(tmp, self.path / name)
 
     # ------------------------------------------------------------------ exports
     def export_dir(self, name: str) -> Path:
         return self.path / HF_EXPORTS / name
+
+
+def _row_number(path: Path, number: int, line: str, key: str) -> int:
+    """The step/update number of one row of a run log; a row that is not JSON with that integer is damage."""
+    try:
+        value = json.loads(line).get(key)
+    except (json.JSONDecodeError, AttributeError):
+        value = None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DamagedFile(f"run log {path} is damaged at line {number} (not a JSON row with an integer {key!r}): "
+                          "restore it from a backup of the run")
+    return value

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from gpt2_owt.modeling import UserError
+from gpt2_owt.modeling.readers import DamagedFile, read_json
 from gpt2_owt.training.run_dir import SEQUENCE_LOSSES
 
 INFO = "info.json"
@@ -41,6 +42,18 @@ def _shards(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def read_info(folder: Path) -> dict:
+    """info.json through the one reader of JSON records: damaged (not JSON, or without positive integer
+    global_batch_size and steps_per_shard) is one line naming the file, for the trainer resuming and the readers."""
+    info = read_json(folder / INFO, "sequence losses info")
+    for key in ("global_batch_size", "steps_per_shard"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DamagedFile(f"sequence losses info {folder / INFO} is damaged ({key} {value!r}, expected a "
+                              "positive integer)")
+    return info
+
+
 class SequenceLossWriter:
     """Appends one [global_batch_size] float32 row per update; opened at `start_step` (0, or the resumed step S),
     it first drops every row of updates >= S a killed run may have left."""
@@ -51,7 +64,7 @@ class SequenceLossWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
         info_path = self.folder / INFO
         if info_path.is_file():
-            info = json.loads(info_path.read_text())
+            info = read_info(self.folder)
             if info["global_batch_size"] != global_batch_size:
                 raise UserError(f"{self.folder} holds losses of global_batch_size {info['global_batch_size']}, "
                                 f"this run has {global_batch_size}")
@@ -97,13 +110,17 @@ class SequenceLossWriter:
             self._file = None
 
 
-def read_sequence_losses(run_dir: str | Path) -> np.ndarray:
-    """float32 [steps recorded, global_batch_size]: row s = the losses of update s (NaN where never recorded)."""
+def read_sequence_losses(run_dir: str | Path, global_batch_size: int | None = None) -> np.ndarray:
+    """float32 [steps recorded, global_batch_size]: row s = the losses of update s (NaN where never recorded).
+    `global_batch_size`: the run's, which the recorded rows must have (a column is a row of the global batch)."""
     folder = Path(run_dir) / SEQUENCE_LOSSES
     if not (folder / INFO).is_file():
         raise UserError(f"{run_dir} has no {SEQUENCE_LOSSES}/ (trained with record_sequence_losses false?)")
-    info = json.loads((folder / INFO).read_text())
+    info = read_info(folder)
     batch, per_shard = info["global_batch_size"], info["steps_per_shard"]
+    if global_batch_size is not None and batch != global_batch_size:
+        raise DamagedFile(f"sequence losses info {folder / INFO} records global_batch_size {batch}, the run trained "
+                          f"{global_batch_size}: these are not this run's losses")
     rows = []
     for expected, (start, path) in zip(range(0, 1 << 62, per_shard), _shards(folder)):
         if start != expected:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2_owt.modeling import UserError, build_model, cli_main, load_config, sha256_file
+from gpt2_owt.modeling import UserError, build_model, cli_main, sha256_file
 from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops
 from gpt2_owt.modeling.folder_lock import FolderLock
 from gpt2_owt.modeling.hf_folder import save_hf_folder
@@ -355,9 +355,7 @@ class Trainer:
         self.argv = argv
         self.out = Path(cfg.output_dir)
         self.run_dir = RunDir(self.out)  # written by the main process only
-        self.model_config = load_config(cfg.model_config)
-        if cfg.seq_len > self.model_config.n_positions:
-            raise UserError(f"seq_len {cfg.seq_len} exceeds the model's n_positions {self.model_config.n_positions}")
+        self.model_config = cfg.check_model_fits()
         check_output_apart_from_data(cfg)
         speed.check_attn_implementation(cfg.attn_implementation)
         self.accelerator = acc = make_accelerator(cfg)
@@ -428,11 +426,11 @@ class Trainer:
                 self.run_dir.clear()
             resolved = dict(zip(RESOLVED_KEYS, (self.grad_accum, self.world, self.total_steps, self.tokens_per_step)))
             manifest_path = Path(cfg.data_dir) / MANIFEST
-            self.run_dir.start(asdict(cfg) | resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
-                               resuming=self.resume_path is not None)
             start = int(self.resume_info["step"]) if self.resume_info else 0
             if self.resume_path:  # drop rows the killed run wrote after this checkpoint: they are recomputed
-                self.run_dir.truncate_rows(start)
+                self.run_dir.truncate_rows(start)  # first: a damaged log is refused before anything is rewritten
+            self.run_dir.start(asdict(cfg) | resolved, manifest_path, self.run_info_fields(sha256_file(manifest_path)),
+                               resuming=self.resume_path is not None)
             if cfg.record_sequence_losses:  # opened at the (resumed) step: no update missing or twice
                 self.sequence_loss_writer = SequenceLossWriter(self.out, cfg.global_batch_size, start)
         acc.wait_for_everyone()
@@ -711,8 +709,9 @@ class Trainer:
         self.update_run_info(self.step, "interrupted")
         self.accelerator.end_training()
         name = signal.Signals(self.stop_signal).name if self.stop_signal else "a signal on another rank"
+        # the one `error: interrupted by SIG; what is kept` line every command ends an interruption with
         self.accelerator.print(
-            f"interrupted by {name} after step {self.step}; checkpoint saved. Continue with "
+            f"error: interrupted by {name}; the checkpoint of step {self.step} is saved: continue with "
             f"--resume_from_checkpoint auto --output_dir {self.out}", file=sys.stderr)
         return 128 + (self.stop_signal or signal.SIGTERM)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from gpt2_owt.modeling import UserError
+from gpt2_owt.modeling.interrupts import interrupts_deferred_to_children
 
 OPENWEBTEXT = "Skylion007/openwebtext"
 OPENWEBTEXT_REVISION = "963532436460638ab26b7633e23776e6c7e37d59"  # PR #18 head: all 93 parquet shards
@@ -113,7 +114,8 @@ def load_source(src: Source, streaming: bool, num_proc: int, cache_dir: str | No
     if not streaming and num_proc > 1:  # download + Arrow conversion per shard in parallel; row order is kept
         kwargs["num_proc"] = num_proc
     try:
-        with named_decode_errors(src):
+        # datasets' worker pool must end through its own code path when a signal comes (see the context manager)
+        with named_decode_errors(src), interrupts_deferred_to_children():
             return datasets.load_dataset(src.load_path, **kwargs)
     except RuntimeError as e:
         if SCRIPT_ERROR not in str(e):
