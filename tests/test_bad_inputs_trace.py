@@ -33,6 +33,7 @@ def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811 (fixture)
     check_case(case, workspace)
 
 
+@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
 def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
