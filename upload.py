@@ -32,14 +32,15 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling.errors import UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import parse_with_positional
-from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
-from gpt2_owt.modeling.steps import step_name
-from gpt2_owt.modeling.readers import read_json
-from gpt2_owt.modeling.records import sha256_file
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import parse_with_positional
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.model_card import checkpoint_manifest as cm
-from gpt2_owt.model_card.release_dir import DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES, TRAINING_CONFIG
+from gpt2_owt.model_card.release_dir import (DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES,
+                                             TRAINING_CONFIG)
+from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, HF_EXPORTS, METRICS, RUN_INFO,
                                        SEQUENCE_LOSSES, list_step_dirs)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "training" / "sample_data" / "owt_first37_docs.jsonl"

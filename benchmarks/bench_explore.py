@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.tracing.explore import Explorer
 
 GPT2_OWT = str(Path(sys.executable).parent / "gpt2-owt")

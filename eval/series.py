@@ -17,9 +17,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gpt2_owt.modeling import UserError, checkpoint_series
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import read_json, write_json_atomic
+from gpt2_owt.modeling import checkpoint_series
 from gpt2_owt.modeling.checkpoint_series import Checkpoint, run_checkpoints
-from gpt2_owt.modeling.records import read_json, write_json_atomic
 
 from .tasks import TokenCache
 

@@ -17,9 +17,9 @@ import json
 import re
 from pathlib import Path
 
+from gpt2_owt.core.readers import DamagedFile, safetensors_header
+from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
-from gpt2_owt.modeling.readers import DamagedFile, safetensors_header
-from gpt2_owt.modeling.steps import parse_step_name
 
 CHECKPOINTS_JSON = "checkpoints.json"
 FORMAT = 1

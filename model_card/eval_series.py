@@ -8,8 +8,8 @@ model-index stays the final checkpoint's results.json (--eval_results).
 import json
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.readers import read_json
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.readers import read_json
 
 EVAL_SERIES = "eval_series.json"
 

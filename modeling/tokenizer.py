@@ -10,8 +10,8 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from .errors import UserError
-from .records import sha256_file  # noqa: F401  (re-exported: `from modeling.tokenizer import sha256_file`)
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file
 
 TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
 EOT_TOKEN_ID = 50256

@@ -197,7 +197,8 @@ def test_checkpoint_export_and_adam_state(canary_run, tmp_path):
 def test_one_more_position_keeps_every_loss(tmp_path):
     """A model whose context is exactly seq_len gets one more (zero) position so Bergson can read a whole seq_len + 1
     window; its losses on the window's seq_len targets are the trainer's, to the bit."""
-    from gpt2_owt.modeling import build_model, load_config
+    from gpt2_owt.modeling.config import load_config
+    from gpt2_owt.modeling.model import build_model
     from gpt2_owt.tracing.attribute import with_context
     from gpt2_owt.training.train import lm_token_losses
 

@@ -384,7 +384,7 @@ def test_the_release_space_serves_the_published_release(browser, trained_run, in
     import gradio
 
     from gpt2_owt.model_card.build import main as build_main
-    from gpt2_owt.modeling.readers import read_json
+    from gpt2_owt.core.readers import read_json
     from helpers.hub_server import HubServer
     from helpers.release import make_results
 

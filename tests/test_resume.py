@@ -16,14 +16,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpt2_owt.modeling import sha256_file
-from gpt2_owt.modeling.folder_lock import LOCK_FILE, lock_holder
+from gpt2_owt.core.folder_lock import LOCK_FILE, lock_holder
+from gpt2_owt.core.records import sha256_file
 from helpers.training import REPO_ROOT, cli_env, read_jsonl, metric_rows, run_inprocess, train_args, untimed
+from gpt2_owt.core.records import read_json
 from gpt2_owt.training.checkpointer import verify
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.training.manifest import read_manifest, write_manifest
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, DATA_MANIFEST, FINAL, HF_EXPORTS, METRICS, RUN_INFO,
                                        list_step_dirs)
-from gpt2_owt.training.manifest import read_manifest, write_manifest
 
 # 12 updates, checkpoints at 4, 8, 12 (all kept), batch hashes traced
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=12, warmup_steps=2, eval_interval=4,

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
 
 # verb -> (module, what it answers)
 VERBS = {

@@ -29,10 +29,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.hf_folder import WEIGHTS
-from gpt2_owt.modeling.steps import step_name
 from gpt2_owt.training.data_dir import MANIFEST
 
 DEFAULT_PORT = 7860
@@ -258,7 +258,7 @@ class Explorer:
     def memorization(self, position: int) -> tuple[list[dict], dict, str]:
         """The `trace memorization` rows of the chosen checkpoint's step (memorized first), its summary, and the
         command that made them."""
-        from gpt2_owt.modeling.readers import read_json
+        from gpt2_owt.core.readers import read_json
 
         from .memorization import INFO, load_memorization
 
@@ -279,7 +279,7 @@ class Explorer:
 
     def attributions(self) -> list[dict]:
         """The `attribute --json` results given with --attribution (read once, checked for their keys)."""
-        from gpt2_owt.modeling.readers import DamagedFile, read_json
+        from gpt2_owt.core.readers import DamagedFile, read_json
 
         if self._attributions is None:
             self._attributions = []

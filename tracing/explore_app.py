@@ -13,7 +13,7 @@ import functools
 import itertools
 import time
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 from .explore import Explorer
 

@@ -38,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import WindowSampler
 

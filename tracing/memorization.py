@@ -62,15 +62,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from gpt2_owt.modeling import UserError, cli_main, sha256_file
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.folder_lock import FolderLock
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.interrupts import set_interrupt_note
+from gpt2_owt.core.output_paths import atomic_output, guard_output, remove_tree
+from gpt2_owt.core.readers import DamagedFile, read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.records import write_json_atomic
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import Checkpoint, distinct_steps, run_checkpoints, select_checkpoint
-from gpt2_owt.modeling.folder_lock import FolderLock
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.interrupts import set_interrupt_note
-from gpt2_owt.modeling.output_paths import atomic_output, guard_output, remove_tree
-from gpt2_owt.modeling.readers import DamagedFile, read_json
-from gpt2_owt.modeling.records import write_json_atomic
-from gpt2_owt.modeling.steps import step_name
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler
 from gpt2_owt.training.run_dir import RUN_INFO

@@ -11,8 +11,8 @@ interrupted run trained only `steps_done` updates: exposures stop there.
 from dataclasses import fields, replace
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, sha256_file
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import read_json, sha256_file
 from gpt2_owt.training.config import TrainConfig, parse_config
 from gpt2_owt.training.data_dir import MANIFEST
 from gpt2_owt.training.manifest import manifest_content
@@ -101,7 +101,7 @@ def release_config(repo_id: str, data_dir: str | Path) -> TrainConfig:
     from huggingface_hub.errors import HfHubHTTPError
 
     from gpt2_owt.modeling.checkpoint_series import is_hub_id
-    from gpt2_owt.modeling.errors import first_line
+    from gpt2_owt.core.errors import first_line
 
     if not is_hub_id(repo_id):
         raise UserError(f"--repo_id {repo_id!r} is not a Hub repo id (user/name)")

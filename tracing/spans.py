@@ -63,13 +63,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.records import read_json
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, checkpoint_folder, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints, select_checkpoint)
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, MODEL_CONFIG
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import WindowSampler
 

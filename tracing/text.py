@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from gpt2_owt.modeling import tiktoken_encoding
+from gpt2_owt.modeling.tokenizer import tiktoken_encoding
 
 
 @functools.cache

@@ -19,14 +19,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, sha256_file
-from gpt2_owt.modeling.records import write_json_atomic
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file, write_json_atomic
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, list_step_dirs
 
 # checkpoint_info.json, every key (the one list: save() writes exactly these, verify() requires them)
 CHECKPOINT_INFO_KEYS = {
-    "step": "updates done (modeling/steps.py): the folder is checkpoints/step<step>",
+    "step": "updates done (core/steps.py): the folder is checkpoints/step<step>",
     "tokens": "tokens trained on: step * tokens_per_step",
     "elapsed_seconds": "training wall time up to this step, over every resume",
     "world_size": "processes that wrote it",

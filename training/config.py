@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 
 # Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
 PYTHIA_EARLY_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.uint16

@@ -16,9 +16,9 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 
-from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 
 

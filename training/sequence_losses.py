@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 from gpt2_owt.training.run_dir import SEQUENCE_LOSSES
 
 INFO = "info.json"

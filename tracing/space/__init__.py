@@ -12,7 +12,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 APP = Path(__file__).with_name("app.py")
 FOLDER = "space"

@@ -13,8 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import readers
-from .errors import UserError
-from .output_paths import os_error_message
+from .errors import UserError, os_error_message
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -26,7 +25,7 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
 
 
 def read_json(path: str | Path, what: str = "file") -> dict:
-    """A JSON object another stage wrote; damaged or missing is one UserError naming the file (modeling/readers.py)."""
+    """A JSON object another stage wrote; damaged or missing is one UserError naming the file (core/readers.py)."""
     return readers.read_json(path, what)
 
 

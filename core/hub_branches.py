@@ -1,4 +1,4 @@
-"""The Hub layout of a checkpoint series: branch `stepN` holds the export of step N (names: modeling/steps.py), and
+"""The Hub layout of a checkpoint series: branch `stepN` holds the export of step N (names: core/steps.py), and
 the one translation of Hub failures into one line.
 
 upload.py writes the series; eval.series, tracing.curve and modeling.interp read it, all through this module, so the
