@@ -58,7 +58,7 @@ def command_seconds(line: str) -> float:
 
 def main() -> None:
     from gpt2_owt.tracing.spans import Decoding, generate
-    from gpt2_owt.tracing.text import encode
+    from gpt2_owt.modeling.tokenizer import encode
 
     args = HfArgumentParser(BenchArgs).parse_args_into_dataclasses()[0]
     explorer = Explorer(args.run_dir, data_dir=args.data_dir)

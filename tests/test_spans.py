@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, load_tokenizer
+from gpt2_owt.modeling.tokenizer import encode
 from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.index import INDEX_DIR, TraceIndex
 from gpt2_owt.tracing.spans import spans, word_start_ids
-from gpt2_owt.tracing.text import encode
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.data_dir import WindowSampler, open_split
 from gpt2_owt.training.data_order import batch_order

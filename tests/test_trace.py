@@ -305,7 +305,7 @@ def rows_holding(batches: list[np.ndarray], ids: list[int]) -> list[tuple[int, i
 def test_find_follows_the_runs_data_seed_and_its_fed_batches(trained_run, data_dir, capsys):
     from gpt2_owt.training.data_dir import batch_sha256
     from gpt2_owt.training.run_dir import FED_BATCHES, read_rows
-    from gpt2_owt.tracing.runs import run_config
+    from gpt2_owt.training.runs import run_config
 
     run = trained_run(**SEED_RUN)
     cfg = run_config(run)

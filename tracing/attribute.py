@@ -56,8 +56,8 @@ from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, open_split, re
 from gpt2_owt.training.data_order import batch_order
 from gpt2_owt.training.run_dir import CHECKPOINTS
 
-from .runs import check_run_matches, run_config, steps_done
-from .text import decode, encode
+from gpt2_owt.modeling.tokenizer import decode, encode
+from gpt2_owt.training.runs import check_run_matches, run_config, steps_done
 
 METHODS = ("trackstar", "ekfac", "source")
 BERGSON_INSTALL = "make setup (or: pip install -e '.[attribution]' && pip install --no-deps bergson==2.5.1)"

@@ -118,7 +118,7 @@ class Explorer:
     def recipe(self, data_dir: str | None):
         """(TrainConfig, data folder): a run's training_config.json and data (--data_dir, else the run's own, checked
         to be the data it trained on); a release's recipe once --data_dir is its data (else no data order: None)."""
-        from .runs import check_run_matches, release_config, run_config
+        from gpt2_owt.training.runs import check_run_matches, release_config, run_config
 
         if self.run_dir is None:
             return (release_config(self.repo_id, data_dir), data_dir) if data_dir else (None, None)
@@ -186,7 +186,7 @@ class Explorer:
         """`trace find --json` of span k of a spans report: its occurrences and every exposure of the first `limit`
         of them (update, row, the sequence's training loss) in the updates the report counts."""
         from .find import find
-        from .runs import steps_done
+        from gpt2_owt.training.runs import steps_done
 
         if self.run_dir is None:
             raise UserError("the updates of each exposure need a run folder (`trace find --run_dir`); a release "
@@ -217,7 +217,7 @@ class Explorer:
 
     def marked_context(self, document: dict, span: dict) -> tuple[str, str, str]:
         """A document's context split around the span: (before, span, after), as the report decoded it."""
-        from .text import decode
+        from gpt2_owt.modeling.tokenizer import decode
 
         p = document["token_position"]
         before = decode(self.index().split.tokens[max(0, p - self.context) : p])
@@ -232,7 +232,7 @@ class Explorer:
         """`trace curve`'s result for the text (its JSON) and the command line that prints it. `on_checkpoint(k, n,
         checkpoint)` is called before the k-th of n checkpoints is scored (the page's progress bar)."""
         from . import curve as curve_cmd
-        from .text import encode
+        from gpt2_owt.modeling.tokenizer import encode
 
         prefix = prefix or None
         argv = ["gpt2-owt", "trace", "curve", *self.source_flags(with_data=True), "--text", text]

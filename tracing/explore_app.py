@@ -122,7 +122,7 @@ def segments(report: dict) -> list[tuple[tuple[int, int], list[int]]]:
 
 def highlighted(report: dict) -> list[tuple[str, str | None]]:
     """(text, label) pieces for gr.HighlightedText: a span's label is its number (1-based), "2+3" where two overlap."""
-    from .text import decode
+    from gpt2_owt.modeling.tokenizer import decode
 
     return [(decode(report["token_ids"][a:b]), "+".join(str(k + 1) for k in covering) or None)
             for (a, b), covering in segments(report)]

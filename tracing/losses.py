@@ -27,7 +27,7 @@ from gpt2_owt.training.data_dir import WindowSampler, open_split
 from gpt2_owt.training.data_order import batch_order
 from gpt2_owt.training.sequence_losses import read_sequence_losses
 
-from .runs import parse_updates, run_config, run_data_dir, steps_done
+from gpt2_owt.training.runs import parse_updates, run_config, run_data_dir, steps_done
 
 
 @dataclass

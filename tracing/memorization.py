@@ -68,18 +68,17 @@ from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.interrupts import set_interrupt_note
 from gpt2_owt.core.output_paths import atomic_output, guard_output, remove_tree
 from gpt2_owt.core.readers import DamagedFile, read_json
-from gpt2_owt.core.records import sha256_file
-from gpt2_owt.core.records import write_json_atomic
+from gpt2_owt.core.records import sha256_file, write_json_atomic
 from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import Checkpoint, distinct_steps, run_checkpoints, select_checkpoint
+from gpt2_owt.modeling.tokenizer import decode
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler
 from gpt2_owt.training.run_dir import RUN_INFO
+from gpt2_owt.training.runs import data_order, parse_updates, run_config, run_data_dir, steps_done
 
 from .exposures import exposures_of
 from .index import INDEX_DIR, TraceIndex
-from .runs import data_order, parse_updates, run_config, run_data_dir, steps_done
-from .text import decode
 
 INFO = "memorization.json"  # the marker of an OUT this command made, and its resume state
 SUMMARY = "summary.json"

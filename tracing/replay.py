@@ -59,8 +59,8 @@ from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, open_split
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, WEIGHTS, list_step_dirs
 
-from .runs import check_run_matches, run_config, steps_done
-from .text import encode
+from gpt2_owt.modeling.tokenizer import encode
+from gpt2_owt.training.runs import check_run_matches, run_config, steps_done
 
 REPORT, PLOT = "replay.json", "replay.png"
 RULE = ("a removed sequence is left out of its global batch: that update's loss is the mean over the remaining rows "
