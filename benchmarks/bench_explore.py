@@ -1,4 +1,4 @@
-"""The trace explorer's query latency (tracing/explore.py) on a run, against the commands its page shows.
+"""The trace explorer's query latency (tracing/explorer.py) on a run, against the commands its page shows.
 
     python benchmarks/bench_explore.py --run_dir RUN [--data_dir D] [--prompt "..."] [--repeats 5]
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2_owt.core.hf_argparser import HfArgumentParser
-from gpt2_owt.tracing.explore import Explorer
+from gpt2_owt.tracing.explorer import Explorer
 
 GPT2_OWT = str(Path(sys.executable).parent / "gpt2-owt")
 

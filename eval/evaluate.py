@@ -37,7 +37,7 @@ from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.errors import first_line
 from gpt2_owt.core.folder_lock import LOCK_FILE, FolderLock
 from gpt2_owt.core.hf_argparser import HfArgumentParser
-from gpt2_owt.core.hub_branches import hub_errors
+from gpt2_owt.core.hub import hub_errors
 from gpt2_owt.core.interrupts import set_interrupt_note
 from gpt2_owt.core.output_paths import check_output_file, guard_output
 from gpt2_owt.core.readers import read_json

@@ -20,13 +20,13 @@ from tqdm import tqdm
 
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.output_paths import atomic_output, guard_output
+from gpt2_owt.core.plots import write_plots
 from gpt2_owt.core.readers import read_json
 from gpt2_owt.core.records import sha256_file
 from gpt2_owt.core.steps import parse_step_name, step_name
 from gpt2_owt.modeling.model_folder import check_model_folder
 from gpt2_owt.modeling.tokenizer import (TOKENIZER_DIR, TOKENIZER_FILES, tokenizer_fingerprint, verify_tokenizer_files,
                                          VOCAB_SIZE)
-from gpt2_owt.tracing.space import FOLDER as SPACE_FOLDER, space_files, write_space
 from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
 from gpt2_owt.training.manifest import check_tokenizer_fingerprint
 
@@ -37,6 +37,7 @@ from .release_dir import (
     TOKENIZER_NOTICE, TRAINING_CONFIG,
 )
 from .eval_series import load_eval_series, series_context
+from .space import FOLDER as SPACE_FOLDER, space_files, write_space
 
 DATA_NOTICE_SRC = Path(__file__).parent / "notices" / DATA_NOTICE
 
@@ -60,7 +61,7 @@ class BuildArgs:
         "help": "grid carbon intensity for the CO2 estimate", "ge": 0})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing, different release folder"})
     with_space: bool = field(default=False, metadata={
-        "help": "add space/: the trace explorer as a Hub Space of this release (tracing/space, docs/explorer.md)"})
+        "help": "add space/: the trace explorer as a Hub Space of this release (model_card/space.py, docs/explorer.md)"})
     code_url: str | None = field(default=None, metadata={
         "help": "public git URL of this code (with --with_space: the Space installs it at the run's commit)"})
 
@@ -257,8 +258,6 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
         if sha256_file(tmp / run_layout.WEIGHTS) != weights_sha256:
             raise UserError(f"copy of {export}/{run_layout.WEIGHTS} does not match its hash (disk error?)")
         num_parameters = check_loads(tmp)
-        from .plots import write_plots  # matplotlib: only once the inputs are checked
-
         plots = write_plots(run_layout.read_metrics(run_dir), tmp)
         if space is not None:
             write_space(tmp / SPACE_FOLDER, space)

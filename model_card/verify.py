@@ -40,7 +40,7 @@ from pathlib import Path
 
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.hf_argparser import parse_with_positional
-from gpt2_owt.core.hub_branches import hub_errors
+from gpt2_owt.core.hub import hub_errors
 from gpt2_owt.core.readers import read_json, read_jsonl
 from gpt2_owt.core.records import sha256_file
 from gpt2_owt.core.steps import parse_step_name

@@ -118,7 +118,7 @@ def hub_checkpoints(repo_id: str, revisions: str | list[str] = "all", hash_weigh
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    from gpt2_owt.core.hub_branches import repo_refs
+    from gpt2_owt.core.hub import repo_refs
 
     refs = repo_refs(repo_id)
     steps = sorted((b for b in refs if parse_step_name(b) is not None), key=parse_step_name)

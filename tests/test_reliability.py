@@ -1,7 +1,7 @@
 """The shared reliability mechanisms of issue 23, each against an independent oracle: the output guard and atomic
 writes (core/output_paths.py), the one reader (core/readers.py), numbers validated where parsed
 (core/hf_argparser.py, training/config.py), signals (core/interrupts.py through cli_main, in real processes)
-and Hub failures (core/hub_branches.py). The commands' own cases are the tables in tests/test_bad_inputs*.py."""
+and Hub failures (core/hub.py). The commands' own cases are the tables in tests/test_bad_inputs*.py."""
 
 import json
 import math
@@ -334,7 +334,7 @@ def test_a_signal_landing_in_a_weakref_callback_still_stops_the_command():
      "or set HF_HUB_OFFLINE=1 to use only the local cache"),
 ])
 def test_offline_and_unreachable_hub_are_one_line(env, message):
-    code = ("from gpt2_owt.core.errors import cli_main\nfrom gpt2_owt.core.hub_branches import repo_refs\n"
+    code = ("from gpt2_owt.core.errors import cli_main\nfrom gpt2_owt.core.hub import repo_refs\n"
             "cli_main(lambda: repo_refs('alice/tiny'))()")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=100,
                           env={**os.environ, **env})
