@@ -12,7 +12,6 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from . import readers
 from .errors import UserError, os_error_message
 
 
@@ -22,11 +21,6 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_json(path: str | Path, what: str = "file") -> dict:
-    """A JSON object another stage wrote; damaged or missing is one UserError naming the file (core/readers.py)."""
-    return readers.read_json(path, what)
 
 
 def package_versions(names) -> dict[str, str | None]:

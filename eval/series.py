@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.plots import plot_eval_series
-from gpt2_owt.core.records import read_json, write_json_atomic
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import write_json_atomic
 from gpt2_owt.modeling import checkpoint_series
 from gpt2_owt.modeling.checkpoint_series import Checkpoint, run_checkpoints
 

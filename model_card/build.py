@@ -28,6 +28,7 @@ from gpt2_owt.modeling.model_folder import check_model_folder
 from gpt2_owt.modeling.tokenizer import (TOKENIZER_DIR, TOKENIZER_FILES, tokenizer_fingerprint, verify_tokenizer_files,
                                          VOCAB_SIZE)
 from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
+from gpt2_owt.training.data_dir import SEEDS_DEFAULTING_TO_SEED, read_recipe
 from gpt2_owt.training.manifest import check_tokenizer_fingerprint
 
 from . import card as card_mod
@@ -192,8 +193,7 @@ def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, 
         "versions": F.flat_rows(run_info.get("versions") or {}),
         "git_commit": run_info.get("git_commit"),
         "seed": training_config.get("seed"),
-        "init_seed": training_config.get("init_seed", training_config.get("seed")),
-        "data_seed": training_config.get("data_seed", training_config.get("seed")),
+        **read_recipe(training_config, SEEDS_DEFAULTING_TO_SEED),  # init_seed, data_seed
         "data_manifest_sha256": run_info.get("data_manifest_sha256"),
         "commands": [(title, cmd) for title, cmd in commands if cmd],
         "checkpoints": intermediate_checkpoints(run_dir),

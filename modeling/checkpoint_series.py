@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpt2_owt.core.errors import UserError, first_line
-from gpt2_owt.core.records import read_json, sha256_file
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
 from gpt2_owt.core.steps import parse_step_name, step_name
 
 from .hf_folder import EXPORT_INFO, GENERATION_CONFIG, MODEL_CONFIG, WEIGHTS

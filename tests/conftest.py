@@ -197,7 +197,7 @@ def published_inputs(release_run, owt_data_dir, tmp_path_factory):
     eval (owt_val), the card."""
     from gpt2_owt.eval.evaluate import main as eval_main
     from gpt2_owt.model_card.build import main as build_main
-    from gpt2_owt.core.records import read_json
+    from gpt2_owt.core.readers import read_json
     from gpt2_owt.training.run_dir import HF_EXPORTS
 
     root = tmp_path_factory.mktemp("upload")

@@ -12,7 +12,7 @@ from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.records import sha256_file
 from gpt2_owt.modeling import flops
 from helpers.training import REPO_ROOT
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.checkpointer import CHECKPOINT_INFO_KEYS, Checkpointer, verify
 from gpt2_owt.training.run_dir import (CHECKPOINTS, CHECKPOINT_INFO, FED_BATCHES, LOGS, METRICS, RUN_INFO, read_metrics,
                                        read_rows)

@@ -14,7 +14,7 @@ from gpt2_owt.model_card.build import main as build_main
 from gpt2_owt.modeling.flops import flops_per_token
 from gpt2_owt.modeling.tokenizer import tokenizer_fingerprint, TOKENIZER_SHA256
 from helpers.release import RESULTS_TASKS, copy_run, make_results
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.run_dir import DATA_MANIFEST, METRICS, RUN_INFO, TRAINING_CONFIG, read_metrics
 
 RELEASE_FILES = {

@@ -7,7 +7,7 @@ import pytest
 
 from gpt2_owt.core.records import sha256_file
 from helpers.training import run_inprocess
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.data_order import main as data_order_main
 from gpt2_owt.training.run_dir import CHECKPOINTS, HF_EXPORTS, TRAINING_CONFIG

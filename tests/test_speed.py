@@ -11,7 +11,7 @@ from transformers.activations import GELUTanh, NewGELUActivation
 
 from gpt2_owt.modeling.model import build_model
 from helpers.training import load_export, metric_rows, run_inprocess
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training import speed
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG

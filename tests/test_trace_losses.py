@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers.training import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.modeling.tokenizer import encode
 from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows

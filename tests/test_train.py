@@ -18,7 +18,7 @@ from gpt2_owt.modeling.model import build_model, count_parameters
 from helpers.training import (LONG_RUN, REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args,
                               untimed)
 from gpt2_owt.core.folder_lock import LOCK_FILE
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.modeling.flops import flops_per_token
 from gpt2_owt.training.config import FIELD_NAMES, parse_config
 from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS,

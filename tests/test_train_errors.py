@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers.training import TINY_YAML, metric_rows, run_inprocess
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.manifest import file_entries, read_manifest, write_manifest
 from gpt2_owt.training.run_dir import CHECKPOINTS, TRAINING_CONFIG, list_step_dirs
 

@@ -17,7 +17,7 @@ import pytest
 
 from gpt2_owt import upload
 from helpers.hub import BOB_TOKEN, TOKEN, run_upload
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.training.run_dir import TRAINING_CONFIG
 

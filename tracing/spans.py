@@ -65,7 +65,7 @@ import numpy as np
 
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.hf_argparser import HfArgumentParser
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, checkpoint_folder, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints, select_checkpoint)

@@ -20,6 +20,7 @@ import yaml
 
 from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.training.data_dir import SEEDS_DEFAULTING_TO_SEED
 
 # Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
 PYTHIA_EARLY_STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
@@ -178,7 +179,6 @@ class TrainConfig:
 
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
-SEEDS_DEFAULTING_TO_SEED = ("init_seed", "data_seed")
 
 
 def _as_number(value, kind):

@@ -44,8 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from gpt2_owt.core.folder_lock import LOCK_FILE  # noqa: F401  (part of this layout; folder_lock owns it)
-from gpt2_owt.core.readers import read_jsonl
-from gpt2_owt.core.records import read_json, write_json_atomic
+from gpt2_owt.core.readers import read_json, read_jsonl
+from gpt2_owt.core.records import write_json_atomic
 from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
 

@@ -12,15 +12,13 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from gpt2_owt.core.errors import UserError, first_line
-from gpt2_owt.core.records import read_json, sha256_file
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
 from gpt2_owt.modeling.checkpoint_series import is_hub_id
 from gpt2_owt.training.config import TrainConfig, parse_config
-from gpt2_owt.training.data_dir import MANIFEST
+from gpt2_owt.training.data_dir import DATA_ORDER_FIELDS, MANIFEST, read_recipe
 from gpt2_owt.training.manifest import manifest_content
 from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG
-
-DATA_ORDER_FIELDS = ("seq_len", "global_batch_size", "data_seed")
-
 
 def config_from_json(path: str | Path) -> TrainConfig:
     """A resolved training_config.json (a run's, or a release's copy) as a TrainConfig."""
@@ -37,7 +35,7 @@ def run_config(run_dir: str | Path) -> TrainConfig:
 
 
 def data_order(cfg: TrainConfig) -> dict:
-    return {**{name: getattr(cfg, name) for name in DATA_ORDER_FIELDS}, "steps": cfg.total_steps()}
+    return {**read_recipe(cfg), "steps": cfg.total_steps()}
 
 
 def resolve_config(config: str | None, run_dir: str | None, overrides: list[str]) -> TrainConfig:

@@ -28,8 +28,9 @@ import torch
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.folder_lock import FolderLock
 from gpt2_owt.core.output_paths import check_not_overlapping
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.core.records import sha256_file
-from gpt2_owt.core.records import package_versions, read_json
+from gpt2_owt.core.records import package_versions
 from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.config import load_config
 from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops

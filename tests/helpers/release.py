@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2_owt.core.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.eval.references import task_references
 from gpt2_owt.training.run_dir import RUN_INFO
 
