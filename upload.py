@@ -32,15 +32,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling.errors import UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import parse_with_positional
-from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
-from gpt2_owt.modeling.steps import step_name
-from gpt2_owt.modeling.readers import read_json, read_jsonl
-from gpt2_owt.modeling.records import sha256_file
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import parse_with_positional
+from gpt2_owt.core.hub import get_token, hub_errors
+from gpt2_owt.core.readers import read_json, read_jsonl
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.release_dir import (DATA_MANIFEST, EXPORT_REQUIRED, RELEASE_MANIFEST, REQUIRED_FILES,
                                              TRAINING_CONFIG, manifest_differences)
+from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS
 from gpt2_owt.training.run_dir import (CHECKPOINT_INFO, CHECKPOINTS, FED_BATCHES, HF_EXPORTS, METRICS, RUN_INFO,
                                        SEQUENCE_LOSSES, list_step_dirs)
 
@@ -274,15 +275,6 @@ def print_plan(args: UploadArgs, release: Target, steps: list[Target], states: l
 
 
 # -- Hub side -------------------------------------------------------------------------------------------------------
-def get_token() -> str:
-    from huggingface_hub import get_token as hf_get_token
-
-    token = hf_get_token()
-    if not token:
-        raise UploadError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (use --dry_run to preview)")
-    return token
-
-
 def remote_weights_sha256(api, repo_id: str, branch: str) -> str | None:
     """sha256 of model.safetensors on `branch` (its LFS oid), or None if the branch has no weights yet."""
     infos = api.get_paths_info(repo_id, [WEIGHTS], revision=branch)
@@ -403,29 +395,6 @@ def publish(api, args: UploadArgs, release: Target, steps: list[Target], states:
         print(f"tag {args.tag}: skipped for a pull request (tag the merged commit)")
 
 
-def describe_hub_error(e: Exception, repo_id: str) -> str:
-    """One actionable line for a failed Hub call."""
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    if isinstance(e, RepositoryNotFoundError):
-        return f"repository {repo_id} not found, or not visible with this token (private repo of another user?)"
-    if isinstance(e, RevisionNotFoundError):
-        return f"revision not found on {repo_id}: {str(e).splitlines()[-1]}"
-    status = getattr(getattr(e, "response", None), "status_code", None)
-    if isinstance(e, HfHubHTTPError) and status == 401:
-        return "the Hub rejected the token (401): it is invalid or expired; set HF_TOKEN or run `hf auth login`"
-    if isinstance(e, HfHubHTTPError) and status == 403:
-        return (f"no write access to {repo_id} (403): the token's user cannot write to namespace "
-                f"'{repo_id.split('/')[0]}', or the token is read-only")
-    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())[:600]
-    cause = f" ({type(e.__cause__).__name__}: {e.__cause__})" if e.__cause__ and not isinstance(e, HfHubHTTPError) else ""
-    return f"upload failed: {type(e).__name__}: {text}{cause}. Rerun the same command to resume: finished files are skipped"
-
-
-def scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
 def parse_args(argv) -> UploadArgs:
     args = parse_with_positional(UploadArgs, argv, "release_dir", UploadError)
     if not args.release_dir:
@@ -459,12 +428,8 @@ def run(argv=None) -> None:
     token = get_token()
     from huggingface_hub import HfApi
 
-    try:
+    with hub_errors(args.repo_id, token=token, writing=True):  # one line, token scrubbed, no chained traceback
         publish(HfApi(token=token), args, release, steps, states)
-    except UploadError as e:
-        raise UploadError(scrub(str(e), token)) from None
-    except Exception as e:  # HTTP, network and Hub-side failures: one line, token scrubbed, no chained traceback
-        raise UploadError(scrub(describe_hub_error(e, args.repo_id), token)) from None
 
 
 @cli_main

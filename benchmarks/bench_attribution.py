@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = REPO_ROOT / "training" / "sample_data" / "owt_first37_docs.jsonl"
@@ -92,7 +92,7 @@ def write_data(root: Path, copies: int) -> Path:
 def canary_windows(split, sampler) -> np.ndarray:
     """Windows holding the canary whole (its positions by the plain numpy scan)."""
     from gpt2_owt.tracing.index import scan_positions
-    from gpt2_owt.tracing.text import encode
+    from gpt2_owt.modeling.tokenizer import encode
 
     ids = encode(CANARY)
     positions = scan_positions(np.asarray(split.tokens), ids)
@@ -132,7 +132,7 @@ def train(data_dir: Path, run_dir: Path, recipe: dict) -> None:
 def make_queries(run, args: BenchArgs, candidates) -> list:
     """The canary, held-out val snippets, and snippets of sequences the window trained on (the first tokens of each)."""
     from gpt2_owt.tracing.attribute import make_query
-    from gpt2_owt.tracing.text import decode
+    from gpt2_owt.modeling.tokenizer import decode
     from gpt2_owt.training.data_dir import open_split
 
     val = open_split(run.cfg.data_dir, "val")

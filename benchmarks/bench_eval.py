@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from gpt2_owt import modeling
-from gpt2_owt.modeling.hf_folder import save_hf_folder
 from gpt2_owt.eval.harness_tasks import write_harness_tasks
+from gpt2_owt.modeling.config import load_config
+from gpt2_owt.modeling.hf_folder import save_hf_folder
+from gpt2_owt.modeling.model import build_model, count_parameters
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # name -> config overrides of the `tiny` preset; "30m": 6 layers x 384 wide, 1024 positions (29.9M parameters)
@@ -47,11 +48,11 @@ class BenchArgs:
 
 
 def save_model(name: str, folder: Path) -> tuple[Path, int]:
-    config = modeling.load_config("tiny")
+    config = load_config("tiny")
     for key, value in MODELS[name].items():
         setattr(config, key, value)
-    model = modeling.build_model(config, seed=0)
-    return save_hf_folder(model, folder), modeling.count_parameters(model)
+    model = build_model(config, seed=0)
+    return save_hf_folder(model, folder), count_parameters(model)
 
 
 def timed(cmd: list[str], env: dict, timeout: int) -> float:

@@ -1,4 +1,4 @@
-"""The trace explorer's query latency (tracing/explore.py) on a run, against the commands its page shows.
+"""The trace explorer's query latency (tracing/explorer.py) on a run, against the commands its page shows.
 
     python benchmarks/bench_explore.py --run_dir RUN [--data_dir D] [--prompt "..."] [--repeats 5]
 
@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.tracing.explore import Explorer
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.tracing.explorer import Explorer
 
 GPT2_OWT = str(Path(sys.executable).parent / "gpt2-owt")
 
@@ -58,7 +58,7 @@ def command_seconds(line: str) -> float:
 
 def main() -> None:
     from gpt2_owt.tracing.spans import Decoding, generate
-    from gpt2_owt.tracing.text import encode
+    from gpt2_owt.modeling.tokenizer import encode
 
     args = HfArgumentParser(BenchArgs).parse_args_into_dataclasses()[0]
     explorer = Explorer(args.run_dir, data_dir=args.data_dir)

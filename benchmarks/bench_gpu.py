@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.training.run_dir import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def bare_run(spec: dict) -> dict:
     """The same model, levers and batches in a plain loop: bf16 autocast, fused AdamW, clipping, no Accelerate."""
     import torch
 
-    from gpt2_owt.modeling import build_model
+    from gpt2_owt.modeling.model import build_model
     from gpt2_owt.training import speed
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
     from gpt2_owt.training.train import lm_loss

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.modeling.checkpoint_series import load_checkpoint, run_checkpoints, select_checkpoint
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
 from gpt2_owt.tracing.memorization import greedy_continuations, match_scores, select_sequences, training_sequences
-from gpt2_owt.tracing.runs import run_config, steps_done
 from gpt2_owt.training.data_dir import WindowSampler, open_split
+from gpt2_owt.training.runs import run_config, steps_done
 
 
 @dataclass

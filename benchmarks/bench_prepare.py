@@ -57,7 +57,7 @@ def run_nanogpt(data: str, out: str, cache: str, num_proc: int) -> int:
     from datasets import load_dataset
     from tqdm import tqdm
 
-    from gpt2_owt.modeling import tiktoken_encoding
+    from gpt2_owt.modeling.tokenizer import tiktoken_encoding
 
     enc = tiktoken_encoding()
     dataset = load_dataset("json", data_files=data, num_proc=num_proc, cache_dir=cache)

@@ -39,8 +39,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.training.run_dir import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

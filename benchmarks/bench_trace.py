@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 
-from gpt2_owt.modeling import tiktoken_encoding
+from gpt2_owt.modeling.tokenizer import tiktoken_encoding
 from gpt2_owt.tracing.find import find
 from gpt2_owt.tracing.index import INDEX_DIR, INDEX_INFO, TraceIndex, build_index, scan_positions
 from gpt2_owt.tracing.spans import maximal_spans, spans

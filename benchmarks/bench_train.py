@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling import CONFIGS_DIR, UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.modeling.config import CONFIGS_DIR
 from gpt2_owt.training.run_dir import read_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,8 @@ def child_bare(spec: dict) -> dict:
     """The same work written as a plain PyTorch loop, no Accelerate, no files."""
     import torch
 
-    from gpt2_owt.modeling import build_model, load_config
+    from gpt2_owt.modeling.config import load_config
+    from gpt2_owt.modeling.model import build_model
     from gpt2_owt.training.config import parse_config
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
     from gpt2_owt.training import speed
@@ -179,7 +181,7 @@ def child_nanogpt(spec: dict) -> dict:
     """The nanoGPT-style reference on the same batches: eager, AdamW (foreach, decay on >=2-D), clipping."""
     import torch
 
-    from gpt2_owt.modeling import load_config
+    from gpt2_owt.modeling.config import load_config
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
 
     c = load_config(spec["model_config"])

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 DATA_DIR = Path(__file__).parent / "data"
 WIKITEXT_FILE = DATA_DIR / "wiki.test.raw.gz"

@@ -33,16 +33,18 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from gpt2_owt.modeling import UserError, cli_main, count_parameters, fuse_gelu, sha256_file
-from gpt2_owt.modeling.errors import first_line
-from gpt2_owt.modeling.folder_lock import LOCK_FILE, FolderLock
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.hub_branches import hub_errors
-from gpt2_owt.modeling.interrupts import set_interrupt_note
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.errors import first_line
+from gpt2_owt.core.folder_lock import LOCK_FILE, FolderLock
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hub import hub_errors
+from gpt2_owt.core.interrupts import set_interrupt_note
+from gpt2_owt.core.output_paths import check_output_file, guard_output
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.records import package_versions, write_json_atomic
+from gpt2_owt.modeling.model import count_parameters, fuse_gelu
 from gpt2_owt.modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder
-from gpt2_owt.modeling.output_paths import check_output_file, guard_output
-from gpt2_owt.modeling.readers import read_json
-from gpt2_owt.modeling.records import package_versions, write_json_atomic
 
 from . import series
 from .data import SOURCES

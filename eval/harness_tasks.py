@@ -14,10 +14,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 
-from gpt2_owt.modeling import UserError, cli_main
-from gpt2_owt.modeling.output_paths import check_writable_location, os_error_message
+from gpt2_owt.core.errors import cli_main, os_error_message, UserError
+from gpt2_owt.core.output_paths import check_writable_location
 
 from . import data as eval_data
 

@@ -17,9 +17,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from gpt2_owt.modeling import UserError, checkpoint_series
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.plots import plot_eval_series
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import write_json_atomic
+from gpt2_owt.modeling import checkpoint_series
 from gpt2_owt.modeling.checkpoint_series import Checkpoint, run_checkpoints
-from gpt2_owt.modeling.records import read_json, write_json_atomic
 
 from .tasks import TokenCache
 
@@ -79,8 +82,6 @@ def evaluate_series(args, checkpoints: list[Checkpoint], output_dir: Path, evalu
     `evaluate_one(args) -> results dict` is eval.evaluate's single-model path (imported there, passed here so
     this module stays below the command).
     """
-    from gpt2_owt.model_card.plots import plot_eval_series
-
     token_cache = TokenCache()
     rows, skipped = [], 0
     for checkpoint in tqdm(checkpoints, desc="checkpoints", unit="checkpoint"):

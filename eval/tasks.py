@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError, sha256_file
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file
 
 from . import data as eval_data
 from .scoring import WindowScore, score_windows

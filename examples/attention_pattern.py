@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import HfArgumentParser
 
-from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.modeling.interp import load_transformer_lens
 
 

@@ -18,15 +18,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from gpt2_owt import modeling
-from gpt2_owt.modeling import UserError, cli_main
-from gpt2_owt.modeling.steps import parse_step_name, step_name
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.output_paths import atomic_output, guard_output
+from gpt2_owt.core.plots import write_plots
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.steps import parse_step_name, step_name
 from gpt2_owt.modeling.model_folder import check_model_folder
-from gpt2_owt.modeling.readers import read_json
-from gpt2_owt.modeling.output_paths import atomic_output, guard_output
+from gpt2_owt.modeling.tokenizer import (TOKENIZER_DIR, TOKENIZER_FILES, tokenizer_fingerprint, verify_tokenizer_files,
+                                         VOCAB_SIZE)
 from gpt2_owt.training import run_dir as run_layout  # the run folder's file names (release_dir has its own)
+from gpt2_owt.training.data_dir import SEEDS_DEFAULTING_TO_SEED, read_recipe
 from gpt2_owt.training.manifest import check_tokenizer_fingerprint
-from gpt2_owt.tracing.space import FOLDER as SPACE_FOLDER, space_files, write_space
 
 from . import card as card_mod
 from . import facts as F
@@ -35,6 +38,7 @@ from .release_dir import (
     TOKENIZER_NOTICE, TRAINING_CONFIG,
 )
 from .eval_series import load_eval_series, series_context
+from .space import FOLDER as SPACE_FOLDER, space_files, write_space
 
 DATA_NOTICE_SRC = Path(__file__).parent / "notices" / DATA_NOTICE
 
@@ -58,7 +62,7 @@ class BuildArgs:
         "help": "grid carbon intensity for the CO2 estimate", "ge": 0})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing, different release folder"})
     with_space: bool = field(default=False, metadata={
-        "help": "add space/: the trace explorer as a Hub Space of this release (tracing/space, docs/explorer.md)"})
+        "help": "add space/: the trace explorer as a Hub Space of this release (model_card/space.py, docs/explorer.md)"})
     code_url: str | None = field(default=None, metadata={
         "help": "public git URL of this code (with --with_space: the Space installs it at the run's commit)"})
 
@@ -82,7 +86,7 @@ def export_dir(run_dir: Path, checkpoint: str) -> Path:
 
 def export_weights_sha256(path: Path) -> str:
     """The export's recorded weights hash, checked against the file (a mismatch means a damaged export)."""
-    actual = modeling.sha256_file(path / run_layout.WEIGHTS)
+    actual = sha256_file(path / run_layout.WEIGHTS)
     info_path = path / run_layout.EXPORT_INFO
     if info_path.is_file():
         recorded = run_layout.read_json(info_path).get("weights_sha256")
@@ -98,7 +102,7 @@ def intermediate_checkpoints(run_dir: Path) -> list[dict]:
         if not (path / run_layout.WEIGHTS).is_file():
             continue
         info = run_layout.read_json(path / run_layout.EXPORT_INFO) if (path / run_layout.EXPORT_INFO).is_file() else {}
-        sha = info.get("weights_sha256") or modeling.sha256_file(path / run_layout.WEIGHTS)
+        sha = info.get("weights_sha256") or sha256_file(path / run_layout.WEIGHTS)
         found.append({"branch": step_name(step), "step": step, "tokens": info.get("tokens"), "weights_sha256": sha})
     return found
 
@@ -106,9 +110,9 @@ def intermediate_checkpoints(run_dir: Path) -> list[dict]:
 def check_tokenizer(manifest: dict, run_dir: Path) -> str:
     """The release ships the package's tokenizer files (hash-checked); the run's data must have been tokenized with
     that same tokenizer (the manifest check of training/manifest.py)."""
-    modeling.verify_tokenizer_files()
+    verify_tokenizer_files()
     check_tokenizer_fingerprint(manifest, f"{run_dir}/{run_layout.DATA_MANIFEST}")
-    return modeling.tokenizer_fingerprint()
+    return tokenizer_fingerprint()
 
 
 def load_eval_results(path: str | None, weights_sha256: str) -> dict | None:
@@ -133,6 +137,8 @@ def check_loads(release: Path) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from gpt2_owt.modeling.model import count_parameters
+
     tokenizer = AutoTokenizer.from_pretrained(str(release))
     ids = tokenizer("Hello world")["input_ids"]
     if ids != [15496, 995]:
@@ -140,9 +146,9 @@ def check_loads(release: Path) -> int:
     model = AutoModelForCausalLM.from_pretrained(str(release))
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits
-    if logits.shape[-1] != modeling.VOCAB_SIZE or not torch.isfinite(logits).all():
+    if logits.shape[-1] != VOCAB_SIZE or not torch.isfinite(logits).all():
         raise UserError(f"release model gives logits of shape {tuple(logits.shape)} / non-finite values")
-    return modeling.count_parameters(model)
+    return count_parameters(model)
 
 
 def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, export_info: dict, weights_sha256: str,
@@ -187,8 +193,7 @@ def card_context(args: BuildArgs, argv: list[str], run_dir: Path, config: dict, 
         "versions": F.flat_rows(run_info.get("versions") or {}),
         "git_commit": run_info.get("git_commit"),
         "seed": training_config.get("seed"),
-        "init_seed": training_config.get("init_seed", training_config.get("seed")),
-        "data_seed": training_config.get("data_seed", training_config.get("seed")),
+        **read_recipe(training_config, SEEDS_DEFAULTING_TO_SEED),  # init_seed, data_seed
         "data_manifest_sha256": run_info.get("data_manifest_sha256"),
         "commands": [(title, cmd) for title, cmd in commands if cmd],
         "checkpoints": intermediate_checkpoints(run_dir),
@@ -200,7 +205,7 @@ def release_manifest(release: Path, args: BuildArgs, weights_sha256: str, export
     files = sorted(p.relative_to(release).as_posix() for p in release.rglob("*")  # space/ files included
                    if p.is_file() and p.name != RELEASE_MANIFEST)
     return {
-        "files": {name: {"bytes": (release / name).stat().st_size, "sha256": modeling.sha256_file(release / name)}
+        "files": {name: {"bytes": (release / name).stat().st_size, "sha256": sha256_file(release / name)}
                   for name in tqdm(files, desc="hash release files", unit="file", leave=False)},
         "weights_sha256": weights_sha256,
         "checkpoint": args.checkpoint,
@@ -242,19 +247,17 @@ def build_release(args: BuildArgs, argv: list[str]) -> tuple[Path, str]:
     output = check_release_output(args)
     with atomic_output(output, folder=True) as tmp:  # full disk: one line naming the release, nothing left
         pairs = [(export / n, tmp / n) for n in MODEL_FILES + OPTIONAL_MODEL_FILES if (export / n).is_file()]
-        pairs += [(modeling.TOKENIZER_DIR / n, tmp / n) for n in modeling.TOKENIZER_FILES]
-        pairs += [(modeling.TOKENIZER_DIR / "LICENSE-NOTICE.md", tmp / TOKENIZER_NOTICE),
+        pairs += [(TOKENIZER_DIR / n, tmp / n) for n in TOKENIZER_FILES]
+        pairs += [(TOKENIZER_DIR / "LICENSE-NOTICE.md", tmp / TOKENIZER_NOTICE),
                   (DATA_NOTICE_SRC, tmp / DATA_NOTICE),
                   (run_dir / run_layout.TRAINING_CONFIG, tmp / TRAINING_CONFIG),
                   (run_dir / run_layout.DATA_MANIFEST, tmp / DATA_MANIFEST)]
         if args.eval_results:
             pairs.append((Path(args.eval_results), tmp / EVAL_RESULTS))
         copy_files(pairs)
-        if modeling.sha256_file(tmp / run_layout.WEIGHTS) != weights_sha256:
+        if sha256_file(tmp / run_layout.WEIGHTS) != weights_sha256:
             raise UserError(f"copy of {export}/{run_layout.WEIGHTS} does not match its hash (disk error?)")
         num_parameters = check_loads(tmp)
-        from .plots import write_plots  # matplotlib: only once the inputs are checked
-
         plots = write_plots(run_layout.read_metrics(run_dir), tmp)
         if space is not None:
             write_space(tmp / SPACE_FOLDER, space)
@@ -279,7 +282,7 @@ def check_release_output(args: BuildArgs) -> Path:
 
 
 def parse_args(argv=None) -> BuildArgs:
-    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+    from gpt2_owt.core.hf_argparser import HfArgumentParser
 
     (args,) = HfArgumentParser(BuildArgs).parse_args_into_dataclasses(args=argv)
     return args

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 TEMPLATE = Path(__file__).parent / "template.md.jinja"
 TAGS = ["gpt2", "text-generation", "causal-lm", "pretraining", "openwebtext", "reproducible"]

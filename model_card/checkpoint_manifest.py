@@ -17,16 +17,18 @@ import json
 import re
 from pathlib import Path
 
+from gpt2_owt.core.readers import DamagedFile, safetensors_header
+from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.modeling.hf_folder import WEIGHTS  # noqa: F401 (re-exported for upload.py and verify.py)
-from gpt2_owt.modeling.readers import DamagedFile, safetensors_header
-from gpt2_owt.modeling.steps import parse_step_name
+from gpt2_owt.training.data_dir import DATA_ORDER_FIELDS, read_recipe
 
 CHECKPOINTS_JSON = "checkpoints.json"
 FORMAT = 1
 # Files every step branch shares byte for byte with the release branch (when the release has them).
 SHARED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json",
                 "merges.txt", "special_tokens_map.json")
-DATA_ORDER_KEYS = ("data_seed", "init_seed", "seq_len", "global_batch_size")
+# The data order and the initial weights of the run: what the published checkpoints are a series of.
+DATA_ORDER_KEYS = (*DATA_ORDER_FIELDS, "init_seed")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -53,9 +55,7 @@ def tensors_sha256(digests: dict[str, str]) -> str:
 
 def data_order_identity(training_config: dict, data_manifest_sha256: str | None) -> dict:
     """What fixes the data order and the initial weights of a run (seeds default to `seed`, as in TrainConfig)."""
-    seed = training_config.get("seed")
-    identity = {key: training_config.get(key, seed if key.endswith("_seed") else None) for key in DATA_ORDER_KEYS}
-    return identity | {"data_manifest_sha256": data_manifest_sha256}
+    return read_recipe(training_config, DATA_ORDER_KEYS) | {"data_manifest_sha256": data_manifest_sha256}
 
 
 def checkpoint_entry(branch: str, step: int | None, tokens: int | None, weights: Path, weights_sha256: str,

@@ -8,8 +8,9 @@ model-index stays the final checkpoint's results.json (--eval_results).
 import json
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.readers import read_json
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.plots import EVAL_SERIES_PLOT, SERIES_PANELS, plot_eval_series
+from gpt2_owt.core.readers import read_json
 
 EVAL_SERIES = "eval_series.json"
 
@@ -29,8 +30,6 @@ def series_context(rows: list[dict] | None, out_dir: Path) -> dict | None:
     """Table columns and cells for the template; writes the plot and the series copy into `out_dir`."""
     if rows is None:
         return None
-    from .plots import EVAL_SERIES_PLOT, SERIES_PANELS, plot_eval_series  # matplotlib: only once inputs are checked
-
     columns = [(task, metric, label) for task, metric, label in SERIES_PANELS
                if any(metric in r["metrics"].get(task, {}) for r in rows)]
     (out_dir / EVAL_SERIES).write_text(json.dumps(rows, indent=2) + "\n")

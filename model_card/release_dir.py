@@ -8,7 +8,7 @@
       manifest.json              copy of the data manifest the run trained on
       eval_results.json          copy of the eval stage's results.json
       LICENSE-NOTICE-tokenizer.md, LICENSE-NOTICE-data.md
-      loss_curve.png ...         plots (model_card/plots.py)
+      loss_curve.png ...         plots (core/plots.py)
       release_manifest.json      {"files": {name: {"bytes", "sha256"}}, "weights_sha256", "checkpoint", "step",
                                   "tokens", "run_dir"}: written last, over every other file
 

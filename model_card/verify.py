@@ -26,7 +26,7 @@ RELEASE_DIR is a local copy of the release branch (e.g. `hf download ID --local-
 looked up in --branches_dir as `stepN/` (one `hf download --revision stepN` each) or `stepN/` (a run's `hf/`).
 A release built locally by `gpt2-owt card` and never uploaded has no checkpoints.json: verify then derives the list
 from its release_manifest.json and each branch's export_info.json (the records written with the weights), offline.
-Every file another stage wrote is read through modeling/readers.py and checkpoints.json is schema-checked
+Every file another stage wrote is read through core/readers.py and checkpoints.json is schema-checked
 (checkpoint_manifest.parse: types, every key, tokens = step x tokens per step): a damaged file is one line, exit 2.
 """
 
@@ -38,16 +38,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import parse_with_positional
+from gpt2_owt.core.hub import hub_errors
+from gpt2_owt.core.readers import DamagedFile, read_json, read_jsonl
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.facts import fmt
 from gpt2_owt.model_card.release_dir import RELEASE_MANIFEST, TRAINING_CONFIG, manifest_differences
-from gpt2_owt.modeling.errors import UserError, cli_main
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO
-from gpt2_owt.modeling.hub_branches import hub_errors
-from gpt2_owt.modeling.readers import DamagedFile, read_json, read_jsonl
-from gpt2_owt.modeling.hf_argparser import parse_with_positional
-from gpt2_owt.modeling.steps import parse_step_name
-from gpt2_owt.modeling.records import sha256_file
 from gpt2_owt.training.run_dir import FED_BATCHES
 
 HPARAM_ROW = re.compile(r"^\| `([^`]+)` \| (.*) \|$")
@@ -245,7 +245,7 @@ def check_step0(source, manifest: dict, training_config: dict, actual: dict, rep
     from safetensors.torch import load_file
     from transformers import GPT2Config
 
-    from gpt2_owt.modeling import build_model
+    from gpt2_owt.modeling.model import build_model
 
     config = GPT2Config.from_pretrained(source.path(branch, "config.json").parent)
     with tempfile.TemporaryDirectory() as tmp:

@@ -8,7 +8,7 @@ or a Hub release (its stepN branches and main).
     checkpoint_folder(found[-1])          # a local from_pretrained folder (a Hub revision is downloaded)
 
 A checkpoint's step comes from its export_info.json (a run export, or a branch uploaded from one) or from
-release_manifest.json (a release built by `gpt2-owt card`, on main), else from its name (`stepN`, modeling/steps.py).
+release_manifest.json (a release built by `gpt2-owt card`, on main), else from its name (`stepN`, core/steps.py).
 The last step of a run is always exported as hf/final (and on the Hub it is main), and also as hf/stepN only when N
 is an export step: so `step N` is looked up by number, never by folder name. The eval series, `trace curve`,
 `trace spans`, `trace memorization` and modeling/interp.py all list checkpoints through this module.
@@ -19,10 +19,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError, first_line
+from gpt2_owt.core.errors import UserError, first_line
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.steps import parse_step_name, step_name
+
 from .hf_folder import EXPORT_INFO, GENERATION_CONFIG, MODEL_CONFIG, WEIGHTS
-from .records import read_json, sha256_file
-from .steps import parse_step_name, step_name
 from .tokenizer import TOKENIZER_FILES
 
 HF_EXPORTS = "hf"  # RUN/hf/: the trainer's from_pretrained exports (training/run_dir.py's layout)
@@ -117,7 +119,7 @@ def hub_checkpoints(repo_id: str, revisions: str | list[str] = "all", hash_weigh
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    from .hub_branches import repo_refs
+    from gpt2_owt.core.hub import repo_refs
 
     refs = repo_refs(repo_id)
     steps = sorted((b for b in refs if parse_step_name(b) is not None), key=parse_step_name)

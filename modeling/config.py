@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import GPT2Config
 
-from .errors import UserError
+from gpt2_owt.core.errors import UserError
 
 CONFIGS_DIR = Path(__file__).parent / "configs"
 

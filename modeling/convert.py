@@ -15,15 +15,17 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .hf_argparser import HfArgumentParser
 from transformers.activations import ACT2FN
 
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.output_paths import (check_not_overlapping, check_output_file, check_replaceable_folder,
+                                        check_writable_location, refuse_symlink, write_error)
+from gpt2_owt.core.records import sha256_file
+
 from . import llmc, nanogpt
-from .errors import UserError, cli_main
 from .hf_folder import load_hf_model, save_hf_folder
-from .output_paths import (check_not_overlapping, check_output_file, check_replaceable_folder,
-                           check_writable_location, refuse_symlink, write_error)
-from .tokenizer import sha256_file, tokenizer_fingerprint
+from .tokenizer import tokenizer_fingerprint
 
 FORMATS = ("nanogpt", "llmc")
 CONVERSION_INFO = "conversion.json"  # marks a folder this command imported (the only kind --overwrite replaces)

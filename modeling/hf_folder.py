@@ -13,9 +13,10 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import UserError
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file, write_json_atomic
+
 from .model_folder import check_model_folder
-from .records import sha256_file, write_json_atomic
 from .tokenizer import copy_tokenizer_files
 
 WEIGHTS = "model.safetensors"

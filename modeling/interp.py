@@ -24,9 +24,10 @@ the shipped one.
 
 from pathlib import Path
 
+from gpt2_owt.core.errors import UserError
+
 from .checkpoint_series import checkpoint_folder as series_folder
 from .checkpoint_series import FINAL, HF_EXPORTS, distinct_steps, is_hub_id, list_checkpoints, select_checkpoint
-from .errors import UserError
 from .model_folder import check_model_folder
 from .tokenizer import load_tokenizer
 

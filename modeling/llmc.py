@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from transformers import GPT2LMHeadModel
 
-from .errors import UserError
+from gpt2_owt.core.errors import UserError
+
 from .nanogpt import ConversionWarning, from_nanogpt, to_nanogpt, warn_activation
 from .tokenizer import VOCAB_SIZE
 

@@ -8,8 +8,9 @@ tests/test_modeling.py): Linear/Conv1D and embedding weights ~ N(0, initializer_
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from gpt2_owt.core.errors import UserError
+
 from .config import load_config
-from .errors import UserError
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 

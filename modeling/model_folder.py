@@ -9,8 +9,8 @@ weights is one line naming both (not transformers' `ignore_mismatched_sizes` err
 
 from pathlib import Path
 
-from .errors import UserError, first_line
-from .readers import check_config_matches_weights, read_json
+from gpt2_owt.core.errors import UserError, first_line
+from gpt2_owt.core.readers import check_config_matches_weights, read_json
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

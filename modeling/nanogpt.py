@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from gpt2_owt.core.errors import UserError
+
 from .config import load_config
-from .errors import UserError
 from .tokenizer import VOCAB_SIZE
 
 MODEL_ARGS_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")

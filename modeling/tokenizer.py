@@ -3,15 +3,19 @@
 Files are OpenAI's original GPT-2 vocabulary and merges (see `modeling/tokenizer/LICENSE-NOTICE.md`). Every load
 checks their SHA-256 against the values recorded here, so a damaged or edited copy fails loudly instead of
 silently producing different token ids. `tokenizer_fingerprint()` is the one hash other stages record (data
-manifests, checkpoints) to prove they used this tokenizer.
+manifests, checkpoints) to prove they used this tokenizer. `encode`/`decode`: text <-> ids exactly as the data
+pipeline encoded the training documents.
 """
 
+import functools
 import hashlib
 import shutil
 from pathlib import Path
 
-from .errors import UserError
-from .records import sha256_file  # noqa: F401  (re-exported: `from modeling.tokenizer import sha256_file`)
+import numpy as np
+
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file
 
 TOKENIZER_DIR = Path(__file__).parent / "tokenizer"
 EOT_TOKEN_ID = 50256
@@ -82,3 +86,19 @@ def tiktoken_encoding():
         name="gpt2-owt", pat_str=r50k_pat_str, mergeable_ranks=ranks,
         special_tokens={"<|endoftext|>": EOT_TOKEN_ID}, explicit_n_vocab=VOCAB_SIZE,
     )
+
+
+# Text <-> token ids exactly as the data pipeline encoded the training documents: tiktoken GPT-2 `encode_ordinary`
+# (no EOT added), so what a query encodes is what train.bin holds.
+@functools.cache
+def encoding():
+    return tiktoken_encoding()  # built from the shipped vocab once per process
+
+
+def encode(text: str) -> list[int]:
+    return encoding().encode_ordinary(text)
+
+
+def decode(ids) -> str:
+    # one conversion of the whole array, not one per token
+    return encoding().decode(np.asarray(ids, dtype=np.int64).tolist(), errors="replace")

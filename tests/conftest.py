@@ -157,7 +157,7 @@ def cli_sources(owt_data_dir, indexed_data_dir, release_run, tmp_path_factory) -
     """What the bad-input tables damage copies of (helpers/cli.py Workspace), name -> a read-only original: data,
     indexed (the same with its trace index), run (the release run), model (= run/hf/final), results, release, llmc."""
     from gpt2_owt.model_card.build import run as build_release
-    from gpt2_owt.modeling import sha256_file
+    from gpt2_owt.core.records import sha256_file
     from gpt2_owt.modeling.convert import export_checkpoint
 
     root = tmp_path_factory.mktemp("cli_sources")
@@ -197,7 +197,7 @@ def published_inputs(release_run, owt_data_dir, tmp_path_factory):
     eval (owt_val), the card."""
     from gpt2_owt.eval.evaluate import main as eval_main
     from gpt2_owt.model_card.build import main as build_main
-    from gpt2_owt.modeling.records import read_json
+    from gpt2_owt.core.readers import read_json
     from gpt2_owt.training.run_dir import HF_EXPORTS
 
     root = tmp_path_factory.mktemp("upload")

@@ -49,7 +49,7 @@ def canary_run(owt_documents, tmp_path_factory):
 
 def canary_positions(data_dir) -> list[int]:
     """Where the canary's ids start in train.bin, by brute force over every position."""
-    from gpt2_owt.tracing.text import encode
+    from gpt2_owt.modeling.tokenizer import encode
     from gpt2_owt.training.data_dir import open_split
 
     ids, tokens = np.array(encode(CANARY)), np.asarray(open_split(data_dir, "train").tokens)
@@ -102,7 +102,7 @@ def test_canary_sequences_rank_first(method, canary_run, canary_reports):
 def test_every_candidate_is_what_data_order_lists(canary_run, canary_reports, capsys):
     """(update, row) -> the window of the seeded epoch permutation (the sampler's definition, recomputed here), the
     documents and source rows `gpt2-owt data-order --json` lists, and the decoded text of that window."""
-    from gpt2_owt.tracing.text import decode
+    from gpt2_owt.modeling.tokenizer import decode
     from gpt2_owt.training.data_dir import open_split
     from gpt2_owt.training.data_order import main as data_order
 
@@ -167,7 +167,7 @@ def test_sample_is_a_seeded_subset(canary_run):
 def test_learning_rates_are_the_logged_ones(canary_run):
     """learning_rates(u) is the rate the trainer logged with the row of step u + 1 (metrics.jsonl)."""
     from gpt2_owt.tracing.attribute import learning_rates
-    from gpt2_owt.tracing.runs import run_config
+    from gpt2_owt.training.runs import run_config
 
     run_dir = canary_run[1]
     logged = {row["step"]: row["lr"] for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
@@ -198,7 +198,8 @@ def test_checkpoint_export_and_adam_state(canary_run, tmp_path):
 def test_one_more_position_keeps_every_loss(tmp_path):
     """A model whose context is exactly seq_len gets one more (zero) position so Bergson can read a whole seq_len + 1
     window; its losses on the window's seq_len targets are the trainer's, to the bit."""
-    from gpt2_owt.modeling import build_model, load_config
+    from gpt2_owt.modeling.config import load_config
+    from gpt2_owt.modeling.model import build_model
     from gpt2_owt.tracing.attribute import with_context
     from gpt2_owt.training.train import lm_token_losses
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 from gpt2_owt.training.config import TrainConfig, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -78,7 +78,7 @@ def test_verb_exits_0_on_success(verb, workspace: Workspace, original_files):
 @pytest.mark.timeout(120)
 def test_other_architecture_is_refused_before_building(workspace: Workspace):
     """A llama config.json: every model reader stops at model_type (no 7B model is ever allocated)."""
-    from gpt2_owt.modeling import UserError
+    from gpt2_owt.core.errors import UserError
     from gpt2_owt.modeling.hf_folder import load_hf_model
     from gpt2_owt.modeling.interp import load_transformer_lens
 

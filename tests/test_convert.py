@@ -14,10 +14,13 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2LMHeadModel
 
-from gpt2_owt.modeling import TOKENIZER_DIR, TOKENIZER_SHA256, UserError, build_model, sha256_file
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file
 from gpt2_owt.modeling.convert import main as convert_main
 from gpt2_owt.modeling.llmc import read_llmc, to_llmc
+from gpt2_owt.modeling.model import build_model
 from gpt2_owt.modeling.nanogpt import ConversionWarning, from_nanogpt, to_nanogpt
+from gpt2_owt.modeling.tokenizer import TOKENIZER_DIR, TOKENIZER_SHA256
 
 L, NH, C, T = 2, 4, 64, 32  # small random models: 2 layers, n_embd 64, context 32
 V = 50257

@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_owt.modeling import UserError, flops, sha256_file
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.modeling import flops
 from helpers.training import REPO_ROOT
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINTS, CHECKPOINT_INFO, FED_BATCHES, LOGS, METRICS, RUN_INFO, read_metrics, read_rows
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.checkpointer import CHECKPOINT_INFO_KEYS, Checkpointer, verify
+from gpt2_owt.training.run_dir import (CHECKPOINTS, CHECKPOINT_INFO, FED_BATCHES, LOGS, METRICS, RUN_INFO, read_metrics,
+                                       read_rows)
 from gpt2_owt.training.run_dir import RunDir
 
 HEAVY = ("torch", "transformers")
@@ -28,10 +31,10 @@ def imported_heavy(code: str) -> list[str]:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("module", [f"gpt2_owt.{m}" for m in (
-    "modeling", "modeling.records", "modeling.errors", "modeling.flops", "modeling.tokenizer", "modeling.hf_folder",
+    "modeling", "core.records", "core.errors", "modeling.flops", "modeling.tokenizer", "modeling.hf_folder",
     "training.run_dir", "training.data_dir", "training.manifest", "training.data_order", "model_card.release_dir",
     "model_card.facts", "model_card.build", "upload", "model_card.verify", "model_card.checkpoint_manifest",
-    "modeling.model_folder", "modeling.output_paths", "modeling.folder_lock", "training.checkpointer", "cli")])
+    "modeling.model_folder", "core.output_paths", "core.folder_lock", "training.checkpointer", "cli")])
 def test_light_modules_import_no_torch(module):
     assert imported_heavy(f"import {module}") == []
 
@@ -44,19 +47,6 @@ def test_light_commands_run_without_torch(owt_data_dir, tmp_path):
     upload = ("from gpt2_owt import upload\ntry:\n    upload.main([" + repr(str(tmp_path / "missing")) +
               ", '--repo_id', 'x/y', '--dry_run'])\nexcept SystemExit as e:\n    assert e.code == 2")
     assert imported_heavy(upload) == []
-
-
-def test_lazy_package_keeps_its_names():
-    from gpt2_owt import modeling
-
-    for name in modeling.__all__:
-        assert getattr(modeling, name) is not None
-    assert modeling.sha256_file is __import__("gpt2_owt.modeling.records").modeling.records.sha256_file
-    from gpt2_owt.modeling.tokenizer import sha256_file  # the old home still works
-
-    assert sha256_file is modeling.sha256_file
-    with pytest.raises(AttributeError):
-        modeling.no_such_name  # noqa: B018
 
 
 # ---------------------------------------------------------------------------------------------------- RunDir

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from gpt2_owt.modeling import tiktoken_encoding
+from gpt2_owt.modeling.tokenizer import tiktoken_encoding
 from helpers.training import TINY_YAML, metric_rows, run_inprocess
 from gpt2_owt.training.data_dir import WindowSampler, batch_sha256, open_split
 from gpt2_owt.training.data_order import main as data_order_main

@@ -215,7 +215,7 @@ def test_hub_source_reads_the_harness_datasets(monkeypatch):
 
 
 def test_hub_source_offline_is_a_user_error(monkeypatch, tmp_path):
-    from gpt2_owt.modeling import UserError
+    from gpt2_owt.core.errors import UserError
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
     monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)  # as in CI and here: no Hub access

@@ -9,8 +9,10 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from gpt2_owt import modeling
+from gpt2_owt.core.records import sha256_file
 from gpt2_owt.eval.evaluate import main
+from gpt2_owt.modeling.model import build_model, count_parameters
+from gpt2_owt.modeling.tokenizer import load_tokenizer
 from helpers.models import save_tiny_model
 from gpt2_owt.training.data_dir import open_split
 
@@ -33,8 +35,8 @@ def test_results_json_follows_the_schema(tiny_dir, tmp_path, owt_data_dir):
     assert set(results["tasks"]) == {"wikitext", "lambada_openai", "wikitext_sliding", "owt_val"}
     model = results["model"]
     assert model["name_or_path"] == str(tiny_dir) and model["revision"] is None
-    assert model["weights_sha256"] == modeling.sha256_file(tiny_dir / "model.safetensors")
-    assert model["num_parameters"] == modeling.count_parameters(modeling.build_model("tiny"))
+    assert model["weights_sha256"] == sha256_file(tiny_dir / "model.safetensors")
+    assert model["num_parameters"] == count_parameters(build_model("tiny"))
     assert results["settings"] == {"max_length": 64, "batch_size": 4, "dtype": "float32", "fused_gelu": True,
                                    "device": "cpu", "data_source": "shipped", "limit": 1}
     assert results["versions"]["torch"] == torch.__version__ and results["created_at"]
@@ -57,7 +59,7 @@ def test_batch_size_gives_the_same_numbers(tiny_dir):
     from gpt2_owt.eval.tasks import TASKS, TaskSetup
 
     model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
-    tokenizer = modeling.load_tokenizer()
+    tokenizer = load_tokenizer()
     limits = {"wikitext": 1, "lambada_openai": 16, "wikitext_sliding": 4}
     for task, limit in limits.items():
         one, many = (TASKS[task](TaskSetup(model=model, tokenizer=tokenizer, max_length=48, batch_size=batch_size,
@@ -69,7 +71,7 @@ def test_sliding_window_equals_the_guide_loop(tiny_dir, tmp_path):
     """The guide's code, transcribed, on the first windows of the same token sequence."""
     from gpt2_owt.eval.data import wikitext_rows
     from gpt2_owt.eval.tasks import TaskSetup, sliding_perplexity
-    from gpt2_owt.modeling import load_tokenizer
+    from gpt2_owt.modeling.tokenizer import load_tokenizer
 
     model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
     tokens = load_tokenizer()("\n\n".join(wikitext_rows().items[:12]))["input_ids"]
@@ -178,7 +180,7 @@ def test_fast_scoring_equals_full_logits_scoring(tiny_dir, batch_size):
     from gpt2_owt.eval.data import lambada_texts, wikitext_pages
 
     model = GPT2LMHeadModel.from_pretrained(tiny_dir).eval()
-    setup = TaskSetup(model=model, tokenizer=modeling.load_tokenizer(), max_length=100, batch_size=batch_size)
+    setup = TaskSetup(model=model, tokenizer=load_tokenizer(), max_length=100, batch_size=batch_size)
     (doc,) = setup.encode([wikitext_detokenizer(wikitext_pages().items[0])[:1500]])
     windows = rolling_windows(doc, setup.prefix_token_id, 100)  # full windows and a short right-aligned last one
     for context, target in map(lambada_request, lambada_texts().items[:12]):
@@ -196,7 +198,7 @@ def test_tokens_are_cached_across_setups(tiny_dir):
     """A series shares one TokenCache: the second checkpoint's tasks do not tokenize again, same ids."""
     from gpt2_owt.eval.tasks import TokenCache
 
-    cache, tokenizer = TokenCache(), modeling.load_tokenizer()
+    cache, tokenizer = TokenCache(), load_tokenizer()
     calls = []
 
     class Counting:

@@ -203,7 +203,7 @@ def run(trained_run, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def prompt(indexed_data_dir) -> str:
     from gpt2_owt.training.data_dir import open_split
-    from gpt2_owt.tracing.text import decode
+    from gpt2_owt.modeling.tokenizer import decode
 
     split = open_split(indexed_data_dir, "train")
     first = split.tokens[: 64]
@@ -212,7 +212,7 @@ def prompt(indexed_data_dir) -> str:
 
 def check_spans(page: ExplorerPage, report: dict) -> None:
     """The highlighted text, the spans table, and each span's documents and exposures equal the command's report."""
-    from gpt2_owt.tracing.text import decode
+    from gpt2_owt.modeling.tokenizer import decode
 
     ids, shown = report["token_ids"], page.highlighted("generation")
     assert "".join(text for text, _ in shown) == decode(ids)
@@ -384,7 +384,7 @@ def test_the_release_space_serves_the_published_release(browser, trained_run, in
     import gradio
 
     from gpt2_owt.model_card.build import main as build_main
-    from gpt2_owt.modeling.readers import read_json
+    from gpt2_owt.core.readers import read_json
     from helpers.hub_server import HubServer
     from helpers.release import make_results
 

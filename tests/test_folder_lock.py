@@ -1,4 +1,4 @@
-"""One writer per folder (modeling/folder_lock.py): a second writer is refused with one line naming the holder's PID,
+"""One writer per folder (core/folder_lock.py): a second writer is refused with one line naming the holder's PID,
 a lock dies with its process (a SIGKILLed holder never blocks the next writer), and a folder the lock created is
 gone again when nothing was written into it."""
 
@@ -11,12 +11,12 @@ import textwrap
 
 import pytest
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.folder_lock import LOCK_FILE, FolderLock, lock_holder
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.folder_lock import LOCK_FILE, FolderLock, lock_holder
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from gpt2_owt.modeling.folder_lock import FolderLock
+    from gpt2_owt.core.folder_lock import FolderLock
     lock = FolderLock(sys.argv[1], "holder").acquire()
     print("locked", flush=True)
     time.sleep(120)

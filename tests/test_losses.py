@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt.tracing.losses import sequence_losses
 from gpt2_owt.training import data_order
 from gpt2_owt.training.data_dir import WindowSampler, batch_sha256, open_split, read_windows
 from gpt2_owt.training.run_dir import FED_BATCHES, SEQUENCE_LOSSES, read_rows
-from gpt2_owt.tracing import cli as trace_cli
-from gpt2_owt.tracing.losses import sequence_losses
-from gpt2_owt.tracing.runs import run_config
+from gpt2_owt.training.runs import run_config
 from helpers.tracing import run_cli
 from helpers.training import SEED_RUN
 from helpers.training import TINY_YAML, load_export, metric_rows
@@ -95,7 +95,7 @@ def test_data_order_from_the_run_dir(run, owt_data_dir, capsys):
 
 
 def hf_decode(split, start, end) -> str:
-    from gpt2_owt.modeling import load_tokenizer
+    from gpt2_owt.modeling.tokenizer import load_tokenizer
 
     return load_tokenizer().decode(np.asarray(split.tokens[start:end]).tolist())
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2_owt.modeling import EOT_TOKEN_ID
-from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
+from gpt2_owt.modeling.tokenizer import encode
 from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.memorization import greedy_continuations, load_memorization, match_scores
-from gpt2_owt.tracing.runs import run_config
-from gpt2_owt.tracing.text import encode
+from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+from gpt2_owt.training.runs import run_config
 from helpers.tracing import brute_positions, run_cli
 from helpers.training import load_export, run_inprocess
 

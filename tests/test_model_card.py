@@ -8,12 +8,13 @@ import torch
 import yaml
 from huggingface_hub import ModelCard
 
-from gpt2_owt import modeling
-from gpt2_owt.modeling.flops import flops_per_token
+from gpt2_owt.core.records import sha256_file
 from gpt2_owt.model_card import facts
 from gpt2_owt.model_card.build import main as build_main
+from gpt2_owt.modeling.flops import flops_per_token
+from gpt2_owt.modeling.tokenizer import tokenizer_fingerprint, TOKENIZER_SHA256
 from helpers.release import RESULTS_TASKS, copy_run, make_results
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.run_dir import DATA_MANIFEST, METRICS, RUN_INFO, TRAINING_CONFIG, read_metrics
 
 RELEASE_FILES = {
@@ -55,12 +56,12 @@ def test_release_folder_is_complete_hashed_and_loads(release, gpu_run):
     manifest = read_json(release / "release_manifest.json")
     assert set(manifest["files"]) == RELEASE_FILES - {"release_manifest.json"}
     for name, entry in manifest["files"].items():
-        assert entry["sha256"] == modeling.sha256_file(release / name), name
-    weights = modeling.sha256_file(release / "model.safetensors")
+        assert entry["sha256"] == sha256_file(release / name), name
+    weights = sha256_file(release / "model.safetensors")
     assert manifest["weights_sha256"] == weights == read_json(run / "hf/final/export_info.json")["weights_sha256"]
     assert manifest["step"] == 2
     for name in ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"):
-        assert modeling.sha256_file(release / name) == modeling.TOKENIZER_SHA256[name]
+        assert sha256_file(release / name) == TOKENIZER_SHA256[name]
     assert (release / "training_config.json").read_bytes() == (run / TRAINING_CONFIG).read_bytes()
     assert (release / "manifest.json").read_bytes() == (run / DATA_MANIFEST).read_bytes()
     assert (release / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -111,7 +112,7 @@ def test_card_tables_come_from_the_run_files(release, gpu_run):
     manifest = read_json(run / DATA_MANIFEST)
     assert data["splits.train.tokens"] == str(manifest["splits"]["train"]["tokens"])
     assert data["splits.val.documents"] == str(manifest["splits"]["val"]["documents"])
-    assert data["tokenizer.fingerprint"] == modeling.tokenizer_fingerprint()
+    assert data["tokenizer.fingerprint"] == tokenizer_fingerprint()
 
     run_info = read_json(run / RUN_INFO)
     speeds = table(card, "Quantity")

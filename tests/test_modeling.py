@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from gpt2_owt.modeling import UserError, build_model, count_parameters, list_presets, load_config, resolve_config_path
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.modeling.config import list_presets, load_config, resolve_config_path
+from gpt2_owt.modeling.model import build_model, count_parameters
 from transformers import GPT2Config, GPT2LMHeadModel
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.training import prepare_data
-from gpt2_owt.training.prepare import source as prepare_source
-from gpt2_owt.training.prepare import tokenize as prepare_tokenize
-from gpt2_owt.training.prepare.split import split_rows
 from gpt2_owt.training.data_dir import MANIFEST, SPLITS, all_files, open_split, tokens_file
 from gpt2_owt.training.manifest import main as verify_main
 from gpt2_owt.training.manifest import verify_data_dir
+from gpt2_owt.training.prepare import source as prepare_source
+from gpt2_owt.training.prepare import tokenize as prepare_tokenize
+from gpt2_owt.training.prepare.split import split_rows
 
 
 def reference_ids(encoding, text: str) -> list[int]:
@@ -77,7 +78,7 @@ def test_token_ids_are_encode_ordinary_plus_eot_in_split_order(owt_data_dir, owt
 
 
 def test_ids_equal_shipped_hf_tokenizer(owt_data_dir, owt_documents):
-    from gpt2_owt.modeling import load_tokenizer
+    from gpt2_owt.modeling.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer()
     val = open_split(owt_data_dir, "val")
@@ -177,7 +178,8 @@ def test_sliced_source_split(sample_jsonl, owt_documents, reference_tiktoken, tm
 
 
 def test_manifest_records_source_split_tokenizer_and_hashes(owt_data_dir, sample_jsonl):
-    from gpt2_owt.modeling import sha256_file, tokenizer_fingerprint
+    from gpt2_owt.core.records import sha256_file
+    from gpt2_owt.modeling.tokenizer import tokenizer_fingerprint
 
     m = manifest_of(owt_data_dir)
     assert m["source"]["dataset"] == "json" and m["source"]["data_files"] == [str(sample_jsonl)]
@@ -246,7 +248,7 @@ def test_verification_recomputes_edited_manifest_fields(field, value, message, o
 
 def test_verification_checks_document_ends(owt_data_dir, tmp_path):
     """A train.bin rewritten consistently (sizes and sha256 updated) is still caught if a document lost its EOT."""
-    from gpt2_owt.modeling import sha256_file
+    from gpt2_owt.core.records import sha256_file
 
     copy = tmp_path / "copy"
     shutil.copytree(owt_data_dir, copy)

@@ -1,7 +1,7 @@
 """The shared reliability mechanisms of issue 23, each against an independent oracle: the output guard and atomic
-writes (modeling/output_paths.py), the one reader (modeling/readers.py), numbers validated where parsed
-(modeling/hf_argparser.py, training/config.py), signals (modeling/interrupts.py through cli_main, in real processes)
-and Hub failures (modeling/hub_branches.py). The commands' own cases are the tables in tests/test_bad_inputs*.py."""
+writes (core/output_paths.py), the one reader (core/readers.py), numbers validated where parsed
+(core/hf_argparser.py, training/config.py), signals (core/interrupts.py through cli_main, in real processes)
+and Hub failures (core/hub.py). The commands' own cases are the tables in tests/test_bad_inputs*.py."""
 
 import json
 import math
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from gpt2_owt.modeling.errors import UserError
-from gpt2_owt.modeling.output_paths import PARTIAL, atomic_output, guard_output, sweep_stale_partials
-from gpt2_owt.modeling.readers import (DamagedFile, check_config_matches_weights, read_json, read_jsonl,
-                                       safetensors_header)
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.output_paths import PARTIAL, atomic_output, guard_output, sweep_stale_partials
+from gpt2_owt.core.readers import (DamagedFile, check_config_matches_weights, read_json, read_jsonl,
+                                   safetensors_header)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_stale_partials_are_swept_but_a_living_writers_is_not(tmp_path):
     out = tmp_path / "out"
     code = textwrap.dedent(f"""
         import sys, time
-        from gpt2_owt.modeling.output_paths import atomic_output
+        from gpt2_owt.core.output_paths import atomic_output
         with atomic_output({str(out)!r}, folder=True) as tmp:
             print(tmp, flush=True)
             time.sleep(float(sys.argv[1]))
@@ -203,7 +203,7 @@ class _Args:
     (["--rat", "1"], "unrecognized arguments: --rat 1"),
 ])
 def test_shared_parser_validates_numbers_where_parsed(argv, message):
-    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+    from gpt2_owt.core.hf_argparser import HfArgumentParser
 
     with pytest.raises(UserError) as e:
         HfArgumentParser(_Args).parse_args_into_dataclasses(args=["--name", "x", *argv])
@@ -211,7 +211,7 @@ def test_shared_parser_validates_numbers_where_parsed(argv, message):
 
 
 def test_no_command_parses_with_another_parser():
-    """Every command module parses through modeling/hf_argparser.py (the one place numbers are validated)."""
+    """Every command module parses through core/hf_argparser.py (the one place numbers are validated)."""
     packages = ["modeling", "training", "eval", "model_card", "tracing"]
     modules = [p for d in packages for p in (REPO_ROOT / d).rglob("*.py")] + list(REPO_ROOT.glob("*.py"))
     offenders = [str(p.relative_to(REPO_ROOT)) for p in modules
@@ -248,9 +248,9 @@ def test_yaml_numbers_are_validated_too(tmp_path):
 # ------------------------------------------------------------------------------------------------- signals
 SIGNAL_SCRIPT = textwrap.dedent("""
     import sys, time
-    from gpt2_owt.modeling.errors import cli_main
-    from gpt2_owt.modeling.interrupts import child_process, set_interrupt_note
-    from gpt2_owt.modeling.output_paths import atomic_output
+    from gpt2_owt.core.errors import cli_main
+    from gpt2_owt.core.interrupts import child_process, set_interrupt_note
+    from gpt2_owt.core.output_paths import atomic_output
 
     @cli_main
     def main():
@@ -297,7 +297,7 @@ def test_signal_is_one_line_partials_removed_child_ended(sig, note, tmp_path):
 
 SWALLOWED_SIGNAL_SCRIPT = textwrap.dedent("""
     import gc, os, signal, sys, time, weakref
-    from gpt2_owt.modeling.errors import cli_main
+    from gpt2_owt.core.errors import cli_main
 
     class Held:
         pass
@@ -334,7 +334,7 @@ def test_a_signal_landing_in_a_weakref_callback_still_stops_the_command():
      "or set HF_HUB_OFFLINE=1 to use only the local cache"),
 ])
 def test_offline_and_unreachable_hub_are_one_line(env, message):
-    code = ("from gpt2_owt.modeling.errors import cli_main\nfrom gpt2_owt.modeling.hub_branches import repo_refs\n"
+    code = ("from gpt2_owt.core.errors import cli_main\nfrom gpt2_owt.core.hub import repo_refs\n"
             "cli_main(lambda: repo_refs('alice/tiny'))()")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=100,
                           env={**os.environ, **env})
@@ -347,7 +347,7 @@ def test_the_error_line_is_a_line_of_its_own_after_a_progress_bar(capfd):
     `...hf/step0]error: interrupted by SIGTERM`, a line no reader finds)."""
     from tqdm import tqdm
 
-    from gpt2_owt.modeling.errors import UserError, cli_main
+    from gpt2_owt.core.errors import UserError, cli_main
 
     @cli_main
     def command():

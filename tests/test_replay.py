@@ -11,11 +11,11 @@ import random
 import pytest
 import torch
 
-from gpt2_owt.training.data_dir import WindowSampler, open_split
-from gpt2_owt.training.run_dir import HF_EXPORTS
 from gpt2_owt.tracing.replay import PLOT, REPORT, Query, Replayer, main as replay_main, replay, \
     sequences_holding_documents
-from gpt2_owt.tracing.runs import run_config
+from gpt2_owt.training.data_dir import WindowSampler, open_split
+from gpt2_owt.training.run_dir import HF_EXPORTS
+from gpt2_owt.training.runs import run_config
 from helpers.training import accelerate_cmd, load_export, run_cli, run_inprocess, train_args
 
 pytestmark = pytest.mark.slow  # a canary run and three replays of it: ~90 s here
@@ -59,7 +59,7 @@ def canary_run(canary_data, tmp_path_factory):
 
 
 def canary_documents(data_dir) -> list[int]:
-    from gpt2_owt.tracing.text import decode
+    from gpt2_owt.modeling.tokenizer import decode
 
     split = open_split(data_dir, "train")
     docs = [d for d in range(split.num_documents)

@@ -14,7 +14,7 @@ import pytest
 from safetensors.torch import load_file
 
 from helpers.training import REPO_ROOT, cli_env, read_jsonl, run_inprocess, train_args, untimed
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, RUN_INFO, list_step_dirs
 
 pytestmark = pytest.mark.slow

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from gpt2_owt.modeling import sha256_file
+from gpt2_owt.core.records import sha256_file
 from helpers.training import run_inprocess
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINTS, HF_EXPORTS, TRAINING_CONFIG
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.data_order import main as data_order_main
+from gpt2_owt.training.run_dir import CHECKPOINTS, HF_EXPORTS, TRAINING_CONFIG
 
 RUN = dict(seq_len=32, global_batch_size=4, micro_batch_size=4, max_steps=3, warmup_steps=1, eval_interval=0,
            eval_iters=1, checkpoint_interval=3, export_steps=[0], record_fed_batches="true")

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, load_tokenizer
-from gpt2_owt.training.config import parse_config
-from gpt2_owt.training.data_dir import WindowSampler, open_split
-from gpt2_owt.training.data_order import batch_order
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, load_tokenizer
+from gpt2_owt.modeling.tokenizer import encode
 from gpt2_owt.tracing import cli as trace_cli
 from gpt2_owt.tracing.index import INDEX_DIR, TraceIndex
 from gpt2_owt.tracing.spans import spans, word_start_ids
-from gpt2_owt.tracing.text import encode
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.data_dir import WindowSampler, open_split
+from gpt2_owt.training.data_order import batch_order
 from helpers.tracing import brute_positions, run_cli
 from helpers.training import SEED_RUN
 from helpers.training import TINY_YAML, load_export

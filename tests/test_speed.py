@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import load_file
 from transformers.activations import GELUTanh, NewGELUActivation
 
-from gpt2_owt.modeling import build_model
+from gpt2_owt.modeling.model import build_model
 from helpers.training import load_export, metric_rows, run_inprocess
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training import speed
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 from gpt2_owt.training.train import build_optimizer, lm_loss
 
 V = 50257

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from gpt2_owt.modeling import (
-    TOKENIZER_DIR, UserError, load_tokenizer, tiktoken_encoding, tokenizer_fingerprint, verify_tokenizer_files,
-)
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.modeling.tokenizer import (TOKENIZER_DIR, load_tokenizer, tiktoken_encoding, tokenizer_fingerprint,
+                                         verify_tokenizer_files)
 
 KNOWN_IDS = {"Hello world": [15496, 995], "<|endoftext|>": [50256], " the": [262]}
 
@@ -98,14 +98,14 @@ def test_loads_from_installed_non_editable_package(tmp_path):
          "--target", str(target), str(repo)],
         check=True,
     )
-    modules = [p.relative_to(repo) for folder in ("modeling", "training", "eval", "model_card", "tracing")
+    modules = [p.relative_to(repo) for folder in ("core", "modeling", "training", "eval", "model_card", "tracing")
                for p in (repo / folder).rglob("*.py")] + [Path("cli.py"), Path("upload.py")]
     assert [m for m in modules if not (target / "gpt2_owt" / m).is_file()] == []
     assert sorted(p.name for p in target.iterdir() if not p.name.endswith(".dist-info")) == ["bin", "gpt2_owt"]
     code = (
-        "from gpt2_owt import modeling; import pathlib; "
-        f"assert pathlib.Path(modeling.__file__).is_relative_to({str(target)!r}), modeling.__file__; "
-        "t = modeling.load_tokenizer(); print(t('Hello world')['input_ids'])"
+        "from gpt2_owt.modeling import tokenizer; import pathlib; "
+        f"assert pathlib.Path(tokenizer.__file__).is_relative_to({str(target)!r}), tokenizer.__file__; "
+        "t = tokenizer.load_tokenizer(); print(t('Hello world')['input_ids'])"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"},
                          capture_output=True, text=True)

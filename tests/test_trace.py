@@ -7,15 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from gpt2_owt.modeling import EOT_TOKEN_ID
-from gpt2_owt.training.config import parse_config
-from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
-from gpt2_owt.training.data_order import batch_order
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt.tracing import index as trace_index_module
 from gpt2_owt.tracing.exposures import export_schedule
 from gpt2_owt.tracing.find import find
 from gpt2_owt.tracing.index import INDEX_DIR, INDEX_INFO, SCAN_SHARE, TraceIndex, build_folder
-from gpt2_owt.tracing import index as trace_index_module
+from gpt2_owt.training.config import parse_config
+from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+from gpt2_owt.training.data_order import batch_order
 from helpers.tracing import brute_positions, run_cli
 from helpers.training import SEED_RUN, TINY_YAML
 
@@ -72,7 +72,7 @@ def test_index_layout_and_manifest(data_dir):
     index_dir = data_dir / INDEX_DIR
     info = json.loads((index_dir / INDEX_INFO).read_text())
     assert info["num_tokens"] == split.num_tokens and info["num_documents"] == split.num_documents == 33
-    from gpt2_owt.modeling import sha256_file
+    from gpt2_owt.core.records import sha256_file
 
     assert info["data_manifest_sha256"] == sha256_file(data_dir / "manifest.json")
     assert info["shards"] == [{"dir": "shard_00000", "first_document": 0, "num_documents": 33, "first_token": 0,
@@ -305,7 +305,7 @@ def rows_holding(batches: list[np.ndarray], ids: list[int]) -> list[tuple[int, i
 def test_find_follows_the_runs_data_seed_and_its_fed_batches(trained_run, data_dir, capsys):
     from gpt2_owt.training.data_dir import batch_sha256
     from gpt2_owt.training.run_dir import FED_BATCHES, read_rows
-    from gpt2_owt.tracing.runs import run_config
+    from gpt2_owt.training.runs import run_config
 
     run = trained_run(**SEED_RUN)
     cfg = run_config(run)

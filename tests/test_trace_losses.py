@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from helpers.training import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, TRAINING_CONFIG
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.modeling.tokenizer import encode
 from gpt2_owt.tracing import cli as trace_cli
-from gpt2_owt.tracing.text import encode
 from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
+from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, TRAINING_CONFIG
 from gpt2_owt.training.sequence_losses import SEQUENCE_LOSSES, SequenceLossWriter, read_sequence_losses
 from gpt2_owt.training.train import lm_token_losses
 

@@ -12,18 +12,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from gpt2_owt.modeling import UserError, build_model, count_parameters, sha256_file
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.modeling.model import build_model, count_parameters
 from helpers.training import (LONG_RUN, REPO_ROOT, cli_env, load_export, metric_rows, run_inprocess, train_args,
                               untimed)
-from gpt2_owt.modeling.folder_lock import LOCK_FILE
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.folder_lock import LOCK_FILE
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.modeling.flops import flops_per_token
+from gpt2_owt.training.config import FIELD_NAMES, parse_config
 from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, FINAL, HF_EXPORTS, METRICS,
                                        RESOLVED_KEYS, RUN_INFO, RUN_INFO_KEYS, TRAINING_CONFIG, list_step_dirs,
                                        read_metrics, read_rows)
-from gpt2_owt.training.config import FIELD_NAMES, parse_config
-from gpt2_owt.modeling.flops import flops_per_token
-from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
 from gpt2_owt.training.speed import exported_state_dict
+from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = LONG_RUN
@@ -249,7 +251,7 @@ def test_sigkill_between_checkpoints_then_resume_leaves_each_row_once(tiny_run, 
 
 
 def test_flops_per_token_and_peak_table(monkeypatch):
-    from gpt2_owt.modeling import load_config
+    from gpt2_owt.modeling.config import load_config
 
     # 6N (N = 12 x 7,077,888 block matmul weights + 38,597,376 tied embedding) + attention 12 * 12 * 768 * 1024
     assert flops_per_token(load_config("gpt2-124m").to_dict(), 1024) == 6 * 123_532_032 + 113_246_208 == 854_438_400

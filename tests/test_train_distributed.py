@@ -9,7 +9,7 @@ import torch
 
 from helpers.training import (REPO_ROOT, accelerate_cmd, cli_env, final_weights, free_port, load_export, metric_rows,
                               run_cli, train_args)
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
 
 pytestmark = pytest.mark.multiprocess

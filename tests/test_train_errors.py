@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from helpers.training import TINY_YAML, metric_rows, run_inprocess
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.training.run_dir import CHECKPOINTS, TRAINING_CONFIG, list_step_dirs
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.manifest import file_entries, read_manifest, write_manifest
+from gpt2_owt.training.run_dir import CHECKPOINTS, TRAINING_CONFIG, list_step_dirs
 
 SHORT = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=2, warmup_steps=1, checkpoint_interval=1,
              eval_iters=1, export_steps=[], export_interval=0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers.training import accelerate_cmd, final_weights, metric_rows, run_cli, run_inprocess, train_args
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.run_dir import CHECKPOINTS, RUN_INFO
 
 pytestmark = pytest.mark.multiprocess

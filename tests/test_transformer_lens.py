@@ -7,8 +7,10 @@ import pytest
 import torch
 from transformers import GPT2LMHeadModel
 
-from gpt2_owt.modeling import UserError, build_model, load_tokenizer
+from gpt2_owt.core.errors import UserError
 from gpt2_owt.modeling.hf_folder import save_hf_folder
+from gpt2_owt.modeling.model import build_model
+from gpt2_owt.modeling.tokenizer import load_tokenizer
 
 pytest.importorskip("transformer_lens", reason='TransformerLens not installed (pip install -e ".[interp]")')
 

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 from helpers.hub import run_upload
 from helpers.training import load_export
 
@@ -49,7 +49,7 @@ def test_hub_repo_by_step(hub, published_inputs):
     assert run_upload(hub, release, "--repo_id", repo, "--checkpoints", hf).returncode == 0
     code = textwrap.dedent(f"""
         import json, torch
-        from gpt2_owt.modeling import UserError
+        from gpt2_owt.core.errors import UserError
         from gpt2_owt.modeling.interp import available_steps, load_transformer_lens
         ids = torch.tensor({IDS.tolist()})
         out = {{"steps": available_steps("{repo}")}}

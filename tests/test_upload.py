@@ -17,8 +17,8 @@ import pytest
 
 from gpt2_owt import upload
 from helpers.hub import BOB_TOKEN, TOKEN, run_upload
-from gpt2_owt.modeling.steps import parse_step_name
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.training.run_dir import TRAINING_CONFIG
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from helpers.hub_server import Entry
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from helpers.hub import blob, run_upload
 from helpers.training import REPO_ROOT
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.training.run_dir import RUN_INFO
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def _fresh_init_bytes(seed: int, config: bytes) -> bytes:
 
     from transformers import GPT2Config
 
-    from gpt2_owt.modeling import build_model
+    from gpt2_owt.modeling.model import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "config.json").write_bytes(config)

@@ -14,9 +14,9 @@ import textwrap
 import pytest
 from safetensors.torch import load_file
 
+from gpt2_owt.core.records import sha256_file
 from gpt2_owt.model_card import checkpoint_manifest as cm
 from gpt2_owt.model_card.build import main as build_main
-from gpt2_owt.modeling import sha256_file
 from helpers.release import make_results
 from helpers.hub import blob, run_upload
 from helpers.training import metric_rows, run_inprocess

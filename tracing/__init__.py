@@ -28,14 +28,14 @@ One module per question, each a command of `gpt2-owt trace` and a Python functio
                   replay(run_dir, S, T, removed=[(update, row), ...], queries=["..."]) -> ReplayResult
                   Replayer(run_dir, S, T): .original(queries), .counterfactual(removed, queries), many per window
 
-    from gpt2_owt.tracing.index import TraceIndex
-    from gpt2_owt.tracing.runs import resolve_config, steps_done
     from gpt2_owt.tracing.find import find
+    from gpt2_owt.tracing.index import TraceIndex
+    from gpt2_owt.training.runs import resolve_config, steps_done
     index, cfg = TraceIndex("data/owt"), resolve_config(None, "runs/r1", [])
     report = find(index, cfg, [464, 1748, 286], steps_done=steps_done("runs/r1", cfg))
 
-Shared pieces, one owner each: exposures.py (token positions -> updates and rows, through the trainer's sampler),
-runs.py (a run's recipe, how far it trained, its data, `--updates A:B`), text.py (text <-> ids as the training
-documents were encoded); outside this package: modeling/checkpoint_series.py (the checkpoints of a run or Hub release) and
-eval/scoring.py (the scorer).
+Shared pieces, one owner each: exposures.py (token positions -> updates and rows, through the trainer's sampler);
+below this package: training/runs.py (a run's recipe, how far it trained, its data, `--updates A:B`),
+modeling/tokenizer.py (text <-> ids as the training documents were encoded), modeling/checkpoint_series.py (the
+checkpoints of a run or Hub release) and eval/scoring.py (the scorer).
 """

@@ -45,18 +45,19 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.steps import parse_step_name, step_name
 from gpt2_owt.modeling.checkpoint_series import run_checkpoints
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.readers import read_json
-from gpt2_owt.modeling.steps import parse_step_name, step_name
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, open_split, read_windows
 from gpt2_owt.training.data_order import batch_order
 from gpt2_owt.training.run_dir import CHECKPOINTS
 
-from .runs import check_run_matches, run_config, steps_done
-from .text import decode, encode
+from gpt2_owt.modeling.tokenizer import decode, encode
+from gpt2_owt.training.runs import check_run_matches, run_config, steps_done
 
 METHODS = ("trackstar", "ekfac", "source")
 BERGSON_INSTALL = "make setup (or: pip install -e '.[attribution]' && pip install --no-deps bergson==2.5.1)"
@@ -226,7 +227,7 @@ def choose_candidates(spec: list[str] | None, sample: int | None, seed: int, spl
 def checkpoint_step(name: str, flag: str) -> int:
     step = parse_step_name(name)
     if step is None:
-        raise UserError(f"{flag} {name}: expected a step name stepN (modeling/steps.py)")
+        raise UserError(f"{flag} {name}: expected a step name stepN (core/steps.py)")
     return step
 
 
@@ -280,7 +281,8 @@ def deepspeed_state(state: Path, out: Path) -> tuple[dict, dict]:
 
 def load_state(state: Path, cfg: TrainConfig, work: Path, with_optimizer: bool):
     """(the model in checkpoints/stepN in the plain GPT-2 layout, {name: (exp_avg_sq, step)} or None)."""
-    from gpt2_owt.modeling import build_model, load_config
+    from gpt2_owt.modeling.config import load_config
+    from gpt2_owt.modeling.model import build_model
     from gpt2_owt.training.speed import exported_state_dict
 
     info = read_json(state / "checkpoint_info.json", "checkpoint info")
@@ -333,7 +335,7 @@ def model_folder(run: "Run", step: int, out: Path, with_optimizer: bool = False)
     `with_optimizer`, from checkpoints/stepN with its AdamW state as `optimizer.pt`."""
     import torch
 
-    from gpt2_owt.modeling import load_config
+    from gpt2_owt.modeling.config import load_config
     from gpt2_owt.modeling.hf_folder import load_hf_model, save_hf_folder
 
     exported = [] if with_optimizer or not (run.run_dir / "hf").is_dir() else \
@@ -387,7 +389,7 @@ def index_config(config_cls, run_path: Path, model: Path, dataset: str, **fields
     one sequence window per token budget at least, the output layer left out."""
     from bergson.config.config import DataConfig
 
-    from gpt2_owt.modeling import load_config
+    from gpt2_owt.modeling.config import load_config
 
     return config_cls(run_path=str(run_path), model=str(model), data=DataConfig(dataset=dataset), precision="fp32",
                       loss_reduction="mean", filter_modules=FILTER_MODULES,

@@ -16,18 +16,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.output_paths import atomic_output, guard_output
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, distinct_steps, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints)
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.output_paths import atomic_output, guard_output
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, encode
 from gpt2_owt.training.data_dir import WindowSampler
 from gpt2_owt.training.run_dir import TRAINING_CONFIG
+from gpt2_owt.training.runs import release_config, resolve_config
 
 from .exposures import exposures_of
 from .index import INDEX_DIR, INDEX_INFO, TraceIndex
-from .runs import release_config, resolve_config
-from .text import encode
 
 
 

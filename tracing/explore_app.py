@@ -1,5 +1,5 @@
 """The trace explorer's page (Gradio): the layout, and one handler per view that asks the `Explorer`
-(tracing/explore.py) and turns its answer into components. No tracing logic lives here.
+(tracing/explorer.py) and turns its answer into components. No tracing logic lives here.
 
 Every handler returns the page's status line first: empty when the view answered, else the command line's own
 `error: ...` line (a UserError's text); the view's outputs are then cleared, and the server keeps serving.
@@ -13,9 +13,9 @@ import functools
 import itertools
 import time
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
-from .explore import Explorer
+from .explorer import Explorer, command_line
 
 TITLE = "gpt2-owt trace explorer"
 CSS = ".body-cell .cell-wrap > * { white-space: pre-wrap; }"  # a document's newlines and spaces, as in its text
@@ -85,8 +85,6 @@ def attribution_label(result: dict) -> str:
 
 def attribution_rows(result: dict) -> tuple:
     """An `attribute --json` result: its query, its top sequences (those with their context) and its command."""
-    from .explore import command_line
-
     summary = f"{attribution_label(result)}: {result['candidates']['count']} candidate sequences " \
               f"({result['candidates']['source']}); effect = predicted rise of the query's loss without the sequence"
     rows = [[s["rank"], s["effect"], s["update"], s["row"], ", ".join(map(str, s["documents"])),
@@ -122,7 +120,7 @@ def segments(report: dict) -> list[tuple[tuple[int, int], list[int]]]:
 
 def highlighted(report: dict) -> list[tuple[str, str | None]]:
     """(text, label) pieces for gr.HighlightedText: a span's label is its number (1-based), "2+3" where two overlap."""
-    from .text import decode
+    from gpt2_owt.modeling.tokenizer import decode
 
     return [(decode(report["token_ids"][a:b]), "+".join(str(k + 1) for k in covering) or None)
             for (a, b), covering in segments(report)]

@@ -3,7 +3,7 @@ them whole, through the trainer's own sampler inverted per epoch (training/data_
 
 An occurrence [p, p+n) is exposed in window w (tokens [w*seq_len, w*seq_len+seq_len+1)) when w*seq_len <= p and
 p+n <= w*seq_len+seq_len+1; every global sequence g that read w is one exposure at update u = g // global_batch_size
-(0-based: it trained the weights of step u into those of step u + 1, modeling/steps.py), row g % global_batch_size of
+(0-based: it trained the weights of step u into those of step u + 1, core/steps.py), row g % global_batch_size of
 its global batch.
 """
 

@@ -13,7 +13,7 @@ that read w (the trainer's own sampler, inverted: training/data_dir.py) is one e
 u = g // global_batch_size (0-based: it trained the weights of step u into those of step u + 1), row
 g % global_batch_size of its global batch. `--until_step N` counts updates < N (default: every update the run
 did: an interrupted run's `steps_done`, run_info.json). `--config` next to `--run_dir` must give the run's data
-order (seq_len, global_batch_size, data_seed, steps): any difference is one error (tracing/runs.py).
+order (seq_len, global_batch_size, data_seed, steps): any difference is one error (training/runs.py).
 `--json` schema:
     {"token_ids": [int], "text": str|null, "count": int,                # occurrences in train.bin
      "leading_space_variant": {"text", "token_ids", "count"}|null,
@@ -38,15 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, decode, encode
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import WindowSampler
+from gpt2_owt.training.runs import check_run_matches, release_config, resolve_config, steps_done
 
 from .exposures import cumulative_exposures, export_schedule, exposures_of
 from .index import INDEX_DIR, TraceIndex
-from .runs import check_run_matches, release_config, resolve_config, steps_done
-from .text import decode, encode
 
 
 @dataclass

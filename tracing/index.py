@@ -39,11 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main, sha256_file
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.interrupts import child_process, set_interrupt_note
-from gpt2_owt.modeling.output_paths import default_permissions, guard_output, remove_tree, write_error
-from gpt2_owt.modeling.readers import DamagedFile, read_json
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.interrupts import child_process, set_interrupt_note
+from gpt2_owt.core.output_paths import default_permissions, guard_output, remove_tree, write_error
+from gpt2_owt.core.readers import DamagedFile, read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, all_files, open_split, tokens_file
 
 INDEX_DIR = "trace_index"

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.training.data_dir import WindowSampler, open_split
 from gpt2_owt.training.data_order import batch_order
 from gpt2_owt.training.sequence_losses import read_sequence_losses
 
-from .runs import parse_updates, run_config, run_data_dir, steps_done
+from gpt2_owt.training.runs import parse_updates, run_config, run_data_dir, steps_done
 
 
 @dataclass

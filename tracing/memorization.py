@@ -46,7 +46,7 @@ last_exposure_update, steps_since_last_exposure.
 Resumable per checkpoint like the eval series: a checkpoint already in OUT with the same weights sha256 is read
 back, not decoded again; OUT made with other settings (run data, data order, sequences, prefix/suffix) is refused
 (--overwrite starts it over). `--push_to_hub ID` publishes OUT as a Hub *dataset* repo (huggingface_hub
-`upload_folder`, repo_type dataset; the token handling of `gpt2-owt upload`); rerunning the same command with it
+`upload_folder`, repo_type dataset; the token and Hub errors of core/hub.py); rerunning the same command with it
 after the work is done only uploads.
 
 Speed (benchmarks/bench_memorization.py): identical sequences are decoded once; each batch is decoded with the KV
@@ -62,23 +62,24 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from gpt2_owt.modeling import UserError, cli_main, sha256_file
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.folder_lock import FolderLock
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.hub import get_token, hub_errors
+from gpt2_owt.core.interrupts import set_interrupt_note
+from gpt2_owt.core.output_paths import atomic_output, guard_output, remove_tree
+from gpt2_owt.core.readers import DamagedFile, read_json
+from gpt2_owt.core.records import sha256_file, write_json_atomic
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import Checkpoint, distinct_steps, run_checkpoints, select_checkpoint
-from gpt2_owt.modeling.folder_lock import FolderLock
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.interrupts import set_interrupt_note
-from gpt2_owt.modeling.output_paths import atomic_output, guard_output, remove_tree
-from gpt2_owt.modeling.readers import DamagedFile, read_json
-from gpt2_owt.modeling.records import write_json_atomic
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.modeling.tokenizer import decode
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler
 from gpt2_owt.training.run_dir import RUN_INFO
+from gpt2_owt.training.runs import data_order, parse_updates, run_config, run_data_dir, steps_done
 
 from .exposures import exposures_of
 from .index import INDEX_DIR, TraceIndex
-from .runs import data_order, parse_updates, run_config, run_data_dir, steps_done
-from .text import decode
 
 INFO = "memorization.json"  # the marker of an OUT this command made, and its resume state
 SUMMARY = "summary.json"
@@ -617,22 +618,16 @@ def memorization(p: Plan) -> dict:
 
 
 def push_to_hub(out: Path, repo_id: str, private: bool) -> str:
-    """Publish OUT as a Hub dataset repo (gpt2-owt upload's token handling and one-line Hub errors); its URL."""
-    from gpt2_owt.upload import UploadError, describe_hub_error, get_token, scrub
-
+    """Publish OUT as a Hub dataset repo (the token and one-line Hub errors of core/hub.py); its URL."""
     token = get_token()
     from huggingface_hub import HfApi
 
-    api = HfApi(token=token)
-    try:
+    with hub_errors(repo_id, token=token, writing=True):
+        api = HfApi(token=token)
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         commit = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(out),
                                    allow_patterns=PUBLISHED, commit_message="Memorization by checkpoint "
                                                                             "(gpt2-owt trace memorization)")
-    except UploadError as e:
-        raise UploadError(scrub(str(e), token)) from None
-    except Exception as e:  # HTTP, network and Hub-side failures: one line, token scrubbed
-        raise UploadError(scrub(describe_hub_error(e, repo_id), token)) from None
     return commit.commit_url
 
 
@@ -657,8 +652,6 @@ def main(argv: list[str] | None = None) -> None:
     args = HfArgumentParser(MemorizationArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
     p = plan(args, ["gpt2-owt", "trace", "memorization", *argv])
     if args.push_to_hub:
-        from gpt2_owt.upload import get_token
-
         get_token()  # no token: one line now, not after the decoding
     summary = memorization(p)
     print(format_summary(summary, p.out))

@@ -50,16 +50,17 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.readers import read_json, read_jsonl
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.readers import read_json, read_jsonl
+from gpt2_owt.core.steps import step_name
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, open_split
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, WEIGHTS, list_step_dirs
 
-from .runs import check_run_matches, run_config, steps_done
-from .text import encode
+from gpt2_owt.modeling.tokenizer import encode
+from gpt2_owt.training.runs import check_run_matches, run_config, steps_done
 
 REPORT, PLOT = "replay.json", "replay.png"
 RULE = ("a removed sequence is left out of its global batch: that update's loss is the mean over the remaining rows "
@@ -443,7 +444,7 @@ def plot_result(r: ReplayResult, path: Path) -> None:
 
 
 def write_outputs(r: ReplayResult, out: Path) -> None:
-    from gpt2_owt.modeling.output_paths import atomic_output
+    from gpt2_owt.core.output_paths import atomic_output
 
     with atomic_output(out / REPORT) as tmp:
         tmp.write_text(json.dumps(r.to_json(), indent=1) + "\n")
@@ -479,7 +480,7 @@ def resolve_removal(args: ReplayArgs, source: ReplaySource) -> tuple[list[tuple[
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from gpt2_owt.modeling.output_paths import guard_output
+    from gpt2_owt.core.output_paths import guard_output
 
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(ReplayArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)

@@ -63,21 +63,21 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, checkpoint_folder, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints, select_checkpoint)
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, MODEL_CONFIG
-from gpt2_owt.modeling.records import read_json
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, decode, encode, encoding
 from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import WindowSampler
+from gpt2_owt.training.runs import check_run_matches, release_config, resolve_config, steps_done
 
 from .exposures import exposures_of
 from .find import query_ids, trained_steps
 from .index import INDEX_DIR, TraceIndex
-from .runs import check_run_matches, release_config, resolve_config, steps_done
-from .text import decode, encode, encoding
 
 # OLMoTrace's production settings (allenai/olmo-api attribution_service.py)
 DELIMITERS = ("\n", ".")

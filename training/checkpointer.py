@@ -19,14 +19,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, sha256_file
-from gpt2_owt.modeling.records import write_json_atomic
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.records import sha256_file, write_json_atomic
+from gpt2_owt.core.steps import step_name
+from gpt2_owt.training.data_dir import DATA_ORDER_FIELDS, read_recipe
 from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, list_step_dirs
 
 # checkpoint_info.json, every key (the one list: save() writes exactly these, verify() requires them)
 CHECKPOINT_INFO_KEYS = {
-    "step": "updates done (modeling/steps.py): the folder is checkpoints/step<step>",
+    "step": "updates done (core/steps.py): the folder is checkpoints/step<step>",
     "tokens": "tokens trained on: step * tokens_per_step",
     "elapsed_seconds": "training wall time up to this step, over every resume",
     "world_size": "processes that wrote it",
@@ -35,8 +36,8 @@ CHECKPOINT_INFO_KEYS = {
     "files": "{path relative to the folder: sha256} of every other file in the folder",
 }
 # The run identity's training-config fields: a resume that changes one is a different run unless allowed.
-IDENTITY_FIELDS = ("seq_len", "global_batch_size", "total_steps", "learning_rate", "min_lr", "warmup_steps",
-                   "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "grad_clip", "init_seed", "data_seed")
+IDENTITY_FIELDS = (*DATA_ORDER_FIELDS, "total_steps", "learning_rate", "min_lr", "warmup_steps", "weight_decay",
+                   "adam_beta1", "adam_beta2", "adam_eps", "grad_clip", "init_seed")
 # Model-config keys of the identity (they fix the tensors' shapes and meaning): never allowed to change.
 MODEL_IDENTITY_KEYS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner", "activation_function",
                        "layer_norm_epsilon", "tie_word_embeddings", "scale_attn_by_inverse_layer_idx",
@@ -56,7 +57,7 @@ def run_identity(config_fields: dict, model: dict, data_manifest_sha256: str | N
     """What a resume must not silently change: model shape, data (manifest sha256), batch layout, optimizer and
     schedule hyperparameters, seeds. `config_fields` is a resolved training_config.json (TrainConfig + total_steps)."""
     return {"model": model, "data_manifest_sha256": data_manifest_sha256,
-            **{k: config_fields.get(k) for k in IDENTITY_FIELDS}}
+            **read_recipe(config_fields, IDENTITY_FIELDS)}
 
 
 def identity_changes(old: dict, new: dict) -> dict:

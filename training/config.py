@@ -18,8 +18,9 @@ from pathlib import Path
 
 import yaml
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.training.data_dir import SEEDS_DEFAULTING_TO_SEED
 from gpt2_owt.training.run_dir import RESOLVED_KEYS  # derived fields a run's training_config.json records
 
 # Pythia's checkpoint schedule: log-spaced early steps, then every `export_interval` steps.
@@ -195,7 +196,6 @@ class TrainConfig:
 
 
 FIELD_NAMES = [f.name for f in fields(TrainConfig)]
-SEEDS_DEFAULTING_TO_SEED = ("init_seed", "data_seed")
 
 
 def _as_number(value, kind):

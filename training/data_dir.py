@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 SPLITS = ("train", "val")
 TOKEN_DTYPE = np.uint16
@@ -132,6 +132,23 @@ def inverse_permutation(num_windows: int, seed: int, epoch: int) -> np.ndarray:
     return inverse
 
 
+# The recipe fields that fix which tokens every update trains on (the sampler's parameters, `WindowSampler.for_run`):
+# the run identity a resume keeps, the data order a trace checks and the release's checkpoints.json all name them
+# from here.
+DATA_ORDER_FIELDS = ("seq_len", "global_batch_size", "data_seed")
+# Seeds a recipe may leave unset: each is then `seed` (TrainConfig resolves them; read_recipe does for a saved
+# training_config.json that lacks them).
+SEEDS_DEFAULTING_TO_SEED = ("init_seed", "data_seed")
+
+
+def read_recipe(config, keys=DATA_ORDER_FIELDS) -> dict:
+    """{key: value} of a TrainConfig or a resolved training_config.json (a dict) for `keys`; a seed of
+    SEEDS_DEFAULTING_TO_SEED the recipe leaves unset is its `seed`."""
+    get = config.get if isinstance(config, dict) else lambda key: getattr(config, key, None)
+    values = {key: get(key) for key in keys}
+    return values | {key: get("seed") for key in keys if key in SEEDS_DEFAULTING_TO_SEED and values[key] is None}
+
+
 @dataclass(kw_only=True)
 class WindowSampler:
     """Update -> window ids of its global batch (see the comment above). A run's sampler is built one way:
@@ -146,12 +163,12 @@ class WindowSampler:
     @classmethod
     def for_run(cls, config, split: TokenSplit, validation: bool = False) -> "WindowSampler":
         """The sampler of a run on `split` (train, or with `validation` the fixed unshuffled val batches), from its
-        TrainConfig or resolved training_config.json: seq_len, global_batch_size and data_seed (never `seed`)."""
-        get = config.get if isinstance(config, dict) else lambda key: getattr(config, key)
-        if get("data_seed") is None:
+        TrainConfig or resolved training_config.json: seq_len, global_batch_size and data_seed (read_recipe)."""
+        recipe = read_recipe(config)
+        if recipe["data_seed"] is None:
             raise ValueError("the run's data_seed is unresolved (a TrainConfig resolves it from seed)")
-        return cls(num_tokens=split.num_tokens, seq_len=int(get("seq_len")),
-                   global_batch_size=int(get("global_batch_size")), seed=int(get("data_seed")),
+        return cls(num_tokens=split.num_tokens, seq_len=int(recipe["seq_len"]),
+                   global_batch_size=int(recipe["global_batch_size"]), seed=int(recipe["data_seed"]),
                    shuffle=not validation)
 
     def __post_init__(self):

@@ -7,7 +7,7 @@ Uses the trainer's own sampler (`WindowSampler.for_run`, training/data_dir.py: t
 global_batch_size and data_seed), so the answer is by construction what the trainer fed at that update, at any world
 size: with R processes, rank r trained on sequences [r * B/R, (r + 1) * B/R) of this list, in micro batches of
 micro_batch_size in order. Other `--field value` training-config overrides (e.g. `--global_batch_size 256`) are
-accepted after the arguments. `--run_dir` answers from a run's own training_config.json (tracing/runs.py: a
+accepted after the arguments. `--run_dir` answers from a run's own training_config.json (training/runs.py: a
 `--config` next to it must give the same data order). Prints one line per sequence (`--text`: and its decoded
 tokens); `--json` prints the same as JSON, with the sha256 of the batch's tokens.
 """
@@ -16,10 +16,11 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from gpt2_owt.modeling.hf_argparser import HfArgumentParser
-
-from gpt2_owt.modeling import UserError, cli_main
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.hf_argparser import HfArgumentParser
+from gpt2_owt.modeling.tokenizer import decode
 from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
+from gpt2_owt.training.runs import check_update, resolve_config, update_limit
 
 
 @dataclass
@@ -44,8 +45,6 @@ def batch_order(split: TokenSplit, sampler: WindowSampler, update: int, text: bo
         sequences.append({"index": index, "window": int(window), "token_start": start, "token_end": end,
                           "documents": docs, "source_rows": [int(split.doc_rows[d]) for d in docs]})
         if text:
-            from gpt2_owt.tracing.text import decode
-
             sequences[-1]["text"] = decode(split.tokens[start:end])
     return {"update": update, "seq_len": sampler.seq_len, "global_batch_size": sampler.global_batch_size,
             "data_seed": sampler.seed, "epoch": update * sampler.global_batch_size // sampler.num_windows,
@@ -69,8 +68,6 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(DataOrderArgs, allow_abbrev=False)
     args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    from gpt2_owt.tracing.runs import check_update, resolve_config, update_limit
-
     cfg = resolve_config(args.config, args.run_dir, overrides)
     data_dir = args.data_dir or cfg.data_dir
     if not data_dir:

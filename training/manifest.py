@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, VOCAB_SIZE, UserError, cli_main, sha256_file, tokenizer_fingerprint
-from gpt2_owt.modeling.records import write_json_atomic
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.records import write_json_atomic
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, tokenizer_fingerprint
 from gpt2_owt.training.data_dir import (MANIFEST, SPLITS, TOKEN_DTYPE, TokenSplit, all_files, doc_rows_file, open_split,
                                tokens_file)
 from gpt2_owt.training.prepare.split import split_info, split_rows
@@ -170,7 +172,7 @@ class VerifyArgs:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+    from gpt2_owt.core.hf_argparser import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "verify":  # `gpt2-owt verify-data --data_dir D`

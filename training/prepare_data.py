@@ -64,11 +64,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, VOCAB_SIZE, cli_main, tokenizer_fingerprint
-from gpt2_owt.modeling.records import package_versions
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.output_paths import atomic_output
+from gpt2_owt.core.records import package_versions
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, tokenizer_fingerprint
 from gpt2_owt.training import manifest as manifest_lib
 from gpt2_owt.training.data_dir import TOKEN_DTYPE, tokens_file
-from gpt2_owt.modeling.output_paths import atomic_output
 from gpt2_owt.training.prepare.output import check_output_dir, gather_split, identity, named_write_errors
 from gpt2_owt.training.prepare.source import (OPENWEBTEXT, OPENWEBTEXT_DATA_FILES, OPENWEBTEXT_REVISION, Source, load_source,
                                      resolve_source, text_batches)
@@ -245,7 +246,7 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
 
 def run(argv: list[str] | None = None) -> Path:
     """Parse the flags and prepare; returns the finished data_dir."""
-    from gpt2_owt.modeling.hf_argparser import HfArgumentParser
+    from gpt2_owt.core.hf_argparser import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = HfArgumentParser(PrepareArgs).parse_args_into_dataclasses(args=argv)

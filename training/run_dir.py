@@ -18,7 +18,7 @@ the one writer of everything in it except the Accelerate state inside checkpoint
                              on by default): info.json + steps_SSSSSSSS.f32 shards of [1000 steps, global_batch_size],
                              row = update step (0-based), column = row of the global batch (training/sequence_losses.py)
 
-Step numbers (modeling/steps.py): metrics.jsonl rows say "step" N (the state after N updates); per-update rows
+Step numbers (core/steps.py): metrics.jsonl rows say "step" N (the state after N updates); per-update rows
 (fed_batches.jsonl, sequence_losses/) say "update" u (0-based). On resume from checkpoint step S, metrics rows with
 step <= S and per-update rows with update < S are kept; the rest were written after the checkpoint by the killed
 run and are written again.
@@ -32,7 +32,7 @@ Keys (readers must tolerate extra keys; the dicts below are the one list of each
     fed_batches.jsonl      {"update", "tokens_sha256"}
     checkpoints/*/checkpoint_info.json   training/checkpointer.py CHECKPOINT_INFO_KEYS (its owner)
     hf/*/export_info.json  {"step", "tokens", "weights_sha256"} (sha256 of model.safetensors; modeling/hf_folder.py)
-    .writer.lock           held by the trainer while it runs (modeling/folder_lock.py): one writer per run folder
+    .writer.lock           held by the trainer while it runs (core/folder_lock.py): one writer per run folder
 
 Torch-free (standard library only): upload.py and model_card read run folders through this module.
 """
@@ -43,11 +43,11 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gpt2_owt.modeling.folder_lock import LOCK_FILE  # noqa: F401  (part of this layout; folder_lock owns it)
+from gpt2_owt.core.folder_lock import LOCK_FILE  # noqa: F401  (part of this layout; folder_lock owns it)
+from gpt2_owt.core.readers import DamagedFile, read_json, read_jsonl
+from gpt2_owt.core.records import write_json_atomic
+from gpt2_owt.core.steps import parse_step_name
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, WEIGHTS  # noqa: F401  (part of this layout; the HF-folder writer owns them)
-from gpt2_owt.modeling.readers import DamagedFile, read_jsonl
-from gpt2_owt.modeling.records import read_json, write_json_atomic
-from gpt2_owt.modeling.steps import parse_step_name
 
 TRAINING_CONFIG = "training_config.json"
 RUN_INFO = "run_info.json"
@@ -100,7 +100,7 @@ def list_step_dirs(parent: str | Path) -> list[tuple[int, Path]]:
 
 def read_rows(path: str | Path, what: str = "rows") -> list[dict]:
     """The JSON objects of a .jsonl file, [] if it does not exist; a torn last line (an interrupted append) is dropped
-    with a warning, any other damage is one line naming the file (modeling/readers.py)."""
+    with a warning, any other damage is one line naming the file (core/readers.py)."""
     return read_jsonl(path, what)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.readers import DamagedFile, read_json
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.readers import DamagedFile, read_json
 from gpt2_owt.training.run_dir import SEQUENCE_LOSSES
 
 INFO = "info.json"

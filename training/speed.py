@@ -30,7 +30,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from gpt2_owt.modeling import UserError, fuse_gelu
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.modeling.model import fuse_gelu
 
 
 def resolve_auto(value: bool | None, on_cuda: bool) -> bool:

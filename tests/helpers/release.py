@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from gpt2_owt.core.readers import read_json
 from gpt2_owt.eval.references import task_references
-from gpt2_owt.modeling.records import read_json
 from gpt2_owt.training.run_dir import RUN_INFO
 
 RELEASE_RUN = dict(max_steps=2, warmup_steps=1, seq_len=32, micro_batch_size=4, global_batch_size=4, eval_interval=1,

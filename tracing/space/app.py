@@ -11,8 +11,8 @@ import json
 import os
 from pathlib import Path
 
-from gpt2_owt.tracing.explore import Explorer
 from gpt2_owt.tracing.explore_app import build_app, launch
+from gpt2_owt.tracing.explorer import Explorer
 
 SETTINGS = Path(__file__).with_name("space.json")
 

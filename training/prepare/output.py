@@ -1,5 +1,5 @@
 """The output folder of prepare_data: refuse to clobber, gather the splits; prepare_data writes it through the output
-guard's atomic_output (modeling/output_paths.py).
+guard's atomic_output (core/output_paths.py).
 
 Everything is written into `.NAME.partial-*` next to --output_dir (same filesystem) and renamed into place at the
 end, so a folder named --output_dir is always complete; on any error or interruption the partial folder is deleted,
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.output_paths import check_writable_location, refuse_symlink
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.output_paths import check_writable_location, refuse_symlink
 from gpt2_owt.training import manifest as manifest_lib
 from gpt2_owt.training.data_dir import MANIFEST, TOKEN_DTYPE, all_files, doc_offsets_file, doc_rows_file, tokens_file
 from gpt2_owt.training.prepare.tokenize import SourceTokens

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from gpt2_owt.modeling import UserError
-from gpt2_owt.modeling.interrupts import interrupts_deferred_to_children
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.core.interrupts import interrupts_deferred_to_children
 
 OPENWEBTEXT = "Skylion007/openwebtext"
 OPENWEBTEXT_REVISION = "963532436460638ab26b7633e23776e6c7e37d59"  # PR #18 head: all 93 parquet shards

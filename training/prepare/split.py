@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
 
 def split_info(val_fraction: float, seed: int) -> dict:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from gpt2_owt.modeling import EOT_TOKEN_ID, UserError, tiktoken_encoding
+from gpt2_owt.core.errors import UserError
+from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, tiktoken_encoding
 from gpt2_owt.training.data_dir import TOKEN_DTYPE
 
 # One batch (1024 OpenWebText documents, ~1.1M tokens) takes ~1 s on one core of the 2-core test machine; an hour

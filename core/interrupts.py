@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM in any command: one line, exit 130/143, partial outputs removed, child processes ended.
 
-`cli_main` (modeling/errors.py) turns SIGINT and SIGTERM into an `Interrupted` exception (a KeyboardInterrupt), so
-every `finally:` / `except BaseException:` on the way up runs: temporary outputs (modeling/output_paths.py
+`cli_main` (core/errors.py) turns SIGINT and SIGTERM into an `Interrupted` exception (a KeyboardInterrupt), so
+every `finally:` / `except BaseException:` on the way up runs: temporary outputs (core/output_paths.py
 `atomic_output`) are deleted, child processes started with `child_process` are ended, and the command prints
 
     error: interrupted by SIGTERM; nothing kept                  (the default)

@@ -30,8 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import UserError
-from .output_paths import os_error_message
+from .errors import UserError, os_error_message
 
 LOCK_FILE = ".writer.lock"
 

@@ -1,5 +1,5 @@
-"""A run folder as the tracing commands read it: the recipe it trained with (its data order), how far it got, and
-its data.
+"""A run folder as the commands that answer from a run read it (data-order, trace, replay, attribute): the
+recipe it trained with (its data order), how far it got, and its data.
 
 What fixes the data order a trace answers from: seq_len, global_batch_size and data_seed (the sampler,
 training/data_dir.py `WindowSampler.for_run`) and the run's number of steps. A `--config` given next to `--run_dir`
@@ -11,15 +11,14 @@ interrupted run trained only `steps_done` updates: exposures stop there.
 from dataclasses import fields, replace
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError, sha256_file
-from gpt2_owt.modeling.records import read_json
+from gpt2_owt.core.errors import UserError, first_line
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.modeling.checkpoint_series import is_hub_id
 from gpt2_owt.training.config import TrainConfig, parse_config
-from gpt2_owt.training.data_dir import MANIFEST
+from gpt2_owt.training.data_dir import DATA_ORDER_FIELDS, MANIFEST, read_recipe
 from gpt2_owt.training.manifest import manifest_content
 from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG
-
-DATA_ORDER_FIELDS = ("seq_len", "global_batch_size", "data_seed")
-
 
 def config_from_json(path: str | Path) -> TrainConfig:
     """A resolved training_config.json (a run's, or a release's copy) as a TrainConfig."""
@@ -36,7 +35,7 @@ def run_config(run_dir: str | Path) -> TrainConfig:
 
 
 def data_order(cfg: TrainConfig) -> dict:
-    return {**{name: getattr(cfg, name) for name in DATA_ORDER_FIELDS}, "steps": cfg.total_steps()}
+    return {**read_recipe(cfg), "steps": cfg.total_steps()}
 
 
 def resolve_config(config: str | None, run_dir: str | None, overrides: list[str]) -> TrainConfig:
@@ -119,11 +118,8 @@ def release_config(repo_id: str, data_dir: str | Path) -> TrainConfig:
     """A published release's recipe (training_config.json on its main branch), after checking that data_dir is the
     data it trained on (the release's copy of the data manifest, manifest.json, equal but for when and by which
     command the data was prepared: `manifest_content`)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # the Hub client: only for a release
     from huggingface_hub.errors import HfHubHTTPError
-
-    from gpt2_owt.modeling.checkpoint_series import is_hub_id
-    from gpt2_owt.modeling.errors import first_line
 
     if not is_hub_id(repo_id):
         raise UserError(f"--repo_id {repo_id!r} is not a Hub repo id (user/name)")

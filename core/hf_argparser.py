@@ -19,6 +19,8 @@ import math
 import operator
 import types
 
+from .errors import UserError
+
 
 def _load_standalone():
     spec = importlib.util.find_spec("transformers")  # locates the package without importing it
@@ -44,8 +46,6 @@ BOUNDS = {"gt": (operator.gt, ">"), "ge": (operator.ge, ">="), "lt": (operator.l
 def check_numbers(obj, prefix: str = "--") -> None:
     """UserError for a float field of dataclass `obj` that is NaN/inf, or a number outside its metadata bounds
     (None = unset is always allowed)."""
-    from .errors import UserError
-
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         values = value if isinstance(value, (list, tuple)) else [value]
@@ -64,9 +64,7 @@ class HfArgumentParser(_HfArgumentParser):
     UserErrors (one line, exit 2)."""
 
     def error(self, message):
-        from .errors import UserError
-
-        raise UserError(message)
+            raise UserError(message)
 
     @staticmethod
     def _parse_dataclass_field(parser, field):
@@ -101,8 +99,6 @@ class HfArgumentParser(_HfArgumentParser):
 def parse_with_positional(dataclass_type, argv, field_name: str, error=None):
     """`dataclass_type` from argv by HfArgumentParser, where one optional positional argument may give `field_name`
     (`upload.py RELEASE ...`, `model_card.verify RELEASE`). Bad flags raise `error` (UserError by default)."""
-    from .errors import UserError
-
     error = error or UserError
 
     class Parser(HfArgumentParser):

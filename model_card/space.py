@@ -1,7 +1,7 @@
-"""The Hub Space of a release: the trace explorer on `--repo_id` (app.py), written into the release's space/ folder
-by `gpt2-owt card --with_space` (model_card/build.py). Torch- and gradio-free.
+"""The Hub Space of a release: the trace explorer on `--repo_id` (tracing/space/app.py), written into the release's
+space/ folder by `gpt2-owt card --with_space` (model_card/build.py). Torch- and gradio-free.
 
-    space/app.py            this package's app.py, verbatim
+    space/app.py            tracing/space/app.py, verbatim (a file this module copies, never imports)
     space/space.json        {"repo_id": the release, "data_dir": null}
     space/requirements.txt  gpt2-owt[explore,trace] @ git+CODE_URL@COMMIT: the code that trained the model
     space/README.md         the Space's card: sdk gradio at the version installed here, app_file app.py
@@ -12,9 +12,9 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from gpt2_owt.modeling import UserError
+from gpt2_owt.core.errors import UserError
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(__file__).parents[1] / "tracing" / "space" / "app.py"
 FOLDER = "space"
 
 

@@ -16,7 +16,7 @@ Rules shared by every stage (issues 17 and 23):
 - an unwritable location (permission, read-only file system, a file where a folder should be) is found before the
   work; a failing write (full disk) is one line naming the destination and the cause;
 - everything is written under a temporary name beside the output (`.NAME.partial-XXXX`, same file system) and
-  renamed into place when complete; an error or an interruption (modeling/interrupts.py) deletes it, and a partial
+  renamed into place when complete; an error or an interruption (core/interrupts.py) deletes it, and a partial
   left by a killed process (SIGKILL, power loss) is deleted by the next command writing the same output: each
   partial holds an OS lock (flock) while its writer lives, so a partial nobody holds is known to be stale.
 """
@@ -32,14 +32,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, os_error_message
+from .folder_lock import LOCK_FILE
 
 PARTIAL = ".partial-"  # temp outputs are named f".{name}{PARTIAL}XXXX" beside the output
-
-
-def os_error_message(path: str | Path, e: OSError) -> str:
-    """`cannot write PATH: No space left on device` (the cause as the OS words it)."""
-    return f"cannot write {path}: {e.strerror or e}"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -141,8 +137,7 @@ def guard_output(path: str | Path, flag: str, *, folder: bool, inputs: dict[str,
     if folder:
         if path.exists() and not path.is_dir():
             raise UserError(f"{flag} {path} is an existing file, not a folder; refusing to replace it")
-        from .folder_lock import LOCK_FILE  # the writer lock a command may already hold there is not content
-
+        # the writer lock a command may already hold there is not content
         entries = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
         if entries:
             mine = ours(path) if callable(ours) else ours is not None and (path / ours).is_file()

@@ -9,7 +9,7 @@ function -> the Trainer: run folder, model with its speed options, the one updat
 
 Step N means "after N optimizer updates": checkpoints/stepN and hf/stepN hold the weights after N updates,
 hf/step0 the initial weights. Update u (0-based) trains on global batch u of the sampler (training/data_dir.py)
-with learning rate lr(u) of the schedule and turns step u into step u + 1 (modeling/steps.py).
+with learning rate lr(u) of the schedule and turns step u into step u + 1 (core/steps.py).
 """
 
 import contextlib
@@ -25,13 +25,17 @@ from pathlib import Path
 
 import torch
 
-from gpt2_owt.modeling import UserError, build_model, cli_main, sha256_file
+from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.folder_lock import FolderLock
+from gpt2_owt.core.output_paths import check_not_overlapping
+from gpt2_owt.core.readers import read_json
+from gpt2_owt.core.records import sha256_file
+from gpt2_owt.core.records import package_versions
+from gpt2_owt.core.steps import step_name
+from gpt2_owt.modeling.config import load_config
 from gpt2_owt.modeling.flops import flops_per_token, peak_bf16_flops
-from gpt2_owt.modeling.folder_lock import FolderLock
 from gpt2_owt.modeling.hf_folder import save_hf_folder
-from gpt2_owt.modeling.output_paths import check_not_overlapping
-from gpt2_owt.modeling.records import package_versions, read_json
-from gpt2_owt.modeling.steps import step_name
+from gpt2_owt.modeling.model import build_model
 from gpt2_owt.training import determinism, speed
 from gpt2_owt.training.checkpointer import (Checkpointer, check_identity, check_layout, complete_or_absent,
                                             identity_changes, model_identity, run_identity, verify)
@@ -362,7 +366,7 @@ class Trainer:
         # the precision asked for (under DeepSpeed, Accelerate reports "no" once bf16 becomes torch_autocast)
         self.mixed_precision = str(acc.mixed_precision)
         self.train_split, self.val_split, self.manifest = open_data(cfg, self.model_config.vocab_size, acc)
-        # one writer per run folder, from before its checkpoints are read to close() (modeling/folder_lock.py)
+        # one writer per run folder, from before its checkpoints are read to close() (core/folder_lock.py)
         self.lock, self.sequence_loss_writer = FolderLock(self.out, command), None
         shared_verdict(acc, self.lock.acquire, acc.is_main_process)
         try:

@@ -1,11 +1,12 @@
-"""Training curves for the card, drawn headless (matplotlib Agg) from run_dir/metrics.jsonl."""
+"""The pipeline's plots, drawn headless (matplotlib Agg): training curves from run_dir/metrics.jsonl (the card) and
+evaluation metrics over a checkpoint series (eval series, the card).
 
+matplotlib loads on the first plot drawn, not on import: the commands that import this module parse their flags and
+check their inputs without it.
+"""
+
+import functools
 from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 
 LOSS_PLOT = "loss.png"
 LR_PLOT = "lr.png"
@@ -13,10 +14,21 @@ LR_PLOT = "lr.png"
 _PNG_METADATA = {"Software": None}
 
 
+@functools.cache
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (chosen before pyplot loads)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120, metadata=_PNG_METADATA)
-    plt.close(fig)
+    pyplot().close(fig)
 
 
 def plot_loss(metrics: list[dict], path: Path) -> bool:
@@ -25,7 +37,7 @@ def plot_loss(metrics: list[dict], path: Path) -> bool:
     val = [(m["tokens"], m["val_loss"]) for m in metrics if m.get("val_loss") is not None]
     if not train and not val:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train), label="train loss", linewidth=1)
     if val:
@@ -43,7 +55,7 @@ def plot_lr(metrics: list[dict], path: Path) -> bool:
     points = [(m["step"], m["lr"]) for m in metrics if m.get("lr") is not None]
     if not points:
         return False
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = pyplot().subplots(figsize=(7, 3))
     ax.plot(*zip(*points))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("learning rate")
@@ -84,7 +96,7 @@ def plot_eval_series(rows: list[dict], path: Path) -> bool:
             panels.append((label, points))
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
     positive = [t for _, points in panels for t, _ in points if t > 0]
     for ax, (label, points) in zip(axes[0], panels):
         ax.plot(*zip(*points), "o-", markersize=3)

@@ -12,9 +12,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from . import readers
-from .errors import UserError
-from .output_paths import os_error_message
+from .errors import UserError, os_error_message
 
 
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
@@ -23,11 +21,6 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_json(path: str | Path, what: str = "file") -> dict:
-    """A JSON object another stage wrote; damaged or missing is one UserError naming the file (modeling/readers.py)."""
-    return readers.read_json(path, what)
 
 
 def package_versions(names) -> dict[str, str | None]:

@@ -1,5 +1,5 @@
 """User-facing errors: every stage command turns these into one line on stderr and exit code 2; Ctrl-C / SIGTERM
-into one line and exit 130 / 143 (modeling/interrupts.py).
+into one line and exit 130 / 143 (core/interrupts.py).
 
 Anything else that escapes a command is a bug and keeps its traceback.
 """
@@ -9,6 +9,8 @@ import functools
 import os
 import signal
 import sys
+
+from .interrupts import interrupt_message, signals_raise_interrupted
 
 
 class UserError(Exception):
@@ -20,12 +22,15 @@ def first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
+def os_error_message(path: object, e: OSError) -> str:
+    """`cannot write PATH: No space left on device` (the cause as the OS words it)."""
+    return f"cannot write {path}: {e.strerror or e}"
+
+
 def cli_main(fn):
     """Decorate a `main(argv=None)`: a UserError prints `error: ...` and exits 2 instead of a traceback; SIGINT and
     SIGTERM unwind the command (its temp outputs and child processes are cleaned up on the way) and print
     `error: interrupted by SIGTERM; nothing kept` (or the command's note), exit 128 + signal."""
-    from .interrupts import interrupt_message, signals_raise_interrupted
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
