@@ -28,12 +28,11 @@ no torch/transformers (the layouts come from the torch-free training/run_dir.py 
 """
 
 import fnmatch
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import parse_with_positional
 from gpt2_owt.core.hub import get_token, hub_errors
 from gpt2_owt.core.readers import read_json, read_jsonl
 from gpt2_owt.core.records import sha256_file
@@ -396,7 +395,7 @@ def publish(api, args: UploadArgs, release: Target, steps: list[Target], states:
 
 
 def parse_args(argv) -> UploadArgs:
-    args = parse_with_positional(UploadArgs, argv, "release_dir", UploadError)
+    args = parse(UploadArgs, argv, "upload", positional="release_dir", error=UploadError)
     if not args.release_dir:
         raise UploadError("missing the release folder: gpt2-owt-upload RELEASE --repo_id user/name")
     if args.repo_id.count("/") != 1:
@@ -405,7 +404,7 @@ def parse_args(argv) -> UploadArgs:
 
 
 def run(argv=None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
     release = release_target(Path(args.release_dir), args.revision)
     if args.checkpoints:  # step branches of another run would be listed beside this release
         if not (Path(args.checkpoints).parent / TRAINING_CONFIG).is_file():

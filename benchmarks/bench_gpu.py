@@ -62,7 +62,7 @@ def bare_run(spec: dict) -> dict:
     from gpt2_owt.modeling.model import build_model
     from gpt2_owt.training import speed
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
-    from gpt2_owt.training.train import lm_loss
+    from gpt2_owt.training.trainer import lm_loss
 
     device = torch.device("cuda")
     speed.set_matmul_precision(True, on_cuda=True)

@@ -90,7 +90,7 @@ def child_bare(spec: dict) -> dict:
     from gpt2_owt.training.config import parse_config
     from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
     from gpt2_owt.training import speed
-    from gpt2_owt.training.train import build_optimizer, build_scheduler, lm_loss
+    from gpt2_owt.training.trainer import build_optimizer, build_scheduler, lm_loss
 
     cfg = parse_config(["--model_config", spec["model_config"], "--data_dir", spec["data_dir"], "--output_dir", "-",
                         "--seq_len", str(spec["seq_len"]), "--global_batch_size", str(spec["global"]),

@@ -1,8 +1,15 @@
-"""The plumbing every stage shares, knowing no stage: the one user-error type and `error:` line (errors), argument
-parsing (hf_argparser), Ctrl-C/SIGTERM handling (interrupts), the writer lock of an output folder (folder_lock), the
-one output guard (output_paths), readers of JSON and model files (readers), hashes/JSON writes/versions (records),
-step folder names (steps), plots (plots, matplotlib loaded on first use) and the Hub: one-line errors, the token,
-step branches (hub).
+"""The plumbing every stage shares, knowing no stage:
+
+    errors        the one user-error type, its `error:` line and exit code (cli_main)
+    args          `parse(ArgsDataclass, argv, "verb")`: the one way a verb reads its flags (on hf_argparser)
+    interrupts    Ctrl-C / SIGTERM: unwind, clean up, one line
+    folder_lock   the writer lock of an output folder
+    output_paths  the one output guard (where a command may write, atomic writes)
+    readers       JSON, JSON lines and model files another stage wrote, damaged files named
+    records       hashes, atomic JSON writes, package versions
+    steps         step folder and branch names (`stepN`)
+    plots         the pipeline's plots (matplotlib loaded on the first plot)
+    hub           the Hub: one-line errors, the token, step branches
 
 Imports nothing from the rest of gpt2_owt, and no torch: every light command can use all of it.
 """

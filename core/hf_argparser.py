@@ -1,5 +1,6 @@
-"""The one command-line parser of every stage: transformers' `HfArgumentParser`, with numbers validated where they
-are parsed and errors as one `error:` line, loaded without importing transformers (~2 s on a shared CPU).
+"""The parser under core/args.py (every verb parses through its `parse`): transformers' `HfArgumentParser`, with
+numbers validated where they are parsed and errors as one `error:` line, loaded without importing transformers (~2 s
+on a shared CPU).
 
 Numbers: every float field of every parsed dataclass must be finite (`--learning_rate nan`, `--gpu_watts inf` are
 refused), and a field's metadata may bound it: `field(default=0.0, metadata={"help": ..., "ge": 0})` (keys "gt",
@@ -94,25 +95,3 @@ class HfArgumentParser(_HfArgumentParser):
         for obj in outputs:
             check_numbers(obj, prefix="")
         return outputs
-
-
-def parse_with_positional(dataclass_type, argv, field_name: str, error=None):
-    """`dataclass_type` from argv by HfArgumentParser, where one optional positional argument may give `field_name`
-    (`upload.py RELEASE ...`, `model_card.verify RELEASE`). Bad flags raise `error` (UserError by default)."""
-    error = error or UserError
-
-    class Parser(HfArgumentParser):
-        def error(self, message):
-            raise error(message)
-
-    parser = Parser(dataclass_type, usage=f"%(prog)s [{field_name.upper()}] [flags]",
-                    description=f"{field_name.upper()} may be given as the first argument or as --{field_name}.")
-    args, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    unknown = [a for a in rest if a.startswith("-")]
-    if unknown:
-        raise error(f"unrecognized arguments: {' '.join(unknown)}")
-    if len(rest) > 1 or (rest and getattr(args, field_name)):
-        raise error("give exactly one release folder")
-    if rest:
-        setattr(args, field_name, rest[0])
-    return args

@@ -30,20 +30,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
-from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.errors import first_line
+from gpt2_owt.core.args import command_argv, parse
+from gpt2_owt.core.errors import cli_main, first_line, UserError
 from gpt2_owt.core.folder_lock import LOCK_FILE, FolderLock
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.hub import hub_errors
 from gpt2_owt.core.interrupts import set_interrupt_note
 from gpt2_owt.core.output_paths import check_output_file, guard_output
 from gpt2_owt.core.readers import read_json
-from gpt2_owt.core.records import sha256_file
-from gpt2_owt.core.records import package_versions, write_json_atomic
-from gpt2_owt.modeling.model import count_parameters, fuse_gelu
+from gpt2_owt.core.records import package_versions, sha256_file, write_json_atomic
 from gpt2_owt.modeling.model_folder import SUPPORTED_MODEL_TYPE, check_model_folder, check_tokenizer_folder
 
 from . import series
@@ -51,7 +47,7 @@ from .data import SOURCES
 from .references import task_references
 from .tasks import TASKS, TaskSetup, TokenCache
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "bfloat16")  # torch dtype names
 DEFAULT_TASKS = "wikitext,lambada_openai,wikitext_sliding"
 DEFAULT_STRIDE = 512
 VERSIONED = ("torch", "transformers", "tokenizers", "datasets", "evaluate", "numpy", "huggingface_hub", "gpt2-owt")
@@ -118,8 +114,11 @@ def check_args(args: EvalArgs) -> None:
         raise UserError(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.device not in (None, "cpu", "cuda") and not str(args.device).startswith("cuda:"):
         raise UserError(f"--device must be cpu or cuda, got {args.device!r}")
-    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    if str(args.device).startswith("cuda"):
+        import torch  # only for a CUDA device to check: the other checks answer without it
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda asked for, but torch sees no CUDA device")
     check_output(Path(args.output))
 
 
@@ -143,9 +142,10 @@ def _is_local(name: str) -> bool:
 
 def load_model(args: EvalArgs, device: str):
     """The causal LM in eval mode on `device` (UserError for a missing folder or an unreachable Hub id)."""
-    from transformers import AutoModelForCausalLM
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from transformers import AutoConfig
+    from gpt2_owt.modeling.model import fuse_gelu
 
     if _is_local(args.model):
         check_model_folder(Path(args.model).expanduser(), tokenizer=args.tokenizer is None)
@@ -159,7 +159,7 @@ def load_model(args: EvalArgs, device: str):
                             f"only {SUPPORTED_MODEL_TYPE!r} is supported")
         with hub_errors(args.model, args.revision):
             model = AutoModelForCausalLM.from_pretrained(args.model, revision=args.revision, config=config,
-                                                         dtype=DTYPES[args.dtype])
+                                                         dtype=getattr(torch, args.dtype))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load model {args.model!r}: {first_line(e)}") from None
     if args.fused_gelu:
@@ -224,6 +224,10 @@ def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dic
         from gpt2_owt.training.data_dir import open_split
 
         open_split(args.data_dir, "val")
+    import torch
+
+    from gpt2_owt.modeling.model import count_parameters
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args, device)
     tokenizer = load_tokenizer_for(args, model)
@@ -253,8 +257,9 @@ def evaluate_model(args: EvalArgs, token_cache: TokenCache | None = None) -> dic
 
 def run(argv: list[str] | None = None) -> dict | list[dict]:
     """The command: results.json content (--model) or the series rows (--checkpoints / --repo_id)."""
-    (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
-    command = ["gpt2-owt", "eval", *(sys.argv[1:] if argv is None else argv)]
+    argv = command_argv(argv)
+    args = parse(EvalArgs, argv, "eval")
+    command = ["gpt2-owt", "eval", *argv]
     check_args(args)
     parse_tasks(args)  # bad task names fail before any checkpoint is resolved
     if args.model:

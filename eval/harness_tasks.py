@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import cli_main, os_error_message, UserError
 from gpt2_owt.core.output_paths import check_writable_location
 
@@ -77,7 +77,7 @@ class HarnessTasksArgs:
 
 def run(argv: list[str] | None = None) -> list[str]:
     """Write the task folder and print how to use it; returns the task names."""
-    (args,) = HfArgumentParser(HarnessTasksArgs).parse_args_into_dataclasses(args=argv)
+    args = parse(HarnessTasksArgs, argv, "harness-tasks")
     if args.data_source not in eval_data.SOURCES:
         raise UserError(f"--data_source must be one of {', '.join(eval_data.SOURCES)}, got {args.data_source!r}")
     check_task_folder(Path(args.output_dir))

@@ -6,12 +6,14 @@ needs one). Definitions are lm-evaluation-harness 0.4.x (`wikitext`, `lambada_op
 (`wikitext_sliding`) and nanoGPT (`owt_val`); see each function.
 """
 
+from __future__ import annotations
+
 import hashlib
 import re
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -19,8 +21,10 @@ from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.records import sha256_file
 
 from . import data as eval_data
-from .scoring import WindowScore, score_windows
 from .windows import Window, contiguous_windows, loglikelihood_window, rolling_windows, sliding_windows
+
+if TYPE_CHECKING:
+    from .scoring import WindowScore
 
 METRICS_DIR = Path(__file__).parent / "metrics"
 
@@ -75,6 +79,8 @@ class TaskSetup:
 
     def score(self, windows: list[Window], desc: str, greedy: bool = False) -> list[WindowScore]:
         """Scores of `windows`; `greedy=True` also checks argmax == target (only LAMBADA reports it)."""
+        from .scoring import score_windows  # torch: with the first model scored, not with the task table
+
         return score_windows(self.model, windows, self.batch_size, desc=desc, greedy=greedy)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from gpt2_owt.core.args import command_argv, parse
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.output_paths import atomic_output, guard_output
 from gpt2_owt.core.plots import write_plots
@@ -282,10 +283,7 @@ def check_release_output(args: BuildArgs) -> Path:
 
 
 def parse_args(argv=None) -> BuildArgs:
-    from gpt2_owt.core.hf_argparser import HfArgumentParser
-
-    (args,) = HfArgumentParser(BuildArgs).parse_args_into_dataclasses(args=argv)
-    return args
+    return parse(BuildArgs, argv, "card")
 
 
 @cli_main
@@ -296,7 +294,7 @@ def main(argv=None) -> None:
 
 def run(argv=None) -> Path:
     """Build the release and print where it is; returns its path."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = command_argv(argv)
     args = parse_args(argv)
     output, outcome = build_release(args, argv)
     print(f"release {outcome}: {output}")

@@ -38,8 +38,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import parse_with_positional
 from gpt2_owt.core.hub import hub_errors
 from gpt2_owt.core.readers import DamagedFile, read_json, read_jsonl
 from gpt2_owt.core.records import sha256_file
@@ -423,7 +423,7 @@ def verify(source, data_dir: str | None) -> Report:
 
 
 def parse_args(argv) -> VerifyArgs:
-    args = parse_with_positional(VerifyArgs, argv, "release_dir")
+    args = parse(VerifyArgs, argv, "verify", positional="release_dir")
     if (args.release_dir is None) == (args.repo_id is None):
         raise UserError("give a release folder or --repo_id (one of them)")
     return args
@@ -438,7 +438,7 @@ def open_source(args: VerifyArgs):
 
 @cli_main
 def main(argv=None) -> int:
-    args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(argv)
     source = open_source(args)
     with hub_errors(args.repo_id, args.revision) if args.repo_id else contextlib.nullcontext():
         report = verify(source, args.data_dir)

@@ -6,7 +6,8 @@
     gpt2-owt convert --to llmc --model release/ --output gpt2_124M.bin [--dtype bfloat16]
 
 (console script: `gpt2-owt-convert`). Imported folders get our tokenizer, generation config and a
-`conversion.json` naming the source file by SHA-256. Format details: `modeling/nanogpt.py`, `modeling/llmc.py`.
+`conversion.json` naming the source file by SHA-256. Format details: `modeling/nanogpt.py`, `modeling/llmc.py`; they
+and transformers (torch, ~2 s) are imported by the functions that convert, so `--help` and a bad flag answer at once.
 """
 
 import sys
@@ -15,15 +16,12 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers.activations import ACT2FN
-
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.output_paths import (check_not_overlapping, check_output_file, check_replaceable_folder,
                                         check_writable_location, refuse_symlink, write_error)
 from gpt2_owt.core.records import sha256_file
 
-from . import llmc, nanogpt
 from .hf_folder import load_hf_model, save_hf_folder
 from .tokenizer import tokenizer_fingerprint
 
@@ -60,10 +58,14 @@ class ConvertArguments:
             check_format(self.source[0])
             if not self.output_dir:
                 raise UserError("--from needs --output_dir")
+            from transformers.activations import ACT2FN
+
             if self.activation_function and self.activation_function not in ACT2FN:
                 raise UserError(f"unknown --activation_function {self.activation_function!r} (e.g. gelu, gelu_new)")
         else:
             check_format(self.target)
+            from . import llmc
+
             if self.dtype not in llmc.DTYPE_VERSIONS:
                 raise UserError(f"--dtype must be one of {', '.join(llmc.DTYPE_VERSIONS)}, got {self.dtype!r}")
             if not self.model or not self.output:
@@ -78,6 +80,8 @@ def check_format(name: str) -> None:
 def import_checkpoint(fmt: str, path: str | Path, output_dir: str | Path, *, keep_vocab_padding: bool = False,
                       activation_function: str | None = None, overwrite: bool = False) -> Path:
     """nanoGPT `ckpt.pt` or llm.c `.bin` -> a `from_pretrained` folder with our tokenizer."""
+    from . import llmc, nanogpt
+
     path = Path(path)
     check_import_output(path, Path(output_dir), overwrite)
     with warnings.catch_warnings(record=True) as caught:
@@ -121,6 +125,8 @@ def is_export_of(fmt: str, path: Path) -> bool:
     """Whether `path` is a file of format `fmt` (what --overwrite may replace): a torch zip or an llm.c header."""
     if fmt == "nanogpt":
         return zipfile.is_zipfile(path)
+    from . import llmc
+
     with open(path, "rb") as f:
         return int.from_bytes(f.read(4), "little") == llmc.MAGIC
 
@@ -141,6 +147,8 @@ def check_export_output(fmt: str, model_dir: Path, output: Path, overwrite: bool
 def export_checkpoint(fmt: str, model_dir: str | Path, output: str | Path, *, pad_vocab: int | None = None,
                       bias: bool | None = None, dtype: str = "float32", overwrite: bool = False) -> Path:
     """A `from_pretrained` folder -> nanoGPT `ckpt.pt` or llm.c `.bin` (written to a temp name, then renamed)."""
+    from . import llmc, nanogpt
+
     output = Path(output)
     check_export_output(fmt, Path(model_dir), output, overwrite)
     model = load_hf_model(model_dir)
@@ -166,7 +174,9 @@ def print_warning(message, category, filename, lineno, file=None, line=None):
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    (args,) = HfArgumentParser(ConvertArguments).parse_args_into_dataclasses(args=argv)
+    args = parse(ConvertArguments, argv, "convert")
+    from . import nanogpt
+
     with warnings.catch_warnings():
         warnings.showwarning = print_warning  # one plain line each, not a source location
         # every conversion says what it changed, whatever filters earlier code left ("once", "ignore")

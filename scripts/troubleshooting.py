@@ -43,13 +43,11 @@ def load_cases() -> list:
 def verb_of(argv: list[str]) -> tuple[str, list[str]]:
     """("gpt2-owt VERB", the arguments) for a case's argv (["python", "-m", module, ...] or [module, ...])."""
     from gpt2_owt.cli import VERBS
-    from gpt2_owt.tracing.cli import VERBS as TRACE_VERBS
 
     module, rest = (argv[2], argv[3:]) if argv[0] == "python" else (argv[0], argv[1:])
     by_module = {m: f"gpt2-owt {v}" for v, (m, _) in VERBS.items()}
-    by_module |= {m: f"gpt2-owt trace {v}" for v, (m, _) in TRACE_VERBS.items()}
     if module not in by_module:
-        raise SystemExit(f"no verb runs {module}: add it to cli.py VERBS or tracing/cli.py VERBS")
+        raise SystemExit(f"no verb runs {module}: add it to cli.py VERBS")
     if by_module[module] == "gpt2-owt verify-data" and rest[:1] == ["verify"]:
         rest = rest[1:]
     return by_module[module], rest

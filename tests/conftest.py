@@ -119,11 +119,11 @@ def owt_data_dir(original_files, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def indexed_data_dir(owt_data_dir, tmp_path_factory) -> Path:
     """A copy of `owt_data_dir` with its trace index built by `gpt2-owt trace index` (read-only: copy to change)."""
-    from gpt2_owt.tracing import cli as trace_cli
+    from gpt2_owt import cli
 
     copy = tmp_path_factory.mktemp("indexed") / "data"
     shutil.copytree(owt_data_dir, copy)
-    trace_cli.main(["index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
+    cli.main(["trace", "index", "--data_dir", str(copy), "--num_proc", "1", "--mem_gb", "1"])
     return copy
 
 

@@ -201,7 +201,7 @@ def test_one_more_position_keeps_every_loss(tmp_path):
     from gpt2_owt.modeling.config import load_config
     from gpt2_owt.modeling.model import build_model
     from gpt2_owt.tracing.attribute import with_context
-    from gpt2_owt.training.train import lm_token_losses
+    from gpt2_owt.training.trainer import lm_token_losses
 
     config = load_config("tiny")
     config.n_positions = 16

@@ -84,7 +84,7 @@ def test_data_order_table_and_errors(capsys, owt_data_dir):
     assert [int(line.split()[1]) for line in lines[2:]] == windows.tolist()
     with pytest.raises(SystemExit) as exc:
         data_order_main(["--data_dir", str(owt_data_dir), "--config", str(TINY_YAML), "--update", "1", "--seq_lenn", "3"])
-    assert exc.value.code == 2 and "unknown config field 'seq_lenn'" in capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown flag --seq_lenn: did you mean --seq_len?" in capsys.readouterr().err
 
 
 def test_a_reader_that_stops_early_ends_it_quietly(owt_data_dir):

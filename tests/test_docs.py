@@ -32,7 +32,6 @@ SHELL_SEPARATORS = {"|", "||", "&&", ";", ">", ">>", "2>", "2>&1"}
 COLLECT_FLAGS = r"""
 import argparse, contextlib, importlib, io, json
 from gpt2_owt.cli import VERBS
-from gpt2_owt.tracing.cli import VERBS as TRACE_VERBS
 
 parsers = []
 parse_known_args = argparse.ArgumentParser.parse_known_args
@@ -52,8 +51,7 @@ def flags(module):
             pass
     return sorted({option for parser in parsers for action in parser._actions for option in action.option_strings})
 
-verbs = {verb: flags(module) for verb, (module, _) in VERBS.items() if verb != "trace"}
-verbs.update({f"trace {verb}": flags(module) for verb, (module, _) in TRACE_VERBS.items()})
+verbs = {verb: flags(module) for verb, (module, _) in VERBS.items()}
 print(json.dumps(verbs))
 """
 
@@ -207,7 +205,7 @@ def test_documented_repository_paths_exist():
 
 
 def test_documented_commands_and_flags_exist(accepted_flags):
-    """Every `gpt2-owt <verb> --flag` written in README.md and docs/*.md is a verb of cli.py (or tracing/cli.py)
+    """Every `gpt2-owt <verb> --flag` written in README.md and docs/*.md is a verb of cli.py
     whose parser accepts that flag (troubleshooting.md: the verb only)."""
     wrong, seen = [], 0
     for page in PAGES:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt import cli
 from gpt2_owt.tracing.losses import sequence_losses
 from gpt2_owt.training import data_order
 from gpt2_owt.training.data_dir import WindowSampler, batch_sha256, open_split, read_windows
@@ -60,13 +60,13 @@ def test_losses_are_the_trainers_records(run, owt_data_dir, reference_tiktoken, 
 
     # --highest / --lowest / --top_k: the same rows, sorted by loss
     flat = [(r["loss"], r["update"], r["row"]) for r in rows if 3 <= r["update"] < 7]
-    trace_cli.main(["losses", "--run_dir", str(run), "--updates", "3:7", "--highest", "--top_k", "5", "--json"])
+    cli.main(["trace", "losses", "--run_dir", str(run), "--updates", "3:7", "--highest", "--top_k", "5", "--json"])
     top = json.loads(capsys.readouterr().out)["sequences"]
     assert [(r["loss"], r["update"], r["row"]) for r in top] == sorted(flat, key=lambda t: -t[0])[:5]
-    trace_cli.main(["losses", "--run_dir", str(run), "--update", "5", "--lowest", "--json"])
+    cli.main(["trace", "losses", "--run_dir", str(run), "--update", "5", "--lowest", "--json"])
     low = json.loads(capsys.readouterr().out)["sequences"]
     assert [r["loss"] for r in low] == sorted(losses[5].tolist())
-    trace_cli.main(["losses", "--run_dir", str(run), "--update", "5", "--lowest", "--text_chars", "20"])
+    cli.main(["trace", "losses", "--run_dir", str(run), "--update", "5", "--lowest", "--text_chars", "20"])
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 2 + BATCH and f"{low[0]['loss']:.4f}" in table[2]
     assert json.dumps(low[0]["text"], ensure_ascii=False)[1:21] + "..." in table[2]

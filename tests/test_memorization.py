@@ -13,7 +13,7 @@ import torch
 
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
 from gpt2_owt.modeling.tokenizer import encode
-from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt import cli
 from gpt2_owt.tracing.memorization import greedy_continuations, load_memorization, match_scores
 from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
 from gpt2_owt.training.runs import run_config
@@ -40,7 +40,7 @@ def memorized(owt_documents, tmp_path_factory):
             f.write(json.dumps({"text": text}) + "\n")
     data_dir = prepare(["--dataset", "json", "--data_files", str(root / "docs.jsonl"), "--val_fraction", "0.1",
                         "--num_proc", "1", "--output_dir", str(root / "data"), "--cache_dir", str(root / "hf_cache")])
-    trace_cli.main(["index", "--data_dir", str(data_dir), "--num_proc", "1", "--mem_gb", "1"])
+    cli.main(["trace", "index", "--data_dir", str(data_dir), "--num_proc", "1", "--mem_gb", "1"])
     assert run_inprocess(data_dir, root / "run", **RUN) == 0
     return data_dir, root / "run"
 
@@ -49,7 +49,7 @@ def memorized(owt_documents, tmp_path_factory):
 def output(memorized, tmp_path_factory):
     data_dir, run = memorized
     out = tmp_path_factory.mktemp("memorization") / "out"
-    trace_cli.main(["memorization", "--run_dir", str(run), "--updates", f"{STEPS - 4}:{STEPS}", "--output_dir",
+    cli.main(["trace", "memorization", "--run_dir", str(run), "--updates", f"{STEPS - 4}:{STEPS}", "--output_dir",
                     str(out), "--prefix_len", str(PREFIX), "--suffix_len", str(SUFFIX), "--batch_size", "5"])
     return out
 
@@ -155,7 +155,7 @@ def test_resumed_per_checkpoint(memorized, output, tmp_path, capsys):
     (out / "data" / f"step{MID}.parquet").unlink()
     argv = ["memorization", "--run_dir", str(run), "--updates", f"{STEPS - 4}:{STEPS}", "--output_dir", str(out),
             "--prefix_len", str(PREFIX), "--suffix_len", str(SUFFIX)]
-    trace_cli.main(argv)
+    cli.main(["trace", *argv])
     assert {p.name: p.read_bytes() for p in (out / "data").iterdir()} == before
     info = json.loads((out / "memorization.json").read_text())
     assert sorted(c["step"] for c in info["checkpoints"].values()) == [0, MID, STEPS]
@@ -163,7 +163,7 @@ def test_resumed_per_checkpoint(memorized, output, tmp_path, capsys):
     other = [a if a != str(PREFIX) else "4" for a in argv]
     code, captured = run_cli(capsys, *other)
     assert code == 2 and "holds a memorization of other settings" in captured.err
-    trace_cli.main([*other, "--overwrite", "--checkpoints", "final"])
+    cli.main(["trace", *other, "--overwrite", "--checkpoints", "final"])
     assert sorted(p.name for p in (out / "data").iterdir()) == [f"step{STEPS}.parquet"]
     assert {len(r["prefix_ids"]) for r in load_memorization(out).to_list()} == {4}
 

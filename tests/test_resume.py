@@ -217,7 +217,7 @@ def test_a_completed_run_stays_completed_after_a_crashed_resume(reference, owt_d
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     before = read_json(out / RUN_INFO)
-    from gpt2_owt.training.train import Trainer
+    from gpt2_owt.training.trainer import Trainer
 
     def crash(self):
         raise RuntimeError("crashed while building the model")

@@ -13,7 +13,7 @@ import torch
 
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, load_tokenizer
 from gpt2_owt.modeling.tokenizer import encode
-from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt import cli
 from gpt2_owt.tracing.index import INDEX_DIR, TraceIndex
 from gpt2_owt.tracing.spans import spans, word_start_ids
 from gpt2_owt.training.config import parse_config
@@ -237,7 +237,7 @@ def test_generate_searches_the_generated_ids(trained_run, data_dir, tokens, caps
     argv = ["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--prompt", prompt, "--generate",
             "--max_new_tokens", "24", "--span_density", "0.5"]
     capsys.readouterr()
-    trace_cli.main([*argv, "--json"])
+    cli.main(["trace", *argv, "--json"])
     report = json.loads(capsys.readouterr().out)
     prompt_ids = encode(prompt)
     assert report["input"] == "generate" and report["prompt_ids"] == prompt_ids
@@ -248,7 +248,7 @@ def test_generate_searches_the_generated_ids(trained_run, data_dir, tokens, caps
                  percent=50)
     # a sample of the 12-step model (its greedy text is mostly punctuation, no word starts): spans, each with its
     # log-prob under the checkpoint after the prompt and the text before it
-    trace_cli.main([*argv, "--do_sample", "--seed", "1", "--json"])
+    cli.main(["trace", *argv, "--do_sample", "--seed", "1", "--json"])
     sampled = json.loads(capsys.readouterr().out)
     check_report(sampled, tokens, sampled["token_ids"], batches, steps, first_begins_word=False,
                  checkpoint_step=steps, percent=50)
@@ -261,13 +261,13 @@ def test_generate_searches_the_generated_ids(trained_run, data_dir, tokens, caps
         assert s["model_logprob"] == pytest.approx(float(logp[-(s["end"] - s["start"]):].sum()), abs=1e-4)
 
     # the printed command repeats the generation; step0 (updates < 0) has seen nothing
-    trace_cli.main(argv)
+    cli.main(["trace", *argv])
     text = capsys.readouterr().out
     repeat = next(line for line in text.splitlines() if line.startswith("repeat: "))[len("repeat: "):]
     assert f"--checkpoint step{steps}" in repeat
-    trace_cli.main(["spans", *shlex.split(repeat)[3:], "--data_dir", str(data_dir), "--json", "--span_density", "0.5"])
+    cli.main(["trace", "spans", *shlex.split(repeat)[3:], "--data_dir", str(data_dir), "--json", "--span_density", "0.5"])
     assert json.loads(capsys.readouterr().out)["token_ids"] == report["token_ids"]
-    trace_cli.main([*argv, "--checkpoint", "step0", "--json"])
+    cli.main(["trace", *argv, "--checkpoint", "step0", "--json"])
     early = json.loads(capsys.readouterr().out)
     assert early["until_step"] == 0 and all(s["exposures"] == 0 for s in early["spans"])
     assert early["token_ids"] == greedy_reference(run / "hf" / "step0", prompt_ids, 24)
@@ -275,7 +275,7 @@ def test_generate_searches_the_generated_ids(trained_run, data_dir, tokens, caps
     # sampling: the seed decides the ids, and the report names every setting
     sampled = []
     for seed in (3, 3, 4):
-        trace_cli.main([*argv, "--do_sample", "--seed", str(seed), "--top_k", "0", "--json"])
+        cli.main(["trace", *argv, "--do_sample", "--seed", str(seed), "--top_k", "0", "--json"])
         sampled.append(json.loads(capsys.readouterr().out))
     assert sampled[0]["token_ids"] == sampled[1]["token_ids"] != sampled[2]["token_ids"]
     assert {k: sampled[0]["generation"][k] for k in ("do_sample", "seed", "top_k", "temperature", "top_p")} == \
@@ -319,12 +319,12 @@ def test_a_generation_with_no_span(trained_run, data_dir, tokens, tmp_path, caps
     info = json.loads((run / "hf" / "final" / "export_info.json").read_text())
     save_hf_folder(model, run / "hf" / "final", overwrite=True, export_info={k: info[k] for k in ("step", "tokens")})
     capsys.readouterr()
-    trace_cli.main(["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--prompt", "The police said",
+    cli.main(["trace", "spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--prompt", "The police said",
                     "--generate", "--max_new_tokens", "8", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert report["token_ids"] == [absent] * 8
     assert report["spans"] == [] and report["num_maximal_spans"] == 0
-    trace_cli.main(["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--prompt", "The police said",
+    cli.main(["trace", "spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--prompt", "The police said",
                     "--generate", "--max_new_tokens", "8"])
     assert "no span of the text occurs in train.bin" in capsys.readouterr().out
 
@@ -335,7 +335,7 @@ def test_bad_inputs_are_one_error_line(trained_run, data_dir, owt_data_dir, tmp_
     shutil.copytree(data_dir, other)
     manifest = json.loads((other / "manifest.json").read_text())
     (other / "manifest.json").write_text(json.dumps(manifest | {"note": "re-prepared"}))
-    trace_cli.main(["index", "--data_dir", str(other), "--num_proc", "1", "--mem_gb", "1"])
+    cli.main(["trace", "index", "--data_dir", str(other), "--num_proc", "1", "--mem_gb", "1"])
     capsys.readouterr()
     base = ["spans", "--run_dir", str(run)]
     cases = {
@@ -397,12 +397,12 @@ def test_a_published_release_answers_as_its_run(trained_run, data_dir, tmp_path,
     final, first = (json.loads(p.stdout) for p in hub_spans)
     capsys.readouterr()
     for report, checkpoint in ((final, "final"), (first, "step0")):
-        trace_cli.main(["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--checkpoint", checkpoint, *ask])
+        cli.main(["trace", "spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--checkpoint", checkpoint, *ask])
         local = json.loads(capsys.readouterr().out)
         assert report["token_ids"] == local["token_ids"] and report["spans"] == local["spans"]
         assert report["until_step"] == local["until_step"] == {"final": 12, "step0": 0}[checkpoint]
         assert report["checkpoint"]["revision"] == {"final": "main", "step0": "step0"}[checkpoint]
-    trace_cli.main(["find", "--run_dir", str(run), "--data_dir", str(data_dir), "--token_ids", *map(str, ids),
+    cli.main(["trace", "find", "--run_dir", str(run), "--data_dir", str(data_dir), "--token_ids", *map(str, ids),
                     "--json"])
     local = json.loads(capsys.readouterr().out)
     assert json.loads(hub_find.stdout) | {"occurrences": None} == local | {"occurrences": None}  # losses: run only

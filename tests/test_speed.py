@@ -15,7 +15,7 @@ from gpt2_owt.core.readers import read_json
 from gpt2_owt.training import speed
 from gpt2_owt.training.config import parse_config
 from gpt2_owt.training.run_dir import CHECKPOINT_INFO, CHECKPOINTS, FINAL, HF_EXPORTS, RUN_INFO, TRAINING_CONFIG
-from gpt2_owt.training.train import build_optimizer, lm_loss
+from gpt2_owt.training.trainer import build_optimizer, lm_loss
 
 V = 50257
 SHORT = dict(seq_len=32, global_batch_size=4, micro_batch_size=2, max_steps=4, warmup_steps=1, eval_interval=0,

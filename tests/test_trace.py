@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
-from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt import cli
 from gpt2_owt.tracing import index as trace_index_module
 from gpt2_owt.tracing.exposures import export_schedule
 from gpt2_owt.tracing.find import find
@@ -116,13 +116,13 @@ def test_sharded_index_built_in_parts_answers_like_one_shard(data_dir, tmp_path,
     data = tmp_path / "data"
     shutil.copytree(data_dir, data, ignore=shutil.ignore_patterns(INDEX_DIR))
     build = build_folder(data / INDEX_DIR)
-    trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3",
+    cli.main(["trace", "index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3",
                 "--shard_ids", "0", "2"])
     assert "run `gpt2-owt trace index` with the same --shards" in capsys.readouterr().out
     assert sorted(p.name for p in build.iterdir()) == ["shard_00000", "shard_00002"]
     assert not (data / INDEX_DIR).exists()
     kept = (build / "shard_00000" / "table.0").stat().st_mtime_ns
-    trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3"])
+    cli.main(["trace", "index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1", "--shards", "3"])
     assert not build.exists()
     index_dir = data / INDEX_DIR
     assert (index_dir / "shard_00000" / "table.0").stat().st_mtime_ns == kept  # a finished shard is not rebuilt
@@ -243,7 +243,7 @@ def test_sampler_inverse_round_trips():
 
 def test_find_cli_json_and_text(data_dir, capsys):
     common = ["find", "--data_dir", str(data_dir), "--config", str(TINY_YAML), *CONFIG_ARGS]
-    trace_cli.main([*common, "--text", "the", "--json", "--limit", "2"])
+    cli.main(["trace", *common, "--text", "the", "--json", "--limit", "2"])
     report = json.loads(capsys.readouterr().out)
     assert report["token_ids"] == [1169] and report["text"] == "the"
     assert len(report["occurrences"]) == 2 and report["leading_space_variant"]["token_ids"] == [262]
@@ -252,7 +252,7 @@ def test_find_cli_json_and_text(data_dir, capsys):
     assert {"count", "first_update", "occurrences", "exposures_by_step"} <= report.keys()
     assert {"token_position", "document", "source_row", "exposures", "split", "context"} <= \
         report["occurrences"][0].keys()
-    trace_cli.main([*common, "--text", "zzqxv never in the sample qqqzz"])
+    cli.main(["trace", *common, "--text", "zzqxv never in the sample qqqzz"])
     out = capsys.readouterr().out
     assert out.startswith("0 occurrences of 'zzqxv never in the sample qqqzz'")
 
@@ -322,7 +322,7 @@ def test_find_follows_the_runs_data_seed_and_its_fed_batches(trained_run, data_d
     assert rows_holding(wrong, ids) != rows_holding(batches, ids)  # the old bug would fail this test
 
     capsys.readouterr()
-    trace_cli.main(["find", "--data_dir", str(data_dir), "--run_dir", str(run), "--token_ids", *map(str, ids),
+    cli.main(["trace", "find", "--data_dir", str(data_dir), "--run_dir", str(run), "--token_ids", *map(str, ids),
                     "--json", "--limit", "1000"])
     report = json.loads(capsys.readouterr().out)
     got = sorted((e["update"], e["row"]) for occ in report["occurrences"] for e in occ["exposures"])
@@ -340,7 +340,7 @@ def test_find_follows_the_runs_data_seed_and_its_fed_batches(trained_run, data_d
                        "steps 60 (the run: 12)"):
         assert difference in lines[0]
     for seed in (["--data_seed", "7"], ["--seed", "7"]):  # data_seed follows seed when the YAML leaves it unset
-        trace_cli.main([*recipe, "--seq_len", "32", "--global_batch_size", "4", "--max_steps", "12", *seed])
+        cli.main(["trace", *recipe, "--seq_len", "32", "--global_batch_size", "4", "--max_steps", "12", *seed])
         assert json.loads(capsys.readouterr().out) == report
 
 
@@ -356,12 +356,12 @@ def test_find_on_an_interrupted_run_stops_at_its_steps_done(trained_run, data_di
     ids = batches[9][1][0:5].tolist()
     common = ["find", "--data_dir", str(data_dir), "--run_dir", str(run), "--token_ids", *map(str, ids)]
     capsys.readouterr()
-    trace_cli.main([*common, "--json", "--limit", "1000"])
+    cli.main(["trace", *common, "--json", "--limit", "1000"])
     report = json.loads(capsys.readouterr().out)
     got = sorted((e["update"], e["row"]) for occ in report["occurrences"] for e in occ["exposures"])
     assert got == rows_holding(batches[:6], ids) and all(u < 6 for u, _ in got)
     assert (report["until_step"], report["steps_done"], report["total_steps"]) == (6, 6, 12)
-    trace_cli.main(common)
+    cli.main(["trace", *common])
     assert "the run was interrupted after 6 of its 12 steps: exposures stop at update 5" in capsys.readouterr().out
     code, captured = run_cli(capsys, *common, "--until_step", "8")
     assert code == 2 and "--until_step 8 is beyond the run's 6 steps (interrupted: 6 of 12 steps done)" in captured.err

@@ -16,11 +16,11 @@ import torch
 from helpers.training import REPO_ROOT, accelerate_cmd, cli_env, load_export, run_cli, run_inprocess, train_args
 from gpt2_owt.core.readers import read_json
 from gpt2_owt.modeling.tokenizer import encode
-from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt import cli
 from gpt2_owt.training.data_dir import WindowSampler, open_split, read_windows
 from gpt2_owt.training.run_dir import CHECKPOINTS, FINAL, HF_EXPORTS, METRICS, TRAINING_CONFIG
 from gpt2_owt.training.sequence_losses import SEQUENCE_LOSSES, SequenceLossWriter, read_sequence_losses
-from gpt2_owt.training.train import lm_token_losses
+from gpt2_owt.training.trainer import lm_token_losses
 
 pytestmark = pytest.mark.slow  # its own recorded run and re-trainings: ~30 s here
 
@@ -87,14 +87,14 @@ def test_writer_truncates_on_resume_and_ignores_a_partial_row(tmp_path):
 def test_find_with_run_dir_adds_the_loss_of_each_exposure(run, owt_data_dir, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(owt_data_dir, data)
-    trace_cli.main(["index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1"])
+    cli.main(["trace", "index", "--data_dir", str(data), "--num_proc", "1", "--mem_gb", "1"])
     losses = read_sequence_losses(run)
     split = open_split(data, "train")
     sampler = WindowSampler.for_run(read_json(run / TRAINING_CONFIG), split)
     window = int(sampler.global_batch_windows(3)[2])
     ids = split.tokens[window * 32 + 5 : window * 32 + 9].tolist()  # a 4-gram trained at step 3, row 2
     capsys.readouterr()
-    trace_cli.main(["find", "--data_dir", str(data), "--run_dir", str(run), "--token_ids", *map(str, ids), "--json",
+    cli.main(["trace", "find", "--data_dir", str(data), "--run_dir", str(run), "--token_ids", *map(str, ids), "--json",
                 "--limit", "1000"])
     report = json.loads(capsys.readouterr().out)
     exposures = [e for o in report["occurrences"] for e in o["exposures"]]
@@ -105,7 +105,7 @@ def test_find_with_run_dir_adds_the_loss_of_each_exposure(run, owt_data_dir, tmp
 def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
     text = " the United States"
     png = tmp_path / "curve.png"
-    trace_cli.main(["curve", "--run_dir", str(run), "--text", text, "--output", str(png), "--json"])
+    cli.main(["trace", "curve", "--run_dir", str(run), "--text", text, "--output", str(png), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert [r["step"] for r in result["rows"]] == [0, 1, 3, 5, 8]
     ids = encode(text)
@@ -119,7 +119,7 @@ def test_curve_equals_evaluating_each_export(run, tmp_path, capsys):
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     capsys.readouterr()
     with pytest.raises(SystemExit):
-        trace_cli.main(["curve", "--run_dir", str(tmp_path / "missing"), "--text", "x"])
+        cli.main(["trace", "curve", "--run_dir", str(tmp_path / "missing"), "--text", "x"])
     assert capsys.readouterr().err.startswith("error: run_dir")
 
 
@@ -129,7 +129,7 @@ def test_curve_from_hub_step_branches_equals_the_run_dir_curve(run, tmp_path, ca
     from helpers.hub_server import PUBLISH_STEPS, alice_hub, run_with_hub
 
     text = " the United States"
-    trace_cli.main(["curve", "--run_dir", str(run), "--text", text, "--json"])
+    cli.main(["trace", "curve", "--run_dir", str(run), "--text", text, "--json"])
     local = {r["step"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     with alice_hub(tmp_path / "hf_home") as hub:
         publish = run_with_hub(hub.env, "-c", PUBLISH_STEPS, "alice/tiny-trace", str(run / HF_EXPORTS), "0,1,3,5")

@@ -25,7 +25,7 @@ from gpt2_owt.training.run_dir import (CHECKPOINTS, DATA_MANIFEST, FED_BATCHES, 
                                        RESOLVED_KEYS, RUN_INFO, RUN_INFO_KEYS, TRAINING_CONFIG, list_step_dirs,
                                        read_metrics, read_rows)
 from gpt2_owt.training.speed import exported_state_dict
-from gpt2_owt.training.train import build_optimizer, build_scheduler, peak_flops
+from gpt2_owt.training.trainer import build_optimizer, build_scheduler, peak_flops
 
 # The run every test here compares against: 30 steps of 4 x 32-token sequences, 2 micro batches of 2.
 RUN = LONG_RUN

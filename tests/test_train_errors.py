@@ -55,8 +55,8 @@ def test_unknown_field_in_yaml_and_on_the_command_line(capsys, owt_data_dir, tmp
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert f"error: unknown config field 'learning_rat' in {yaml_file} (did you mean 'learning_rate'?)" in err
-    expect_error(capsys, owt_data_dir, tmp_path / "o", "unknown config field 'lerning_rate' in the command line "
-                 "(did you mean 'learning_rate'?)", lerning_rate=0.1)
+    expect_error(capsys, owt_data_dir, tmp_path / "o", "unknown flag --lerning_rate: did you mean --learning_rate? "
+                 "(--help lists the flags)", lerning_rate=0.1)
     expect_error(capsys, owt_data_dir, tmp_path / "o", "invalid int value: 'ten'", max_steps="ten")
     assert not (tmp_path / "o").exists()
 

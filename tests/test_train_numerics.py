@@ -1,5 +1,5 @@
 """One numerics recipe under every backend, checked on CPU with bf16 forced: DeepSpeed ZeRO-2 on 2 processes trains
-fp32 master weights with bf16 autocast (training.train.use_torch_autocast), and its exports are those fp32 master
+fp32 master weights with bf16 autocast (training.trainer.use_torch_autocast), and its exports are those fp32 master
 weights, bit for bit; its losses match the Accelerate-autocast path that single-process and DDP runs take (a real
 2-process DDP run is compared with both)."""
 

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import command_argv, parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.readers import read_json
 from gpt2_owt.core.steps import parse_step_name, step_name
 from gpt2_owt.modeling.checkpoint_series import run_checkpoints
@@ -245,7 +245,7 @@ def plain_state(state: Path, cfg: TrainConfig, model, with_optimizer: bool) -> t
     import torch
     from safetensors.torch import load_file
 
-    from gpt2_owt.training.train import build_optimizer
+    from gpt2_owt.training.trainer import build_optimizer
 
     weights = load_file(state / "model.safetensors")
     if not with_optimizer:
@@ -434,7 +434,7 @@ def learning_rates(cfg: TrainConfig, updates: int) -> np.ndarray:
     """The learning rate of updates 0..updates-1, from the trainer's own schedule."""
     import torch
 
-    from gpt2_owt.training.train import build_scheduler
+    from gpt2_owt.training.trainer import build_scheduler
 
     schedule = build_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.learning_rate), cfg)
     return np.array([cfg.learning_rate * schedule.lr_lambdas[0](u) for u in range(updates)])
@@ -581,8 +581,8 @@ def format_report(result: dict) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = HfArgumentParser(AttributeArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)
+    argv = command_argv(argv)
+    args = parse(AttributeArgs, argv, "attribute")
     run = Run.open(args.run_dir, args.data_dir)
     query = make_query(args.query, args.prompt, args.completion, run.cfg.seq_len)
     steps = resolve_steps(run, args.method, args.checkpoint, args.checkpoints)

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.output_paths import atomic_output, guard_output
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, distinct_steps, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints)
@@ -155,8 +155,7 @@ def curve_exposure_counter(args: CurveArgs, ids: list[int]):
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = HfArgumentParser(CurveArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
+    args = parse(CurveArgs, argv, "trace curve")
     if not args.text:
         raise UserError("the text is empty: nothing to score")
     if args.run_dir and not Path(args.run_dir).is_dir():

@@ -25,11 +25,10 @@ Needs the `explore` extra (gradio): pip install 'gpt2-owt[explore]'.
 """
 
 import socket
-import sys
 from dataclasses import dataclass, field
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 
 from .explore_app import build_app, launch
 from .explorer import Explorer
@@ -71,8 +70,7 @@ def check_port_free(host: str, port: int) -> None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = HfArgumentParser(ExploreArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
+    args = parse(ExploreArgs, argv, "explore")
     if (args.run_dir is None) == (args.repo_id is None):
         raise UserError("give exactly one of --run_dir and --repo_id")
     check_port_free(args.host, args.port)  # before any slow import or check

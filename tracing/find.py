@@ -32,16 +32,15 @@ order (seq_len, global_batch_size, data_seed, steps): any difference is one erro
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, decode, encode
-from gpt2_owt.training.config import TrainConfig
+from gpt2_owt.training.config import FIELD_NAMES, TrainConfig
 from gpt2_owt.training.data_dir import WindowSampler
 from gpt2_owt.training.runs import check_run_matches, release_config, resolve_config, steps_done
 
@@ -154,9 +153,7 @@ def format_find(report: dict) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(FindArgs, allow_abbrev=False)
-    args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    args, overrides = parse(FindArgs, argv, "trace find", overrides=FIELD_NAMES)
     if args.run_dir and not Path(args.run_dir).is_dir():
         raise UserError(f"run_dir {args.run_dir} does not exist")
     if args.repo_id:

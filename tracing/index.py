@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.interrupts import child_process, set_interrupt_note
 from gpt2_owt.core.output_paths import default_permissions, guard_output, remove_tree, write_error
 from gpt2_owt.core.readers import DamagedFile, read_json
@@ -349,8 +349,7 @@ def infini_gram_version() -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = HfArgumentParser(IndexArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
+    args = parse(IndexArgs, argv, "trace index")
     data_dir = Path(args.data_dir)
     if not (data_dir / MANIFEST).is_file():
         raise UserError(f"{data_dir} is not a data_dir (no {MANIFEST}): make it with `gpt2-owt prepare`")

@@ -15,14 +15,13 @@ K. A row the run did not record (a run that turned recording on at a resume) is 
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.training.data_dir import WindowSampler, open_split
 from gpt2_owt.training.data_order import batch_order
 from gpt2_owt.training.sequence_losses import read_sequence_losses
@@ -99,8 +98,7 @@ def format_losses(report: dict, text_chars: int) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = HfArgumentParser(LossesArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
+    args = parse(LossesArgs, argv, "trace losses")
     if (args.update is None) == (args.updates is None):
         raise UserError("give exactly one of --update N and --updates A:B")
     if args.highest and args.lowest:

@@ -55,16 +55,15 @@ was removed: its tokens differed from plain greedy decoding in a test, and on CP
 """
 
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from gpt2_owt.core.args import command_argv, parse
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.folder_lock import FolderLock
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.hub import get_token, hub_errors
 from gpt2_owt.core.interrupts import set_interrupt_note
 from gpt2_owt.core.output_paths import atomic_output, guard_output, remove_tree
@@ -648,8 +647,8 @@ def format_summary(summary: dict, out: Path) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = HfArgumentParser(MemorizationArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)[0]
+    argv = command_argv(argv)
+    args = parse(MemorizationArgs, argv, "trace memorization")
     p = plan(args, ["gpt2-owt", "trace", "memorization", *argv])
     if args.push_to_hub:
         get_token()  # no token: one line now, not after the decoding

@@ -7,7 +7,7 @@
 
 Loads the run's checkpoints/stepS (model, AdamW moments, schedule, RNG states) and re-runs updates S .. T-1 with
 the run's own batches, schedule, precision and backend, through the trainer's own update function
-(`Trainer.update`, training/train.py): once with nothing left out (the original trajectory) and once with the
+(`Trainer.update`, training/trainer.py): once with nothing left out (the original trajectory) and once with the
 removed sequences left out of their batches (the counterfactual). The query's loss is reported after every
 update (or every K) on both, with the difference at step T.
 
@@ -50,8 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.readers import read_json, read_jsonl
 from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID
@@ -263,7 +263,7 @@ class Replayer:
 
     def __init__(self, run_dir: str | Path, from_step: int, to_step: int, output_dir: str | Path | None = None,
                  data_dir: str | Path | None = None, source: ReplaySource | None = None):
-        from gpt2_owt.training.train import Trainer
+        from gpt2_owt.training.trainer import Trainer, resolved
 
         self.source = source or ReplaySource.of_run(run_dir, from_step, to_step, data_dir)
         self.from_step, self.to_step = from_step, to_step
@@ -277,7 +277,7 @@ class Replayer:
                               report_to="none", mixed_precision=precision)
         self.trainer = None
         try:
-            self.trainer = Trainer(self.config, argv=[], command="replay")
+            self.trainer = Trainer(resolved(self.config), argv=[], command="replay")
             self.trainer.build()  # model, optimizer and schedule at from_step
         except BaseException:
             self.close()
@@ -285,11 +285,9 @@ class Replayer:
         self._at_from_step = True
         self._original: dict[tuple, Trajectory] = {}
         self.exact: dict = {"reference": None, "bitwise_equal": None}
-        t = self.trainer
-        self.layout = {"world_size": t.world, "zero_stage": t.zero_stage, "mixed_precision": t.mixed_precision,
-                       "same_as_run": (t.world, t.zero_stage, t.mixed_precision) == (
-                           hardware.get("num_processes"), hardware.get("deepspeed_zero_stage"),
-                           hardware.get("mixed_precision"))}
+        layout = self.trainer.layout()
+        self.layout = layout | {"same_as_run": tuple(layout.values()) == (
+            hardware.get("num_processes"), hardware.get("deepspeed_zero_stage"), hardware.get("mixed_precision"))}
 
     def close(self) -> None:
         if self.trainer is not None:
@@ -309,14 +307,12 @@ class Replayer:
         import torch
 
         t = self.trainer
-        t.model.eval()
         losses = []
-        with torch.no_grad():
+        with t.scoring():
             for q in queries:
                 context, ids = q.ids()
-                window = torch.tensor([context + ids], device=t.accelerator.device)
+                window = torch.tensor([context + ids], device=t.device)
                 losses.append(float(t.token_losses(window)[0, -len(ids):].double().mean()))
-        t.model.train()
         return losses
 
     # ------------------------------------------------------------------ trajectories
@@ -329,11 +325,11 @@ class Replayer:
         t = self.trainer
         check_queries(queries, self.config.seq_len)
         if not self._at_from_step:
-            t.checkpointer.load(t.accelerator, self.source.checkpoint)
+            t.load_checkpoint(self.source.checkpoint)
         self._at_from_step = False
         steps, losses = [self.from_step], [self.query_losses(queries)]
         bar = tqdm(range(self.from_step, self.to_step), desc="replay", unit="update",
-                   disable=not progress or not t.accelerator.is_local_main_process)
+                   disable=not progress or not t.is_local_main_process)
         for u in bar:
             t.update(u, leave_out.get(u, ()))
             step = u + 1
@@ -482,8 +478,7 @@ def resolve_removal(args: ReplayArgs, source: ReplaySource) -> tuple[list[tuple[
 def main(argv: list[str] | None = None) -> None:
     from gpt2_owt.core.output_paths import guard_output
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = HfArgumentParser(ReplayArgs, allow_abbrev=False).parse_args_into_dataclasses(args=argv)
+    args = parse(ReplayArgs, argv, "replay")
     source = ReplaySource.of_run(args.run_dir, args.from_step, args.to_step, args.data_dir)
     queries = [Query(text, args.query_prefix) for text in args.query]
     removed, how, what = resolve_removal(args, source)

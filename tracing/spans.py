@@ -56,22 +56,21 @@ followed it). With a checkpoint loaded, also the span's log-prob under that chec
 import json
 import math
 import shlex
-import sys
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.core.readers import read_json
 from gpt2_owt.core.steps import step_name
 from gpt2_owt.modeling.checkpoint_series import (Checkpoint, checkpoint_folder, hub_checkpoints, load_checkpoint,
                                                  run_checkpoints, select_checkpoint)
 from gpt2_owt.modeling.hf_folder import EXPORT_INFO, MODEL_CONFIG
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, decode, encode, encoding
-from gpt2_owt.training.config import TrainConfig
+from gpt2_owt.training.config import FIELD_NAMES, TrainConfig
 from gpt2_owt.training.data_dir import WindowSampler
 from gpt2_owt.training.runs import check_run_matches, release_config, resolve_config, steps_done
 
@@ -469,9 +468,7 @@ def weights_sha256(checkpoint: Checkpoint) -> str | None:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(SpansArgs, allow_abbrev=False)
-    args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    args, overrides = parse(SpansArgs, argv, "trace spans", overrides=FIELD_NAMES)
     report = run_spans(args, overrides)
     print(json.dumps(report, indent=1) if args.json else format_spans(report))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from gpt2_owt.core.args import HelpFormatter, command_argv, unknown_flag
 from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.training.data_dir import SEEDS_DEFAULTING_TO_SEED
@@ -245,8 +246,9 @@ class _Parser(HfArgumentParser):
     """HfArgumentParser whose errors are UserErrors (one line, exit 2) instead of usage dumps."""
 
     def __init__(self):
-        super().__init__(TrainConfig, allow_abbrev=False, description="--config FILE.yaml sets any of the fields "
-                         "below (training/configs/*.yaml); flags given after it override the file.")
+        super().__init__(TrainConfig, allow_abbrev=False, prog="gpt2-owt train", formatter_class=HelpFormatter,
+                         description="--config FILE.yaml sets any of the fields below (training/configs/*.yaml); "
+                         "flags given after it override the file.")
         for action in self._actions:  # `export_steps: []` / a bare `--export_steps` = no early exports
             if action.dest == "export_steps":
                 action.nargs = "*"
@@ -303,10 +305,14 @@ def check_derived(values: dict, config: "TrainConfig", path: str) -> None:
 
 def parse_config(argv: list[str] | None = None, validate: bool = True) -> TrainConfig:
     """`--config FILE.yaml` (optional) plus `--field value` overrides -> a (validated) TrainConfig."""
+    argv = command_argv(argv)
+    parser = _Parser()
+    message = unknown_flag(argv, set(parser._option_string_actions) | {"--config"})
+    if message:  # before the YAML is read: a typo is named first
+        raise UserError(message)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, rest = pre.parse_known_args(argv)
-    parser = _Parser()
     if known.config:
         values = read_yaml_config(known.config)
         try:

@@ -13,12 +13,12 @@ tokens); `--json` prints the same as JSON, with the sha256 of the batch's tokens
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 
+from gpt2_owt.core.args import parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.hf_argparser import HfArgumentParser
 from gpt2_owt.modeling.tokenizer import decode
+from gpt2_owt.training.config import FIELD_NAMES
 from gpt2_owt.training.data_dir import TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 from gpt2_owt.training.runs import check_update, resolve_config, update_limit
 
@@ -65,9 +65,7 @@ def format_table(order: dict) -> str:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(DataOrderArgs, allow_abbrev=False)
-    args, overrides = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    args, overrides = parse(DataOrderArgs, argv, "data-order", overrides=FIELD_NAMES)
     cfg = resolve_config(args.config, args.run_dir, overrides)
     data_dir = args.data_dir or cfg.data_dir
     if not data_dir:

@@ -9,16 +9,15 @@ field the files let it recompute (its docstring lists which cannot be); the trai
 """
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from gpt2_owt.core.args import command_argv, parse
 from gpt2_owt.core.errors import UserError, cli_main
-from gpt2_owt.core.records import sha256_file
-from gpt2_owt.core.records import write_json_atomic
+from gpt2_owt.core.records import sha256_file, write_json_atomic
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, tokenizer_fingerprint
 from gpt2_owt.training.data_dir import (MANIFEST, SPLITS, TOKEN_DTYPE, TokenSplit, all_files, doc_rows_file, open_split,
                                tokens_file)
@@ -172,12 +171,10 @@ class VerifyArgs:
 
 @cli_main
 def main(argv: list[str] | None = None) -> None:
-    from gpt2_owt.core.hf_argparser import HfArgumentParser
-
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = command_argv(argv)
     if argv and argv[0] == "verify":  # `gpt2-owt verify-data --data_dir D`
         argv = argv[1:]
-    (args,) = HfArgumentParser(VerifyArgs).parse_args_into_dataclasses(args=argv)
+    args = parse(VerifyArgs, argv, "verify-data")
     manifest = verify_data_dir(args.data_dir, check_hashes=not args.skip_hashes)
     counts = ", ".join(f"{s}: {manifest['splits'][s]['documents']:,} docs / {manifest['splits'][s]['tokens']:,} tokens"
                        for s in SPLITS)

@@ -64,6 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpt2_owt.core.args import command_argv, parse
 from gpt2_owt.core.errors import UserError, cli_main
 from gpt2_owt.core.output_paths import atomic_output
 from gpt2_owt.core.records import package_versions
@@ -246,10 +247,8 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
 
 def run(argv: list[str] | None = None) -> Path:
     """Parse the flags and prepare; returns the finished data_dir."""
-    from gpt2_owt.core.hf_argparser import HfArgumentParser
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    (args,) = HfArgumentParser(PrepareArgs).parse_args_into_dataclasses(args=argv)
+    argv = command_argv(argv)
+    args = parse(PrepareArgs, argv, "prepare")
     configure_logging(args.quiet, args.verbose)
     return prepare(args, command=["gpt2-owt", "prepare", *argv])
 

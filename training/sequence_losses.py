@@ -1,5 +1,5 @@
 """Per-sequence training losses: the mean next-token loss of every sequence of every global batch, at the update
-that trained on it (written by training/train.py, read by `gpt2-owt trace find --run_dir`).
+that trained on it (written by training/trainer.py, read by `gpt2-owt trace find --run_dir`).
 
     run_dir/sequence_losses/
       info.json            {"global_batch_size": B, "steps_per_shard": K, "dtype": "float32"}

@@ -1,5 +1,5 @@
 """Training-time speed options that leave the model mathematically the same, and their undoing at export. The
-trainer applies them in one block of `Trainer.build()` (training/train.py):
+trainer applies them in one block of `Trainer.build()` (training/trainer.py):
 
     speed.set_matmul_precision(cfg.tf32, on_cuda)
     speed.apply_model_options(model, cfg.fused_gelu, cfg.pad_vocab_to_multiple_of, cfg.compile)  # before prepare

@@ -1,7 +1,5 @@
-"""Train GPT-2 with Accelerate (single GPU, DDP, DeepSpeed ZeRO-1/2/3, multi-node) from one YAML config.
-
-    accelerate launch [--config_file accelerate_configs/X.yaml] -m gpt2_owt.cli train \
-        --config training/configs/gpt2-124m-owt.yaml [--field value ...]
+"""The Trainer of `gpt2-owt train` (training/train.py): GPT-2 with Accelerate (single GPU, DDP, DeepSpeed
+ZeRO-1/2/3, multi-node) from one resolved TrainConfig.
 
 Reads a prepared `data_dir/` (training/data_dir.py), writes a `run_dir/` (training/run_dir.py), checkpoints through
 training/checkpointer.py. Read top to bottom: checks (nothing is written until every input is valid) -> the loss
@@ -20,12 +18,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Collection
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from gpt2_owt.core.errors import UserError, cli_main
+from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.folder_lock import FolderLock
 from gpt2_owt.core.output_paths import check_not_overlapping
 from gpt2_owt.core.readers import read_json
@@ -39,7 +37,7 @@ from gpt2_owt.modeling.model import build_model
 from gpt2_owt.training import determinism, speed
 from gpt2_owt.training.checkpointer import (Checkpointer, check_identity, check_layout, complete_or_absent,
                                             identity_changes, model_identity, run_identity, verify)
-from gpt2_owt.training.config import TrainConfig, parse_config
+from gpt2_owt.training.config import TrainConfig
 from gpt2_owt.training.data_dir import MANIFEST, TokenSplit, WindowSampler, batch_sha256, open_split, read_windows
 from gpt2_owt.training.run_dir import (DATA_MANIFEST, FINAL, HF_EXPORTS, LOGS, RESOLVED_KEYS, TRAINING_CONFIG, RunDir,
                                        add_segment)
@@ -188,6 +186,14 @@ def check_output_dir(cfg: TrainConfig, resuming: bool, identity: dict) -> bool:
 # ----------------------------------------------------------------------------------------------------------------
 # Accelerate / DeepSpeed set-up
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """The config a Trainer runs: every value left to the hardware decided (compile and fused AdamW: on exactly on
+    CUDA), as training_config.json records it. The seeds TrainConfig resolves itself; the Trainer changes nothing."""
+    on_cuda = torch.cuda.is_available()  # the device Accelerate picks (make_accelerator)
+    return replace(cfg, compile=speed.resolve_auto(cfg.compile, on_cuda),
+                   fused_adamw=speed.resolve_auto(cfg.fused_adamw, on_cuda))
 
 
 def make_accelerator(cfg: TrainConfig):
@@ -355,6 +361,8 @@ class Trainer:
     Use it as a context manager (or call close()): the lock is held until then."""
 
     def __init__(self, cfg: TrainConfig, argv: list[str], command: str = "train"):
+        if cfg.compile is None or cfg.fused_adamw is None:
+            raise ValueError("a Trainer takes a resolved config: Trainer(resolved(cfg), ...)")
         self.cfg = cfg
         self.argv = argv
         self.out = Path(cfg.output_dir)
@@ -387,8 +395,6 @@ class Trainer:
         self.replace_previous = check_output_dir(cfg, self.resume_path is not None, self.identity)
 
         self.on_cuda = acc.device.type == "cuda"
-        cfg.compile = speed.resolve_auto(cfg.compile, self.on_cuda)  # resolved values go to training_config.json
-        cfg.fused_adamw = speed.resolve_auto(cfg.fused_adamw, self.on_cuda)
         self.determinism = determinism.configure(cfg.deterministic, self.on_cuda, self.mixed_precision)
         self.world = acc.num_processes
         self.grad_accum = cfg.gradient_accumulation_steps(self.world)
@@ -589,7 +595,33 @@ class Trainer:
         self.model.train()
         return float(acc.reduce(torch.stack(losses).mean(), reduction="mean"))
 
+    @contextlib.contextmanager
+    def scoring(self):
+        """Score with the current weights (model in eval mode, no gradients), then back to training."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train()
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_local_main_process(self) -> bool:
+        return self.accelerator.is_local_main_process
+
+    def layout(self) -> dict:
+        """How the updates are spread: processes, DeepSpeed ZeRO stage (None: none) and the precision asked for."""
+        return {"world_size": self.world, "zero_stage": self.zero_stage, "mixed_precision": self.mixed_precision}
+
     # -------------------------------------------------------------------------------- saving
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Model, optimizer, schedule and RNG states from checkpoints/stepN (collective): a replay starts over."""
+        self.checkpointer.load(self.accelerator, path)
+
     def save_checkpoint(self, step: int) -> None:
         """checkpoints/stepN through the Checkpointer (collective), then run_info's progress."""
         self.checkpointer.save(self.accelerator, step, {
@@ -718,18 +750,3 @@ class Trainer:
             f"error: interrupted by {name}; the checkpoint of step {self.step} is saved: continue with "
             f"--resume_from_checkpoint auto --output_dir {self.out}", file=sys.stderr)
         return 128 + (self.stop_signal or signal.SIGTERM)
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    cfg = parse_config(argv)
-    with Trainer(cfg, argv) as trainer:
-        code = trainer.run()
-    if code:
-        raise SystemExit(code)
-    return 0
-
-
-if __name__ == "__main__":
-    main()

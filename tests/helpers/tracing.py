@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gpt2_owt.tracing import cli as trace_cli
+from gpt2_owt import cli
 
 
 def brute_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
@@ -16,5 +16,5 @@ def brute_positions(tokens: np.ndarray, ids: list[int]) -> np.ndarray:
 def run_cli(capsys, *argv):
     """`gpt2-owt trace ARGV` in this process: (exit code, captured output). Every call must exit (SystemExit)."""
     with pytest.raises(SystemExit) as e:
-        trace_cli.main(list(argv))
+        cli.main(["trace", *argv])
     return e.value.code, capsys.readouterr()
