@@ -8,10 +8,8 @@ behind anything (no temp files, no partial output).
 (prepare_data / manifest verify cases live in tests/test_bad_inputs_prepare.py.)
 """
 
-import pytest
-
-from helpers.cli import (Case, Workspace, check_case, copy_results_into, edit_json, overwrite, remove,
-                         subprocess_sample, truncate, user_file, user_folder)
+from helpers.cli import (Case, copy_results_into, edit_json, overwrite, remove, table_tests, truncate, user_file,
+                         user_folder)
 from helpers.training import TINY_YAML
 
 
@@ -233,18 +231,7 @@ CASES = [
          fix="pass --data_source shipped (the repository's copy) or hub"),
 ]
 
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_clear_line(case: Case, workspace: Workspace):
-    check_case(case, workspace)
-
-
-@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
-def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
-    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
-    check_case(case, workspace, in_process=False)
+test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process = table_tests(CASES)
 
 
 def test_the_table_covers_every_command():

@@ -4,9 +4,7 @@ Each is refused before any model is loaded: one `error:` line, exit 2, nothing w
 
 import json
 
-import pytest
-
-from helpers.cli import Case, check_case, subprocess_sample, user_file
+from helpers.cli import Case, table_tests, user_file
 
 ATTRIBUTE = ["python", "-m", "gpt2_owt.tracing.attribute", "--run_dir", "{run}"]
 QUERY = ["--query", "The company said"]
@@ -58,16 +56,4 @@ CASES = [
          "{ws} is not a run folder (no training_config.json)", fix="point --run_dir at a training run's output_dir"),
 ]
 
-
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811
-    check_case(case, workspace)
-
-
-@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
-def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
-    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
-    check_case(case, workspace, in_process=False)
+test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process = table_tests(CASES)

@@ -4,9 +4,7 @@ folder without its index) is tests/test_explore.py's."""
 
 import json
 
-import pytest
-
-from helpers.cli import Case, check_case, subprocess_sample, edit_json, user_file, user_folder
+from helpers.cli import Case, edit_json, table_tests, user_file, user_folder
 
 EXPLORE = ["python", "-m", "gpt2_owt.tracing.explore"]
 RUN = EXPLORE + ["--run_dir", "{run}"]
@@ -43,16 +41,4 @@ CASES = [
          fix="give the --output_dir of `gpt2-owt trace memorization --run_dir RUN ...`"),
 ]
 
-
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811
-    check_case(case, workspace)
-
-
-@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
-def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
-    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
-    check_case(case, workspace, in_process=False)
+test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process = table_tests(CASES)

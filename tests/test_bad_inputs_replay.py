@@ -2,9 +2,7 @@
 ({run}: 2 steps of seq_len 32 and 4 rows, checkpoints step1 and step2, exports hf/step0, hf/step1, hf/final).
 Each is one `error:` line, exit 2, nothing written and the run untouched (tests/helpers/cli.py)."""
 
-import pytest
-
-from helpers.cli import Case, check_case, subprocess_sample, truncate, user_file, user_folder
+from helpers.cli import Case, table_tests, truncate, user_file, user_folder
 
 REPLAY = ["python", "-m", "gpt2_owt.tracing.replay", "--run_dir", "{run}"]
 WINDOW = ["--from_step", "1", "--to_step", "2"]
@@ -68,16 +66,4 @@ CASES = [
          fix="replay from another kept checkpoint, or a copy of the run where this one is intact"),
 ]
 
-
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811 (fixture)
-    check_case(case, workspace)
-
-
-@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
-def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
-    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
-    check_case(case, workspace, in_process=False)
+test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process = table_tests(CASES)

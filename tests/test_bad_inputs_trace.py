@@ -3,9 +3,7 @@ copies of the tiny release run ({run}: 2 updates of seq_len 32 and 4 rows, seque
 hf/step1, hf/final) and its data ({data}; {indexed} with the trace index). Each is one `error:` line, exit 2,
 nothing written and every input unchanged (tests/helpers/cli.py)."""
 
-import pytest
-
-from helpers.cli import Case, check_case, overwrite, subprocess_sample, truncate
+from helpers.cli import Case, overwrite, table_tests, truncate
 
 LOSSES = ["python", "-m", "gpt2_owt.tracing.losses", "--run_dir", "{run}", "--data_dir", "{data}"]
 
@@ -26,16 +24,4 @@ CASES = [
          fix="ask about the updates the run recorded (a cut shard keeps its whole rows)"),
 ]
 
-
-@pytest.mark.timeout(400)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_is_one_clear_line(case, workspace):  # noqa: F811 (fixture)
-    check_case(case, workspace)
-
-
-@pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("case", subprocess_sample(CASES), ids=lambda c: c.id)
-def test_bad_input_in_a_real_process(case, workspace):  # noqa: F811 (fixture)
-    """One row per command again as `python -m ...` in its own process: the entry point gives the same line."""
-    check_case(case, workspace, in_process=False)
+test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process = table_tests(CASES)

@@ -87,6 +87,7 @@ def test_data_order_table_and_errors(capsys, owt_data_dir):
     assert exc.value.code == 2 and "unknown flag --seq_lenn: did you mean --seq_len?" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # an interpreter importing the verb: ~4 s
 def test_a_reader_that_stops_early_ends_it_quietly(owt_data_dir):
     """`gpt2-owt data-order ... | head -1`: the reader closes the pipe early; the command ends as a Unix
     tool killed by SIGPIPE would (exit 141, nothing on stderr), not with a BrokenPipeError traceback (issue 33

@@ -291,7 +291,7 @@ def test_spans_past_the_context_are_scored_in_a_window(trained_run, data_dir, to
     n = model.config.n_positions
     text_ids = [int(t) for t in tokens[:n + 120] if t != EOT_TOKEN_ID][:n + 100]  # training text: spans all along
     capsys.readouterr()
-    trace_cli.main(["spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--token_ids", *map(str, text_ids),
+    cli.main(["trace", "spans", "--run_dir", str(run), "--data_dir", str(data_dir), "--token_ids", *map(str, text_ids),
                     "--checkpoint", f"step{SEED_RUN['max_steps']}", "--span_density", "1.0", "--json"])
     report = json.loads(capsys.readouterr().out)
     late = [s for s in report["spans"] if s["end"] + 1 > n]

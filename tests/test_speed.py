@@ -209,6 +209,7 @@ def restore_torch_determinism():
         enable(True)
 
 
+@pytest.mark.slow  # two trainings: ~4 s
 def test_deterministic_mode_sets_and_records_its_flags(owt_data_dir, tmp_path, restore_torch_determinism):
     plain, det = tmp_path / "plain", tmp_path / "det"
     assert run_inprocess(owt_data_dir, plain, **SHORT) == 0
@@ -226,6 +227,7 @@ def test_deterministic_mode_sets_and_records_its_flags(owt_data_dir, tmp_path, r
     assert [r["train_loss"] for r in metric_rows(det, "train_loss")] == [r["train_loss"] for r in metric_rows(plain, "train_loss")]
 
 
+@pytest.mark.slow  # an interpreter importing torch: ~3 s
 @pytest.mark.timeout(120)
 def test_bench_gpu_exits_with_one_line_without_cuda():
     import subprocess

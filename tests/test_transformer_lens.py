@@ -64,6 +64,7 @@ def test_compatibility_mode_hooks_and_log_probs(release_dir):
         assert (pattern - ref_attn[layer]).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow  # TransformerLens and matplotlib per model: ~2.6 s each
 def test_attention_pattern_example(release_dir, tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("attention_pattern", EXAMPLE)
     example = importlib.util.module_from_spec(spec)

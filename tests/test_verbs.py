@@ -44,6 +44,7 @@ def check_verb(verb: str) -> list[str]:
     return wrong
 
 
+@pytest.mark.slow  # an interpreter per verb under -X importtime: ~6 s
 @pytest.mark.timeout(900)
 def test_every_verb_parses_before_heavy_imports():
     with ThreadPoolExecutor(2) as pool:

@@ -251,6 +251,26 @@ def check_case(case: Case, ws: Workspace, timeout: int = 300, in_process: bool =
     return errors[0]
 
 
+
+def table_tests(cases: list[Case]):
+    """The two tests of a bad-input table over the `workspace` fixture: every row in process, and the first row of
+    each command again as `python -m ...` in its own process (the entry point gives the same line). A table module
+    binds them to its own names: `test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process =
+    table_tests(CASES)`."""
+
+    @pytest.mark.timeout(400)
+    @pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
+    def test_bad_input_is_one_clear_line(case, workspace):
+        check_case(case, workspace)
+
+    @pytest.mark.slow  # one interpreter start and the verb's imports per row: ~8 s each
+    @pytest.mark.timeout(300)
+    @pytest.mark.parametrize("case", subprocess_sample(cases), ids=lambda c: c.id)
+    def test_bad_input_in_a_real_process(case, workspace):
+        check_case(case, workspace, in_process=False)
+
+    return test_bad_input_is_one_clear_line, test_bad_input_in_a_real_process
+
 # -- setups: each damages or creates something in the workspace ------------------------------------------------------
 def truncate(relative: str, keep: int | None = None):
     def setup(ws):
