@@ -12,6 +12,9 @@ update_table, update_command, memorization_table, attribution_table.
 import functools
 import itertools
 import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 from gpt2_owt.core.errors import UserError
 
@@ -171,182 +174,220 @@ def blank(value):
     return "" if value is None else value
 
 
+@dataclass
+class Page:
+    """What every tab shares: the explorer, the status line every answer writes first, the checkpoint slider."""
+    gr: Any
+    explorer: Explorer
+    lines: list  # [status, timing]: every answer's first two outputs
+    checkpoint: Any
+
+
 def build_app(explorer: Explorer):
-    """The page over one explorer: the layout first, then each view's handler and what triggers it. Nothing here
-    loads a model: the first view that needs one does."""
+    """The page over one explorer: a header, then one function per tab (its layout, its handlers and what triggers
+    them). Nothing here loads a model: the first view that needs one does."""
     gr = gradio()
-    last = len(explorer.checkpoints) - 1
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
-        gr.Markdown(f"## {TITLE}: `{explorer.source}`\n" + describe_data(explorer))
-        with gr.Row():
-            status = gr.Textbox(label="status", elem_id="status", interactive=False, max_lines=1, scale=3)
-            timing = gr.Textbox(label="last answer", elem_id="timing", interactive=False, max_lines=1, scale=1)
-        with gr.Row():
-            checkpoint = gr.Slider(0, last, value=last, step=1, label="checkpoint (position in the exported steps)",
-                                   elem_id="checkpoint", scale=3)
-            checkpoint_label = gr.Textbox(explorer.checkpoint_label(last), label="weights of", interactive=False,
-                                          elem_id="checkpoint_label", scale=2)
-        report = gr.State(None)  # the last `trace spans` report: what a click on a span reads
-
+        page = header(gr, explorer)
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate and trace", id="spans"):
-                with gr.Row():
-                    prompt = gr.Textbox(label="prompt", elem_id="prompt", scale=4)
-                    max_new_tokens = gr.Number(32, label="new tokens", precision=0, minimum=1,
-                                               elem_id="max_new_tokens", scale=1)
-                    decoding = gr.Radio(["greedy", "sampled"], value="greedy", label="decoding", elem_id="decoding",
-                                        scale=1)
-                    seed = gr.Number(0, label="seed (sampled)", precision=0, elem_id="seed", scale=1)
-                with gr.Row():
-                    generate = gr.Button("generate and find its spans in the training data", variant="primary",
-                                         elem_id="generate", scale=3)
-                    trace_text = gr.Textbox(label="... or find the spans of a text", elem_id="trace_text", scale=3)
-                    trace_button = gr.Button("find its spans", elem_id="trace_text_button", scale=1)
-                summary = gr.Textbox(label="what was searched", elem_id="spans_summary", interactive=False,
-                                     max_lines=2)
-                generation = gr.HighlightedText(label="spans found verbatim in train.bin (click one)",
-                                                elem_id="generation", show_legend=False, combine_adjacent=False)
-                spans_table = gr.Dataframe(headers=SPAN_COLUMNS, label="spans (click a row)", elem_id="spans_table",
-                                           interactive=False, wrap=True)
-                spans_command = command_box("spans_command")
-                with gr.Row():
-                    span_title = gr.Textbox(label="selected span", elem_id="span_title", interactive=False,
-                                            max_lines=2, scale=4)
-                    span_curve = gr.Button("its learning curve", elem_id="span_curve", scale=1)
-                span_documents = gr.Dataframe(headers=DOCUMENT_COLUMNS, label="its documents (the span marked)",
-                                              elem_id="span_documents", interactive=False, wrap=True,
-                                              datatype=["number", "number", "number", "number", "html"])
-                span_exposures = gr.Dataframe(headers=EXPOSURE_COLUMNS, elem_id="span_exposures", interactive=False,
-                                              label="its exposures: every update that fed a sequence holding it "
-                                                    "whole (the first 10 occurrences)")
-                span_command = command_box("span_command")
-
-            with gr.Tab("Learning curve", id="curve"):
-                with gr.Row():
-                    curve_text = gr.Textbox(label="text", elem_id="curve_text", scale=3)
-                    curve_prefix = gr.Textbox(label="prefix (optional: score the text after it)",
-                                              elem_id="curve_prefix", scale=2)
-                draw = gr.Button("draw its curve over every checkpoint", variant="primary", elem_id="draw_curve")
-                with gr.Row():
-                    loss_plot = gr.LinePlot(x="step", y="loss", title="loss of the text (nats per token)",
-                                            elem_id="curve_loss_plot", tooltip="all")
-                    exposure_plot = gr.LinePlot(x="step", y="exposures", elem_id="curve_exposure_plot",
-                                                title="exposures seen before the step (updates < step)",
-                                                tooltip="all")
-                points = gr.Dataframe(headers=CURVE_COLUMNS, label="points", elem_id="curve_points",
-                                      interactive=False)
-                curve_command = command_box("curve_command")
-
-            with gr.Tab("Data of update N", id="update"):
-                with gr.Row():
-                    update = gr.Number(0, label="update (0-based: it turns step N into N + 1)", precision=0,
-                                       elem_id="update", minimum=0)
-                    show = gr.Button("show its global batch", variant="primary", elem_id="show_update")
-                update_summary = gr.Textbox(label="the batch", elem_id="update_summary", interactive=False)
-                update_table = gr.Dataframe(headers=ORDER_COLUMNS, label="sequences of the global batch",
-                                            elem_id="update_table", interactive=False, wrap=True)
-                update_command = command_box("update_command")
-
-            with gr.Tab("Memorization", id="memorization", visible=bool(explorer.memorization_dir)):
-                show_memorization = gr.Button("show the sequences checked at this checkpoint", variant="primary",
-                                              elem_id="show_memorization")
-                memorization_summary = gr.Textbox(label="at this checkpoint", elem_id="memorization_summary",
-                                                  interactive=False)
-                memorization_table = gr.Dataframe(headers=MEMORIZATION_COLUMNS, elem_id="memorization_table",
-                                                  label="training sequences (memorized first)", interactive=False,
-                                                  wrap=True)
-                memorization_command = command_box("memorization_command", "the command that made these rows")
-
-            results = explorer.attributions()
-            with gr.Tab("Attribution", id="attribution", visible=bool(results)):
-                attribution_choice = gr.Dropdown([(attribution_label(r), k) for k, r in enumerate(results)],
-                                                 value=0 if results else None, label="attribution result",
-                                                 elem_id="attribution_choice")
-                attribution_summary = gr.Textbox(label="query", elem_id="attribution_summary", interactive=False)
-                attribution_table = gr.Dataframe(headers=ATTRIBUTION_COLUMNS, elem_id="attribution_table",
-                                                 label="training sequences by predicted effect", interactive=False,
-                                                 wrap=True)
-                attribution_command = command_box("attribution_command", "the command that made this table")
-
-        # ---- handlers ---------------------------------------------------------------------------------------
-
-        spans_outputs = [summary, generation, spans_table, spans_command, report]
-
-        @answers(len(spans_outputs))
-        def generate_spans(position, prompt, max_new_tokens, decoding, seed, progress=gr.Progress(track_tqdm=True)):
-            found, line = explorer.spans(position, prompt=prompt, max_new_tokens=max_new_tokens or 0,
-                                         do_sample=decoding == "sampled", seed=seed or 0)
-            return spans_view(found, line)
-
-        @answers(len(spans_outputs))
-        def text_spans(position, text, progress=gr.Progress(track_tqdm=True)):
-            return spans_view(*explorer.spans(position, text=text))
-
-        span_outputs = [span_title, span_documents, span_exposures, span_command, curve_text, curve_prefix]
-
-        @answers(len(span_outputs))
-        def select_span(found, evt: gr.SelectData):
-            """A click on a highlighted segment (the first span covering it) or on a row of the spans table."""
-            if found is None:
-                raise UserError("no span there: generate (or find the spans of a text) first")
-            k = segment_spans(found)[evt.index][0] if evt.target is generation and segment_spans(found)[evt.index] \
-                else evt.index[0] if evt.target is spans_table else None
-            if k is None:
-                raise UserError("that part of the text is in no span: click a highlighted one")
-            return *span_view(explorer, found, k), found["spans"][k]["text"], ""
-
-        curve_outputs = [loss_plot, exposure_plot, points, curve_command]
-
-        @answers(len(curve_outputs))
-        def draw_curve(text, prefix, progress=gr.Progress()):
-            # progress by checkpoint, not track_tqdm: Gradio's tqdm tracking breaks on the Hub download bars that
-            # open inside `trace curve`'s loop over checkpoints (TypeError in gradio/helpers.py, gradio 6.31)
-            def scoring(k, n, checkpoint):
-                progress((k, n), desc=f"score {checkpoint.label}", unit="checkpoint")
-
-            return curve_view(*explorer.curve(text, prefix, on_checkpoint=scoring))
-
-        @answers(3)
-        def show_update(n):
-            if n is None:
-                raise UserError("give an update number")
-            return order_view(*explorer.data_order(int(n)))
-
-        @answers(3)
-        def memorization_view(position):
-            rows, info, line = explorer.memorization(position)
-            memorized = sum(bool(r["memorized"]) for r in rows)
-            return (f"{memorized} of {len(rows)} sequences memorized at step {rows[0]['step']} (greedy from "
-                    f"{len(rows[0]['prefix_ids'])} tokens reproduces the next {len(rows[0]['suffix_ids'])})",
-                    [[r[c] for c in MEMORIZATION_KEYS] for r in rows], line)
-
-        @answers(3)
-        def attribution_view(k):
-            if k is None:
-                raise UserError("no attribution result chosen")
-            return attribution_rows(explorer.attributions()[int(k)])
-
-        # ---- what triggers them ----------------------------------------------------------------------------
-
-        lines = [status, timing]  # every answer's first two outputs
-        generating = [checkpoint, prompt, max_new_tokens, decoding, seed]
-        checkpoint.change(lambda p: explorer.checkpoint_label(p), checkpoint, checkpoint_label, show_progress="hidden")
-        generate.click(generate_spans, generating, [*lines, *spans_outputs])
-        prompt.submit(generate_spans, generating, [*lines, *spans_outputs])
-        trace_button.click(text_spans, [checkpoint, trace_text], [*lines, *spans_outputs])
-        generation.select(select_span, report, [*lines, *span_outputs])
-        spans_table.select(select_span, report, [*lines, *span_outputs])
-        span_curve.click(lambda: gr.Tabs(selected="curve"), None, tabs).then(
-            draw_curve, [curve_text, curve_prefix], [*lines, *curve_outputs])
-        draw.click(draw_curve, [curve_text, curve_prefix], [*lines, *curve_outputs])
-        show.click(show_update, update, [*lines, update_summary, update_table, update_command])
-        show_memorization.click(memorization_view, checkpoint,
-                                [*lines, memorization_summary, memorization_table, memorization_command])
-        attribution_outputs = [*lines, attribution_summary, attribution_table, attribution_command]
-        attribution_choice.change(attribution_view, attribution_choice, attribution_outputs)
-        if results:
-            app.load(attribution_view, attribution_choice, attribution_outputs)
+            spans = spans_tab(page)
+            curve = curve_tab(page)
+            update_tab(page)
+            memorization_tab(page)
+            attribution_tab(page, app)
+        # a span leads to its learning curve: a click fills the curve tab's text, the button opens and draws it
+        for source in (spans.generation, spans.table):
+            source.select(spans.select, spans.report, [*page.lines, *spans.selected, curve.text, curve.prefix])
+        spans.curve_button.click(lambda: gr.Tabs(selected="curve"), None, tabs).then(curve.draw, curve.inputs,
+                                                                                      curve.outputs)
     return app
+
+
+def header(gr, explorer: Explorer) -> Page:
+    last = len(explorer.checkpoints) - 1
+    gr.Markdown(f"## {TITLE}: `{explorer.source}`\n" + describe_data(explorer))
+    with gr.Row():
+        status = gr.Textbox(label="status", elem_id="status", interactive=False, max_lines=1, scale=3)
+        timing = gr.Textbox(label="last answer", elem_id="timing", interactive=False, max_lines=1, scale=1)
+    with gr.Row():
+        checkpoint = gr.Slider(0, last, value=last, step=1, label="checkpoint (position in the exported steps)",
+                               elem_id="checkpoint", scale=3)
+        checkpoint_label = gr.Textbox(explorer.checkpoint_label(last), label="weights of", interactive=False,
+                                      elem_id="checkpoint_label", scale=2)
+    checkpoint.change(lambda p: explorer.checkpoint_label(p), checkpoint, checkpoint_label, show_progress="hidden")
+    return Page(gr, explorer, [status, timing], checkpoint)
+
+
+def spans_tab(page: Page) -> SimpleNamespace:
+    """Generate (or take a text), find its spans in train.bin; a click on a span shows its documents and exposures.
+    Returns what the page wires to the curve tab: the span click's handler, its sources and outputs."""
+    gr, explorer = page.gr, page.explorer
+    with gr.Tab("Generate and trace", id="spans"):
+        with gr.Row():
+            prompt = gr.Textbox(label="prompt", elem_id="prompt", scale=4)
+            max_new_tokens = gr.Number(32, label="new tokens", precision=0, minimum=1, elem_id="max_new_tokens",
+                                       scale=1)
+            decoding = gr.Radio(["greedy", "sampled"], value="greedy", label="decoding", elem_id="decoding", scale=1)
+            seed = gr.Number(0, label="seed (sampled)", precision=0, elem_id="seed", scale=1)
+        with gr.Row():
+            generate = gr.Button("generate and find its spans in the training data", variant="primary",
+                                 elem_id="generate", scale=3)
+            trace_text = gr.Textbox(label="... or find the spans of a text", elem_id="trace_text", scale=3)
+            trace_button = gr.Button("find its spans", elem_id="trace_text_button", scale=1)
+        summary = gr.Textbox(label="what was searched", elem_id="spans_summary", interactive=False, max_lines=2)
+        generation = gr.HighlightedText(label="spans found verbatim in train.bin (click one)", elem_id="generation",
+                                        show_legend=False, combine_adjacent=False)
+        spans_table = gr.Dataframe(headers=SPAN_COLUMNS, label="spans (click a row)", elem_id="spans_table",
+                                   interactive=False, wrap=True)
+        spans_command = command_box("spans_command")
+        with gr.Row():
+            span_title = gr.Textbox(label="selected span", elem_id="span_title", interactive=False, max_lines=2,
+                                    scale=4)
+            span_curve = gr.Button("its learning curve", elem_id="span_curve", scale=1)
+        span_documents = gr.Dataframe(headers=DOCUMENT_COLUMNS, label="its documents (the span marked)",
+                                      elem_id="span_documents", interactive=False, wrap=True,
+                                      datatype=["number", "number", "number", "number", "html"])
+        span_exposures = gr.Dataframe(headers=EXPOSURE_COLUMNS, elem_id="span_exposures", interactive=False,
+                                      label="its exposures: every update that fed a sequence holding it whole (the "
+                                            "first 10 occurrences)")
+        span_command = command_box("span_command")
+        report = gr.State(None)  # the last `trace spans` report: what a click on a span reads
+    spans_outputs = [summary, generation, spans_table, spans_command, report]
+
+    @answers(len(spans_outputs))
+    def generate_spans(position, prompt, max_new_tokens, decoding, seed, progress=gr.Progress(track_tqdm=True)):
+        found, line = explorer.spans(position, prompt=prompt, max_new_tokens=max_new_tokens or 0,
+                                     do_sample=decoding == "sampled", seed=seed or 0)
+        return spans_view(found, line)
+
+    @answers(len(spans_outputs))
+    def text_spans(position, text, progress=gr.Progress(track_tqdm=True)):
+        return spans_view(*explorer.spans(position, text=text))
+
+    selected = [span_title, span_documents, span_exposures, span_command]
+
+    @answers(len(selected) + 2)
+    def select_span(found, evt: gr.SelectData):
+        """A click on a highlighted segment (the first span covering it) or on a row of the spans table; the last
+        two outputs fill the curve tab (the span's text, no prefix)."""
+        if found is None:
+            raise UserError("no span there: generate (or find the spans of a text) first")
+        k = segment_spans(found)[evt.index][0] if evt.target is generation and segment_spans(found)[evt.index] \
+            else evt.index[0] if evt.target is spans_table else None
+        if k is None:
+            raise UserError("that part of the text is in no span: click a highlighted one")
+        return *span_view(explorer, found, k), found["spans"][k]["text"], ""
+
+    generating = [page.checkpoint, prompt, max_new_tokens, decoding, seed]
+    generate.click(generate_spans, generating, [*page.lines, *spans_outputs])
+    prompt.submit(generate_spans, generating, [*page.lines, *spans_outputs])
+    trace_button.click(text_spans, [page.checkpoint, trace_text], [*page.lines, *spans_outputs])
+    return SimpleNamespace(select=select_span, generation=generation, table=spans_table, report=report,
+                           selected=selected, curve_button=span_curve)
+
+
+def curve_tab(page: Page) -> SimpleNamespace:
+    """A text's loss at every checkpoint next to its exposures. Returns its inputs, handler and outputs (a span's
+    button draws it too)."""
+    gr, explorer = page.gr, page.explorer
+    with gr.Tab("Learning curve", id="curve"):
+        with gr.Row():
+            curve_text = gr.Textbox(label="text", elem_id="curve_text", scale=3)
+            curve_prefix = gr.Textbox(label="prefix (optional: score the text after it)", elem_id="curve_prefix",
+                                      scale=2)
+        draw = gr.Button("draw its curve over every checkpoint", variant="primary", elem_id="draw_curve")
+        with gr.Row():
+            loss_plot = gr.LinePlot(x="step", y="loss", title="loss of the text (nats per token)",
+                                    elem_id="curve_loss_plot", tooltip="all")
+            exposure_plot = gr.LinePlot(x="step", y="exposures", elem_id="curve_exposure_plot",
+                                        title="exposures seen before the step (updates < step)", tooltip="all")
+        points = gr.Dataframe(headers=CURVE_COLUMNS, label="points", elem_id="curve_points", interactive=False)
+        curve_command = command_box("curve_command")
+    curve_outputs = [loss_plot, exposure_plot, points, curve_command]
+
+    @answers(len(curve_outputs))
+    def draw_curve(text, prefix, progress=gr.Progress()):
+        # progress by checkpoint, not track_tqdm: Gradio's tqdm tracking breaks on the Hub download bars that
+        # open inside `trace curve`'s loop over checkpoints (TypeError in gradio/helpers.py, gradio 6.31)
+        def scoring(k, n, checkpoint):
+            progress((k, n), desc=f"score {checkpoint.label}", unit="checkpoint")
+
+        return curve_view(*explorer.curve(text, prefix, on_checkpoint=scoring))
+
+    inputs, outputs = [curve_text, curve_prefix], [*page.lines, *curve_outputs]
+    draw.click(draw_curve, inputs, outputs)
+    return SimpleNamespace(text=curve_text, prefix=curve_prefix, draw=draw_curve, inputs=inputs, outputs=outputs)
+
+
+def update_tab(page: Page) -> None:
+    """The global batch of one update: its sequences, documents and text (`gpt2-owt data-order`)."""
+    gr, explorer = page.gr, page.explorer
+    with gr.Tab("Data of update N", id="update"):
+        with gr.Row():
+            update = gr.Number(0, label="update (0-based: it turns step N into N + 1)", precision=0,
+                               elem_id="update", minimum=0)
+            show = gr.Button("show its global batch", variant="primary", elem_id="show_update")
+        update_summary = gr.Textbox(label="the batch", elem_id="update_summary", interactive=False)
+        update_table = gr.Dataframe(headers=ORDER_COLUMNS, label="sequences of the global batch",
+                                    elem_id="update_table", interactive=False, wrap=True)
+        update_command = command_box("update_command")
+
+    @answers(3)
+    def show_update(n):
+        if n is None:
+            raise UserError("give an update number")
+        return order_view(*explorer.data_order(int(n)))
+
+    show.click(show_update, update, [*page.lines, update_summary, update_table, update_command])
+
+
+def memorization_tab(page: Page) -> None:
+    """`trace memorization`'s rows at the slider's checkpoint (shown only with --memorization_dir)."""
+    gr, explorer = page.gr, page.explorer
+    with gr.Tab("Memorization", id="memorization", visible=bool(explorer.memorization_dir)):
+        show_memorization = gr.Button("show the sequences checked at this checkpoint", variant="primary",
+                                      elem_id="show_memorization")
+        memorization_summary = gr.Textbox(label="at this checkpoint", elem_id="memorization_summary",
+                                          interactive=False)
+        memorization_table = gr.Dataframe(headers=MEMORIZATION_COLUMNS, elem_id="memorization_table",
+                                          label="training sequences (memorized first)", interactive=False, wrap=True)
+        memorization_command = command_box("memorization_command", "the command that made these rows")
+
+    @answers(3)
+    def memorization_view(position):
+        rows, info, line = explorer.memorization(position)
+        memorized = sum(bool(r["memorized"]) for r in rows)
+        return (f"{memorized} of {len(rows)} sequences memorized at step {rows[0]['step']} (greedy from "
+                f"{len(rows[0]['prefix_ids'])} tokens reproduces the next {len(rows[0]['suffix_ids'])})",
+                [[r[c] for c in MEMORIZATION_KEYS] for r in rows], line)
+
+    show_memorization.click(memorization_view, page.checkpoint,
+                            [*page.lines, memorization_summary, memorization_table, memorization_command])
+
+
+def attribution_tab(page: Page, app) -> None:
+    """The `attribute --json` results given with --attribution, one at a time (shown only when there are some)."""
+    gr, explorer = page.gr, page.explorer
+    results = explorer.attributions()
+    with gr.Tab("Attribution", id="attribution", visible=bool(results)):
+        attribution_choice = gr.Dropdown([(attribution_label(r), k) for k, r in enumerate(results)],
+                                         value=0 if results else None, label="attribution result",
+                                         elem_id="attribution_choice")
+        attribution_summary = gr.Textbox(label="query", elem_id="attribution_summary", interactive=False)
+        attribution_table = gr.Dataframe(headers=ATTRIBUTION_COLUMNS, elem_id="attribution_table",
+                                         label="training sequences by predicted effect", interactive=False, wrap=True)
+        attribution_command = command_box("attribution_command", "the command that made this table")
+
+    @answers(3)
+    def attribution_view(k):
+        if k is None:
+            raise UserError("no attribution result chosen")
+        return attribution_rows(explorer.attributions()[int(k)])
+
+    outputs = [*page.lines, attribution_summary, attribution_table, attribution_command]
+    attribution_choice.change(attribution_view, attribution_choice, outputs)
+    if results:
+        app.load(attribution_view, attribution_choice, outputs)
 
 
 def command_box(elem_id: str, label: str = "the command that prints this answer (JSON)"):
