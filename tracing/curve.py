@@ -23,7 +23,7 @@ from gpt2_owt.modeling.checkpoint_series import (Checkpoint, distinct_steps, hub
                                                  run_checkpoints)
 from gpt2_owt.modeling.tokenizer import EOT_TOKEN_ID, encode
 from gpt2_owt.training.data_dir import WindowSampler
-from gpt2_owt.training.run_dir import TRAINING_CONFIG
+from gpt2_owt.training.run_dir import TRAINING_CONFIG, not_a_run_folder
 from gpt2_owt.training.runs import release_config, resolve_config
 
 from .exposures import exposures_of
@@ -53,7 +53,7 @@ def checkpoints_of(run_dir: str | None, repo_id: str | None) -> list[Checkpoint]
     if (run_dir is None) == (repo_id is None):
         raise UserError("give exactly one of --run_dir and --repo_id")
     if run_dir is not None and not (Path(run_dir) / TRAINING_CONFIG).is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {TRAINING_CONFIG})")
+        raise not_a_run_folder(run_dir, TRAINING_CONFIG)
     return distinct_steps(run_checkpoints(run_dir) if run_dir is not None else hub_checkpoints(repo_id))
 
 

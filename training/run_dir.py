@@ -43,6 +43,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpt2_owt.core.errors import UserError
 from gpt2_owt.core.folder_lock import LOCK_FILE  # noqa: F401  (part of this layout; folder_lock owns it)
 from gpt2_owt.core.readers import DamagedFile, read_json, read_jsonl
 from gpt2_owt.core.records import write_json_atomic
@@ -87,6 +88,14 @@ RUN_INFO_KEYS = {
     "segments": "[{from_step, changes: {key: {old, new}}, recorded_at}]: allowed identity changes at a resume",
     "determinism": "deterministic-mode flags in force (training/determinism.py recorded())",
 }
+
+
+def not_a_run_folder(run_dir: str | Path, missing: str) -> UserError:
+    """The error for a --run_dir without a run's `missing` file; a folder holding a run in run/ (the demo's
+    runs/demo/<timestamp>/, a sweep's folder per run) gets the path it meant."""
+    inner = Path(run_dir) / "run"
+    hint = f": did you mean {inner}? (it holds a run)" if (inner / TRAINING_CONFIG).is_file() else ""
+    return UserError(f"{run_dir} is not a run folder (no {missing}){hint}")
 
 
 def list_step_dirs(parent: str | Path) -> list[tuple[int, Path]]:

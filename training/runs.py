@@ -18,7 +18,7 @@ from gpt2_owt.modeling.checkpoint_series import is_hub_id
 from gpt2_owt.training.config import TrainConfig, parse_config
 from gpt2_owt.training.data_dir import DATA_ORDER_FIELDS, MANIFEST, read_recipe
 from gpt2_owt.training.manifest import manifest_content
-from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG
+from gpt2_owt.training.run_dir import RUN_INFO, TRAINING_CONFIG, not_a_run_folder
 
 def config_from_json(path: str | Path) -> TrainConfig:
     """A resolved training_config.json (a run's, or a release's copy) as a TrainConfig."""
@@ -30,7 +30,7 @@ def run_config(run_dir: str | Path) -> TrainConfig:
     """The TrainConfig a run folder was trained with (its training_config.json)."""
     path = Path(run_dir) / TRAINING_CONFIG
     if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {TRAINING_CONFIG})")
+        raise not_a_run_folder(run_dir, TRAINING_CONFIG)
     return config_from_json(path)
 
 
@@ -68,7 +68,7 @@ def steps_done(run_dir: str | Path, cfg: TrainConfig) -> int:
     refuses a run that changed its data order on a resume."""
     info_path = Path(run_dir) / RUN_INFO
     if not info_path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {RUN_INFO})")
+        raise not_a_run_folder(run_dir, RUN_INFO)
     info = read_json(info_path)
     for segment in info.get("segments") or []:
         changed = sorted(set(segment.get("changes", {})) & {*DATA_ORDER_FIELDS, "total_steps", "data_manifest_sha256"})
@@ -149,6 +149,6 @@ def run_data_dir(run_dir: Path, cfg: TrainConfig, data_dir: str | Path | None) -
 def check_run_matches(run_dir: Path, data_dir: Path) -> None:
     info_path = run_dir / RUN_INFO
     if not info_path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no {RUN_INFO})")
+        raise not_a_run_folder(run_dir, RUN_INFO)
     if read_json(info_path).get("data_manifest_sha256") != sha256_file(data_dir / MANIFEST):
         raise UserError(f"{run_dir} was not trained on {data_dir} (data manifest sha256 differs)")
