@@ -20,7 +20,8 @@
 
 Rerunning after a failure resumes: files whose remote sha256 (LFS) / git oid already match are skipped by
 `upload_folder`, LFS objects already stored are not sent again, and a step branch whose weights already match is
-skipped whole. `--dry_run` needs no token and prints every file, size, branch and tag it would write.
+skipped whole. `--dry_run` needs no token and prints each branch and tag it would write with its file count and size
+(`--verbose`: every file).
 
 The token comes from `HF_TOKEN` or the login store (`hf auth login`) via `huggingface_hub.get_token()`; it is never
 printed, logged or put in an error message. This module needs only huggingface_hub and the folders: it imports
@@ -63,6 +64,8 @@ class UploadArgs:
     with_training_logs: str | None = field(
         default=None, metadata={"help": "RUN: also publish its metrics, fed batches and sequence losses to training_logs/"})
     dry_run: bool = field(default=False, metadata={"help": "print what would be written; no token, no network"})
+    verbose: bool = field(default=False, metadata={"help": "with --dry_run: list every file of every branch, not only "
+                                                           "each branch's count and size"})
     allow_duplicate_weights: bool = field(
         default=False, metadata={"help": "publish steps whose weights equal another step's (e.g. lr was 0)"})
     with_optimizer_states: bool = field(default=False, metadata={
@@ -255,8 +258,9 @@ def print_plan(args: UploadArgs, release: Target, steps: list[Target], states: l
         total = sum(size for _, size in t.files)
         print(f"branch {t.branch} ({note}) <- {t.folder}: {len(t.files)} files, {total:,} bytes, "
               f"weights sha256 {t.weights_sha256}")
-        for name, size in t.files:
-            print(f"  {name}  {size:,} bytes")
+        if args.verbose:  # a release with every step branch is hundreds of files: listed only when asked
+            for name, size in t.files:
+                print(f"  {name}  {size:,} bytes")
     for t in states:
         print(f"branch {t.branch} <- {t.folder} as {state_path(t.step)}/: optimizer state, {len(t.files)} files, "
               f"{sum(size for _, size in t.files):,} bytes")
@@ -266,8 +270,9 @@ def print_plan(args: UploadArgs, release: Target, steps: list[Target], states: l
         files = training_log_files(Path(args.with_training_logs))
         print(f"branch {release.branch} {TRAINING_LOGS}/ <- {args.with_training_logs}: {len(files)} files, "
               f"{sum(size for _, size in files):,} bytes")
-        for name, size in files:
-            print(f"  {TRAINING_LOGS}/{name}  {size:,} bytes")
+        if args.verbose:
+            for name, size in files:
+                print(f"  {TRAINING_LOGS}/{name}  {size:,} bytes")
     if args.tag:
         print(f"tag {args.tag} -> the release commit on {release.branch}"
               + (" (skipped with --create_pr: tag after merging)" if args.create_pr else ""))

@@ -31,8 +31,14 @@ def local_hashes(folder: Path) -> dict[str, str]:
 def test_dry_run_needs_no_token_and_lists_every_file_branch_and_tag(published_inputs, monkeypatch, capsys):
     release, hf = published_inputs
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    upload.main([str(release), "--repo_id", "alice/gpt2-owt-tiny", "--checkpoints", str(hf), "--tag", "v1.0",
-                 "--dry_run"])
+    argv = [str(release), "--repo_id", "alice/gpt2-owt-tiny", "--checkpoints", str(hf), "--tag", "v1.0", "--dry_run"]
+    upload.main(argv)
+    summary = capsys.readouterr().out.splitlines()  # a line per branch and tag (count and size), no file list
+    branches = [line for line in summary if line.startswith("branch ")]
+    assert [b.split()[1] for b in branches] == ["main", *sorted((p.name for p in hf.iterdir() if p.name != "final"),
+                                                                key=lambda n: int(n[4:])), "main"]
+    assert not any(line.startswith("  ") for line in summary) and len(summary) == len(branches) + 2
+    upload.main([*argv, "--verbose"])
     out = capsys.readouterr().out
     assert "dry run: nothing is uploaded" in out
     for branch, folder in (("main", release), ("step0", hf / "step0"), ("step1", hf / "step1")):
@@ -249,7 +255,7 @@ def test_with_training_logs_publishes_metrics_and_sequence_losses(hub, published
     names = [name for name, _ in logs]
     assert "metrics.jsonl" in names and "sequence_losses/info.json" in names
     assert any(n.startswith("sequence_losses/steps_") for n in names) and not any("checkpoints" in n for n in names)
-    upload.main([str(release), "--repo_id", "alice/x", "--with_training_logs", str(run), "--dry_run"])
+    upload.main([str(release), "--repo_id", "alice/x", "--with_training_logs", str(run), "--dry_run", "--verbose"])
     out = capsys.readouterr().out
     assert "branch main training_logs/ <- " in out and "  training_logs/metrics.jsonl  " in out
     repo = "alice/gpt2-owt-logs"
