@@ -54,6 +54,8 @@ def test_demo_end_to_end_and_rerun_keeps_the_first_run(tmp_path):
     summary = first.stdout[first.stdout.index("=== summary ==="):]
     assert f"train loss {losses[0]:.3f}" in summary and "word_perplexity" in summary and "model.safetensors" in summary
     assert "dry run: nothing is uploaded" in first.stdout and "branch step8" in first.stdout
+    dry_run = first.stdout[first.stdout.index("=== 6/7"):first.stdout.index("=== 7/7")].strip().splitlines()
+    assert len(dry_run) <= 30, "\n".join(dry_run)  # a line per branch, not every file of every branch
     assert "None" not in first.stdout
     # progress from the first second of training, exports listed by step (step10 after step8, not after step1)
     training = first.stdout[first.stdout.index("=== 3/7"):first.stdout.index("=== 4/7")]
