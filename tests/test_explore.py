@@ -471,10 +471,10 @@ def test_start_up_says_what_it_does_and_serves_on_localhost_only(release_run, tm
                       "explore: 3 checkpoints; loading the web framework (gradio)", "explore: building the page",
                       f"explore: serving on http://127.0.0.1:{port}/"]
 
-    from gpt2_owt.tracing import explore, explore_app
+    from gpt2_owt.tracing import explore
 
-    served = []
-    monkeypatch.setattr(explore_app, "launch", lambda app, host, port, share: served.append((host, port, share)))
+    served = []  # the verb's launch (explore_app.launch, as explore imports it) records instead of serving
+    monkeypatch.setattr(explore, "launch", lambda app, host, port, share: served.append((host, port, share)))
     explore.main(["--run_dir", str(release_run), "--port", str(port), "--host", "0.0.0.0"])
     assert served == [("0.0.0.0", port, False)]
     assert f"explore: serving on http://0.0.0.0:{port}/ (reachable from other machines: --host)" in \
