@@ -145,13 +145,15 @@ def test_nothing_removed_is_the_run_bit_for_bit_under_two_process_zero2(canary_d
     proc = run_cli([*accelerate_cmd("cpu_zero2.yaml", 2), "-m", "gpt2_owt.cli", "train",
                     *train_args(canary_data, run, **RUN)], timeout=1500, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    empty = tmp_path / "nothing.jsonl"
-    empty.write_text("")
+    # the CLI refuses an empty removal ("nothing to remove"): leave one row out; the original trajectory, replayed
+    # beside it, must still be the run's own weights bit for bit
+    one_row = tmp_path / "one_row.jsonl"
+    one_row.write_text(json.dumps({"update": 4, "row": 0}) + "\n")
     proc = run_cli([*accelerate_cmd("cpu_zero2.yaml", 2), "-m", "gpt2_owt.cli", "replay", "--run_dir", str(run),
-                    "--from_step", "4", "--to_step", "12", "--remove", str(empty), "--query", CANARY, "--json"],
+                    "--from_step", "4", "--to_step", "12", "--remove", str(one_row), "--query", CANARY, "--json"],
                    timeout=1500, OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout[proc.stdout.index("{\n"):])  # after anything DeepSpeed printed
     assert report["layout"] == {"world_size": 2, "zero_stage": 2, "mixed_precision": "no", "same_as_run": True}
     assert report["exact"] == {"reference": "hf/final", "bitwise_equal": True}
-    assert report["counterfactual"] == report["original"]
+    assert report["removed"]["count"] == 1 and report["counterfactual"] != report["original"]
